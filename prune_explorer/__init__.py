@@ -1,0 +1,1 @@
+"""Prune Explorer: explore weight pruning of small language models."""

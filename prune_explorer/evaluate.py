@@ -1,0 +1,148 @@
+"""What pruning does to a model's outputs: perplexity, greedy text, next-token probabilities, KL.
+
+Every function takes a model and token ids, so the dense and the pruned model are measured the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Progress = Callable[[float], None] | None
+
+
+@dataclass(frozen=True)
+class Perplexity:
+    """Teacher-forced loss over a text: summed NLL in nats over ``tokens`` predicted tokens."""
+
+    nll: float
+    tokens: int
+
+    @property
+    def mean_nll(self) -> float:
+        return self.nll / self.tokens if self.tokens else float("nan")
+
+    @property
+    def ppl(self) -> float:
+        return math.exp(self.mean_nll) if self.tokens else float("nan")
+
+
+def context_length(model: nn.Module, default: int = 1024) -> int:
+    """The longest sequence the model takes, from its config."""
+    cfg = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(cfg, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return default
+
+
+@torch.inference_mode()
+def token_nll(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """Per-token NLL (float32, (T-1,)) of a single (T,) sequence, predicting ids[1:] from ids[:-1]."""
+    logits = model(input_ids=ids.view(1, -1)).logits[0, :-1].float()
+    return F.cross_entropy(logits, ids[1:], reduction="none")
+
+
+@torch.inference_mode()
+def perplexity(
+    model: nn.Module,
+    ids: Sequence[int] | torch.Tensor,
+    window: int | None = None,
+    progress: Progress = None,
+) -> Perplexity:
+    """Perplexity of ``ids`` in non-overlapping windows of at most ``window`` tokens.
+
+    Each window is scored on its own (the first token of a window is context, not predicted), the way the
+    Wanda and SparseGPT papers evaluate; ``window`` defaults to the model's context length.
+    """
+    ids = torch.as_tensor(ids, dtype=torch.long).view(-1)
+    window = min(window or context_length(model), context_length(model))
+    if ids.numel() < 2:
+        raise ValueError("perplexity needs at least two tokens of text")
+    nll, count = 0.0, 0
+    starts = list(range(0, ids.numel() - 1, window))
+    for i, start in enumerate(starts):
+        chunk = ids[start : start + window]
+        if chunk.numel() < 2:
+            break
+        losses = token_nll(model, chunk)
+        nll += float(losses.double().sum())
+        count += losses.numel()
+        if progress:
+            progress((i + 1) / len(starts))
+    return Perplexity(nll=nll, tokens=count)
+
+
+@torch.inference_mode()
+def next_token_logits(model: nn.Module, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """float32 (T, vocab) logits at every position of a prompt."""
+    ids = torch.as_tensor(ids, dtype=torch.long).view(1, -1)
+    return model(input_ids=ids).logits[0].float()
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How far the pruned next-token distributions are from the dense ones over a prompt's positions.
+
+    ``kl`` is mean KL(dense || pruned) in nats; ``kl_last`` is at the last position (the next token);
+    ``top1`` is the share of positions whose argmax agrees.
+    """
+
+    kl: float
+    kl_last: float
+    top1: float
+
+
+def agreement(dense_logits: torch.Tensor, pruned_logits: torch.Tensor) -> Agreement:
+    """Compare two (T, vocab) logit tensors position by position."""
+    p_log = F.log_softmax(dense_logits.float(), dim=-1)
+    q_log = F.log_softmax(pruned_logits.float(), dim=-1)
+    kl = (p_log.exp() * (p_log - q_log)).sum(-1).clamp_min(0.0)
+    top1 = (dense_logits.argmax(-1) == pruned_logits.argmax(-1)).float().mean()
+    return Agreement(kl=float(kl.mean()), kl_last=float(kl[-1]), top1=float(top1))
+
+
+def top_k(logits: torch.Tensor, k: int = 10) -> list[tuple[int, float]]:
+    """The ``k`` most likely next tokens as (id, probability), from one (vocab,) logit row."""
+    probs = F.softmax(logits.float(), dim=-1)
+    values, idx = torch.topk(probs, min(k, probs.numel()))
+    return [(int(i), float(v)) for i, v in zip(idx, values)]
+
+
+@torch.inference_mode()
+def greedy_generate(
+    model: nn.Module,
+    ids: Sequence[int] | torch.Tensor,
+    max_new_tokens: int = 40,
+    stop_ids: Sequence[int] = (),
+) -> list[int]:
+    """Greedy continuation of ``ids`` (new tokens only), stopping after any of ``stop_ids``.
+
+    Uses the model's KV cache; deterministic, so dense and pruned differ only because of the weights.
+    """
+    ids = torch.as_tensor(ids, dtype=torch.long).view(1, -1)
+    room = context_length(model) - ids.shape[1]
+    steps = max(0, min(max_new_tokens, room))
+    out: list[int] = []
+    past = None
+    step_input = ids
+    for _ in range(steps):
+        result = model(input_ids=step_input, past_key_values=past, use_cache=True)
+        past = result.past_key_values
+        token = int(result.logits[0, -1].argmax())
+        out.append(token)
+        if token in stop_ids:
+            break
+        step_input = torch.tensor([[token]])
+    return out
+
+
+def token_diff(dense_ids: Sequence[int], pruned_ids: Sequence[int]) -> list[bool]:
+    """For each pruned token, whether it equals the dense token at the same position."""
+    return [i < len(dense_ids) and dense_ids[i] == t for i, t in enumerate(pruned_ids)]

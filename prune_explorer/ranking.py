@@ -1,0 +1,125 @@
+"""Precomputed weight rankings: what makes a slider move cheap.
+
+Unstructured pruning at any sparsity removes a *prefix* of the weights sorted by score. Sorting once per model
+turns every later move into arithmetic on counts: the mask for k pruned weights is "the first k of the order",
+and moving from k to k' touches only the weights between them. Ties are broken by flat storage index
+(a stable sort), so the same k always names the same weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from prune_explorer.layers import PrunableLayer
+
+
+@dataclass(frozen=True)
+class LayerRanking:
+    """Weights of one layer in pruning order.
+
+    Attributes:
+        order: int64 (numel,), flat *storage* indices from least to most important.
+        sorted_scores: float32 (numel,), the scores in that order (ascending).
+    """
+
+    order: torch.Tensor
+    sorted_scores: torch.Tensor
+
+    @property
+    def numel(self) -> int:
+        return int(self.order.numel())
+
+    def threshold_for(self, k: int) -> float:
+        """Largest pruned score when the first ``k`` weights are pruned (0.0 when none are)."""
+        return float(self.sorted_scores[k - 1]) if k > 0 else 0.0
+
+    def count_at_or_below(self, threshold: float) -> int:
+        """How many weights have a score <= ``threshold``."""
+        t = torch.tensor([threshold], dtype=self.sorted_scores.dtype)
+        return int(torch.searchsorted(self.sorted_scores, t, right=True))
+
+    def mask(self, k: int, storage_shape: torch.Size) -> torch.Tensor:
+        """bool mask in storage layout, True = keep, with the first ``k`` weights of the order pruned."""
+        keep = torch.ones(self.numel, dtype=torch.bool)
+        keep[self.order[:k]] = False
+        return keep.view(storage_shape)
+
+
+def rank_scores(scores: torch.Tensor) -> LayerRanking:
+    """Rank a score tensor (any shape, storage layout) from least to most important, ties by index."""
+    flat = scores.detach().reshape(-1).to(torch.float32)
+    sorted_scores, order = torch.sort(flat, stable=True)
+    return LayerRanking(order=order, sorted_scores=sorted_scores)
+
+
+def magnitude_ranking(weight_storage: torch.Tensor) -> LayerRanking:
+    """Rank a weight by |w| (magnitude pruning, as ``torch.nn.utils.prune.l1_unstructured``)."""
+    return rank_scores(weight_storage.detach().abs())
+
+
+def count_for_sparsity(numel: int, sparsity: float) -> int:
+    """Number of weights to prune, counted like ``torch.nn.utils.prune``: round(sparsity * numel)."""
+    if not 0.0 <= sparsity <= 1.0:
+        raise ValueError(f"sparsity must be between 0 and 1, got {sparsity}")
+    return int(round(sparsity * numel))
+
+
+def uniform_counts(rankings: dict[str, LayerRanking], layers: Sequence[PrunableLayer], sparsity: float) -> dict[str, int]:
+    """The same sparsity in every layer (comparison group: each layer)."""
+    return {layer.name: count_for_sparsity(rankings[layer.name].numel, sparsity) for layer in layers}
+
+
+def threshold_counts(rankings: dict[str, LayerRanking], layers: Sequence[PrunableLayer], threshold: float) -> dict[str, int]:
+    """Prune every weight with score <= ``threshold`` in every layer (one cut-off for all layers)."""
+    if threshold < 0:
+        raise ValueError(f"a |w| threshold cannot be negative, got {threshold}")
+    top = max((float(rankings[layer.name].sorted_scores[-1]) for layer in layers), default=0.0)
+    if threshold > top:
+        raise ValueError(f"threshold {threshold:.6g} is above the largest |w| of the selected layers ({top:.6g})")
+    return {layer.name: rankings[layer.name].count_at_or_below(threshold) for layer in layers}
+
+
+class GlobalRanking:
+    """All selected layers' scores in one ascending array, for the global-threshold policy.
+
+    Built once per (model, layer selection); each move then costs one index lookup and a
+    binary search per layer.
+    """
+
+    def __init__(self, rankings: dict[str, LayerRanking], layers: Sequence[PrunableLayer]):
+        self.names = [layer.name for layer in layers]
+        self._rankings = rankings
+        if self.names:
+            self.sorted_scores = torch.sort(torch.cat([rankings[n].sorted_scores for n in self.names])).values
+        else:
+            self.sorted_scores = torch.empty(0)
+
+    @property
+    def numel(self) -> int:
+        return int(self.sorted_scores.numel())
+
+    def counts(self, sparsity: float) -> dict[str, int]:
+        """Per-layer counts that prune the ``round(sparsity * total)`` smallest scores of all layers together.
+
+        Weights tied at the cut-off are taken in layer order, then by index, so the total is exact.
+        """
+        total = count_for_sparsity(self.numel, sparsity)
+        if total == 0:
+            return {n: 0 for n in self.names}
+        cut = float(self.sorted_scores[total - 1])
+        t = torch.tensor([cut], dtype=self.sorted_scores.dtype)
+        counts, ties = {}, {}
+        for n in self.names:
+            s = self._rankings[n].sorted_scores
+            below = int(torch.searchsorted(s, t, right=False))
+            counts[n] = below
+            ties[n] = int(torch.searchsorted(s, t, right=True)) - below
+        remaining = total - sum(counts.values())
+        for n in self.names:
+            take = min(ties[n], remaining)
+            counts[n] += take
+            remaining -= take
+        return counts

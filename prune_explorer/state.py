@@ -1,0 +1,199 @@
+"""The pruning state of one user: masks over a shared dense model, and the session's own working weights.
+
+The dense model is loaded once per process and never written. A :class:`PruningState` holds a working model
+that *shares* every tensor with the dense one until a layer is pruned; only then does the layer get its own
+weight, written as ``where(mask, dense, 0)``. Restoring copies the dense tensor back, so it is bit-exact.
+
+Magnitude-style masks (a prefix of a precomputed ranking) are kept as a count ``k``: a slider move from k to k'
+only zeroes or restores the weights between the two, which is what keeps the slider fast on a 135M model.
+Any other mask (Wanda, N:M, structured) is kept as a bool tensor.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from prune_explorer.layers import PrunableLayer, find_layers
+from prune_explorer.ranking import LayerRanking, magnitude_ranking
+
+
+class DenseModel:
+    """A loaded dense model plus what every session can share: its layers and their magnitude rankings.
+
+    Treat it as read-only; :class:`PruningState` is the way to change weights.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, name: str = "model", **info):
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.name = name
+        self.info = info
+        self.layers: list[PrunableLayer] = find_layers(self.model)
+        self.by_name = {layer.name: layer for layer in self.layers}
+        self._rankings: dict[str, LayerRanking] = {}
+        # Other things derived once per model and shared by sessions (merged rankings, calibration...).
+        self.cache: dict = {}
+
+    def storage(self, name: str) -> torch.Tensor:
+        """The dense weight of layer ``name`` in its storage layout (read-only by convention)."""
+        return self.model.get_submodule(name).weight
+
+    def ranking(self, name: str) -> LayerRanking:
+        """Magnitude ranking of one layer, computed on first use and kept for the process."""
+        if name not in self._rankings:
+            self._rankings[name] = magnitude_ranking(self.storage(name))
+        return self._rankings[name]
+
+    def rankings(self, layers: Iterable[PrunableLayer]) -> dict[str, LayerRanking]:
+        return {layer.name: self.ranking(layer.name) for layer in layers}
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in {id(p): p for p in self.model.parameters()}.values())
+
+
+@dataclass
+class _Pruned:
+    """How one layer is pruned now: a ranking prefix of length ``k``, or an explicit mask."""
+
+    k: int | None = None
+    mask: torch.Tensor | None = None  # bool, storage layout
+
+
+def working_copy(model: nn.Module) -> nn.Module:
+    """A structural copy of ``model`` whose parameters and buffers are the *same* tensors."""
+    memo = {id(t): t for t in model.parameters()}
+    memo.update({id(t): t for t in model.buffers()})
+    return copy.deepcopy(model, memo)
+
+
+class PruningState:
+    """One session's pruning of a :class:`DenseModel`."""
+
+    def __init__(self, dense: DenseModel):
+        self.dense = dense
+        self.model = working_copy(dense.model)
+        self._pruned: dict[str, _Pruned] = {}
+
+    # ----- reading
+    def is_pruned(self, name: str) -> bool:
+        return name in self._pruned
+
+    def pruned_count(self, name: str) -> int:
+        """Number of weights the mask removes in layer ``name``."""
+        p = self._pruned.get(name)
+        if p is None:
+            return 0
+        if p.k is not None:
+            return p.k
+        return int(p.mask.numel() - p.mask.sum())
+
+    def sparsity(self, name: str) -> float:
+        return self.pruned_count(name) / self.dense.by_name[name].numel
+
+    def mask(self, name: str) -> torch.Tensor:
+        """bool (out, in) mask of layer ``name``, True = keep."""
+        layer = self.dense.by_name[name]
+        storage_shape = self.dense.storage(name).shape
+        p = self._pruned.get(name)
+        if p is None:
+            keep = torch.ones(storage_shape, dtype=torch.bool)
+        elif p.k is not None:
+            keep = self.dense.ranking(name).mask(p.k, storage_shape)
+        else:
+            keep = p.mask
+        return keep.T if layer.transposed else keep
+
+    def overall_sparsity(self, layers: Iterable[PrunableLayer] | None = None) -> float:
+        """Share of pruned weights over ``layers`` (default: every layer that is pruned or prunable)."""
+        layers = list(self.dense.layers if layers is None else layers)
+        total = sum(layer.numel for layer in layers)
+        return sum(self.pruned_count(layer.name) for layer in layers) / total if total else 0.0
+
+    def weight(self, name: str) -> torch.Tensor:
+        """The session's current (out, in) weight of layer ``name``."""
+        return self.dense.by_name[name].weight(self.model)
+
+    # ----- writing
+    def _own_weight(self, name: str) -> torch.Tensor:
+        """The session's private storage for layer ``name``, created from the dense weight on first use."""
+        layer = self.dense.by_name[name]
+        dense_w = self.dense.storage(name)
+        current = self.model.get_submodule(name).weight
+        if current is not dense_w:
+            return current.data
+        own = nn.Parameter(dense_w.detach().clone(), requires_grad=False)
+        for holder in layer.holders:
+            setattr(self.model.get_submodule(holder), "weight", own)
+        return own.data
+
+    def _share_dense(self, name: str) -> None:
+        layer = self.dense.by_name[name]
+        dense_w = self.dense.model.get_submodule(name).weight
+        for holder in layer.holders:
+            setattr(self.model.get_submodule(holder), "weight", dense_w)
+        self._pruned.pop(name, None)
+
+    def apply_counts(self, counts: dict[str, int]) -> None:
+        """Prune the ``k`` lowest-|w| weights of each named layer; layers not named are left as they are.
+
+        A layer already pruned by a ranking prefix is updated in place, touching only the weights between
+        its old and new ``k``.
+        """
+        for name, k in counts.items():
+            ranking = self.dense.ranking(name)
+            if not 0 <= k <= ranking.numel:
+                raise ValueError(f"layer {name}: cannot prune {k} of {ranking.numel} weights")
+            if k == 0:
+                self._share_dense(name)
+                continue
+            old = self._pruned.get(name)
+            own = self._own_weight(name).view(-1)
+            if old is not None and old.k is not None:
+                if k > old.k:
+                    own[ranking.order[old.k : k]] = 0.0
+                elif k < old.k:
+                    idx = ranking.order[k : old.k]
+                    own[idx] = self.dense.storage(name).detach().view(-1)[idx]
+            else:
+                own.copy_(self.dense.storage(name).detach().view(-1))
+                own[ranking.order[:k]] = 0.0
+            self._pruned[name] = _Pruned(k=k)
+
+    def apply_masks(self, masks: dict[str, torch.Tensor]) -> None:
+        """Apply explicit bool (out, in) masks, True = keep; layers not named are left as they are."""
+        for name, keep in masks.items():
+            layer = self.dense.by_name.get(name)
+            if layer is None:
+                raise KeyError(f"no prunable layer named {name!r}")
+            if keep.dtype != torch.bool or tuple(keep.shape) != layer.shape:
+                raise ValueError(
+                    f"mask for {name} must be torch.bool of shape {layer.shape}, got {keep.dtype} {tuple(keep.shape)}"
+                )
+            storage_keep = (keep.T if layer.transposed else keep).contiguous()
+            if bool(storage_keep.all()):
+                self._share_dense(name)
+                continue
+            own = self._own_weight(name)
+            torch.where(storage_keep, self.dense.storage(name).detach(), torch.zeros((), dtype=own.dtype), out=own)
+            self._pruned[name] = _Pruned(mask=storage_keep)
+
+    def reset(self, names: Iterable[str] | None = None) -> None:
+        """Return the named layers (default: all) to the exact dense weights."""
+        for name in list(self._pruned if names is None else names):
+            self._share_dense(name)
+
+    def private_bytes(self) -> int:
+        """Bytes this session holds beyond the shared dense model (own weights and explicit masks)."""
+        total = 0
+        for name, p in self._pruned.items():
+            total += self.dense.storage(name).numel() * self.dense.storage(name).element_size()
+            if p.mask is not None:
+                total += p.mask.numel()
+        return total
