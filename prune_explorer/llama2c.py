@@ -9,9 +9,11 @@ llama2.c tokenizer so that token ids match what the model was trained with.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import string
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,16 +27,20 @@ STORIES260K_DIR: Path = Path(__file__).resolve().parent / "assets" / "stories260
 STORIES260K_CHECKPOINT: Path = STORIES260K_DIR / "stories260K.bin"
 STORIES260K_TOKENIZER: Path = STORIES260K_DIR / "tok512.bin"
 
-_HEADER_FIELDS = (
-    "dim",
-    "hidden_dim",
-    "n_layers",
-    "n_heads",
-    "n_kv_heads",
-    "vocab_size",
-    "seq_len",
-)
+_HEADER_FIELDS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len")
 _HEADER_BYTES = 4 * len(_HEADER_FIELDS)
+# llama2.c per-layer array -> HF module path inside ``model.layers.{i}``
+_LAYER_KEYS = {
+    "attention_norm": "input_layernorm",
+    "wq": "self_attn.q_proj",
+    "wk": "self_attn.k_proj",
+    "wv": "self_attn.v_proj",
+    "wo": "self_attn.o_proj",
+    "ffn_norm": "post_attention_layernorm",
+    "w1": "mlp.gate_proj",
+    "w2": "mlp.down_proj",
+    "w3": "mlp.up_proj",
+}
 _BYTE_PIECE = re.compile(rb"<0x([0-9A-Fa-f]{2})>")
 
 
@@ -49,9 +55,7 @@ def _rope_to_rotate_half(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     return w.view(n_heads, head_dim // 2, 2, dim).transpose(1, 2).reshape(out_features, dim)
 
 
-def read_checkpoint(
-    path: str | os.PathLike,
-) -> tuple[transformers.LlamaConfig, dict[str, torch.Tensor]]:
+def read_checkpoint(path: str | os.PathLike) -> tuple[transformers.LlamaConfig, dict[str, torch.Tensor]]:
     """Parse a llama2.c legacy (v0) checkpoint into a LlamaConfig and an HF-named state dict.
 
     The returned tensors are float32, already renamed to ``LlamaForCausalLM`` keys and with
@@ -68,15 +72,10 @@ def read_checkpoint(
             f"{path}: not a llama2.c checkpoint, expected at least {_HEADER_BYTES} bytes "
             f"of header but the file has {actual} bytes"
         )
-    header = dict(zip(_HEADER_FIELDS, (int(v) for v in np.fromfile(path, dtype="<i4", count=7))))
-    shared = header["vocab_size"] > 0
-    dim, hidden, n_layers = header["dim"], header["hidden_dim"], header["n_layers"]
-    n_heads, n_kv, vocab, seq_len = (
-        header["n_heads"],
-        header["n_kv_heads"],
-        abs(header["vocab_size"]),
-        header["seq_len"],
-    )
+    values = [int(v) for v in np.fromfile(path, dtype="<i4", count=len(_HEADER_FIELDS))]
+    header = dict(zip(_HEADER_FIELDS, values))
+    dim, hidden, n_layers, n_heads, n_kv, vocab, seq_len = values
+    shared, vocab = vocab > 0, abs(vocab)
     if (
         min(dim, hidden, n_layers, n_heads, n_kv, vocab, seq_len) <= 0
         or dim % n_heads
@@ -111,9 +110,7 @@ def read_checkpoint(
             f"{expected} bytes but the file has {actual} bytes (truncated or corrupt?)"
         )
 
-    flat = torch.from_numpy(
-        np.fromfile(path, dtype="<f4", offset=_HEADER_BYTES).astype(np.float32, copy=False)
-    )
+    flat = torch.from_numpy(np.fromfile(path, dtype="<f4", offset=_HEADER_BYTES).astype(np.float32))
     arrays: dict[str, torch.Tensor] = {}
     offset = 0
     for name, shape in layout:
@@ -127,16 +124,11 @@ def read_checkpoint(
         "lm_head.weight": arrays["tok_embeddings"] if shared else arrays["output"],
     }
     for i in range(n_layers):
-        p = f"model.layers.{i}."
-        sd[p + "input_layernorm.weight"] = arrays["attention_norm"][i]
-        sd[p + "self_attn.q_proj.weight"] = _rope_to_rotate_half(arrays["wq"][i], n_heads)
-        sd[p + "self_attn.k_proj.weight"] = _rope_to_rotate_half(arrays["wk"][i], n_kv)
-        sd[p + "self_attn.v_proj.weight"] = arrays["wv"][i]
-        sd[p + "self_attn.o_proj.weight"] = arrays["wo"][i]
-        sd[p + "post_attention_layernorm.weight"] = arrays["ffn_norm"][i]
-        sd[p + "mlp.gate_proj.weight"] = arrays["w1"][i]
-        sd[p + "mlp.down_proj.weight"] = arrays["w2"][i]
-        sd[p + "mlp.up_proj.weight"] = arrays["w3"][i]
+        for src, dst in _LAYER_KEYS.items():
+            w = arrays[src][i]
+            if src in ("wq", "wk"):
+                w = _rope_to_rotate_half(w, n_heads if src == "wq" else n_kv)
+            sd[f"model.layers.{i}.{dst}.weight"] = w
 
     config = transformers.LlamaConfig(
         vocab_size=vocab,
@@ -168,14 +160,9 @@ def load_llama2c_model(path: str | os.PathLike) -> transformers.LlamaForCausalLM
     config, state_dict = read_checkpoint(path)
     model = transformers.LlamaForCausalLM(config).to(torch.float32)
     model.load_state_dict(state_dict, strict=True)
-    if config.tie_word_embeddings and model.lm_head.weight is not model.model.embed_tokens.weight:
-        model.tie_weights()
     model.eval()
-    logger.info(
-        "Loaded llama2.c model %s (%d parameters)",
-        path,
-        sum(p.numel() for p in model.parameters()),
-    )
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info("Loaded llama2.c model %s (%d parameters)", path, n_params)
     return model
 
 
@@ -197,12 +184,10 @@ class Llama2cTokenizer:
         self.max_token_length = max_token_length
         self.vocab_size = len(self.pieces)
         self._ids: dict[bytes, int] = {}
+        self._byte_of: dict[int, int] = {}  # id -> byte value for <0xXX> pieces
         for i, piece in enumerate(self.pieces):
             self._ids.setdefault(piece, i)  # first id wins for a duplicated piece
-        self._byte_of: dict[int, int] = {}
-        for i, piece in enumerate(self.pieces):
-            m = _BYTE_PIECE.fullmatch(piece)
-            if m:
+            if m := _BYTE_PIECE.fullmatch(piece):
                 self._byte_of[i] = int(m.group(1), 16)
 
     @classmethod
@@ -216,7 +201,7 @@ class Llama2cTokenizer:
         data = path.read_bytes()
         if len(data) < 4:
             raise ValueError(f"{path}: not a llama2.c tokenizer file ({len(data)} bytes)")
-        max_len = int(np.frombuffer(data, dtype="<i4", count=1)[0])
+        (max_len,) = struct.unpack_from("<i", data)
         if not 0 < max_len <= 1 << 16:
             raise ValueError(f"{path}: corrupt llama2.c tokenizer, implausible max_token_length {max_len}")
         pieces: list[bytes] = []
@@ -228,8 +213,7 @@ class Llama2cTokenizer:
                     f"{path}: corrupt llama2.c tokenizer, record {len(pieces)} header at byte "
                     f"{pos} needs 8 bytes but only {len(data) - pos} remain"
                 )
-            score = float(np.frombuffer(data, dtype="<f4", count=1, offset=pos)[0])
-            n = int(np.frombuffer(data, dtype="<i4", count=1, offset=pos + 4)[0])
+            score, n = struct.unpack_from("<fi", data, pos)
             if not 0 < n <= max_len or pos + 8 + n > len(data):
                 raise ValueError(
                     f"{path}: corrupt llama2.c tokenizer, record {len(pieces)} at byte {pos} "
@@ -239,7 +223,7 @@ class Llama2cTokenizer:
             scores.append(score)
             pos += 8 + n
         bad = [b for b in range(256) if len(pieces) < 259 or pieces[b + 3] != b"<0x%02X>" % b]
-        if bad or not np.isfinite(scores).all():
+        if bad or not all(math.isfinite(x) for x in scores):
             raise ValueError(
                 f"{path}: corrupt llama2.c tokenizer, {len(pieces)} tokens read but byte tokens "
                 f"<0x00>..<0xFF> are not ids 3..258 or a score is not finite"

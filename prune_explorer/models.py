@@ -94,7 +94,7 @@ def load_stories260k() -> DenseModel:
 
     model = llama2c.load_llama2c_model(llama2c.STORIES260K_CHECKPOINT)
     tokenizer = llama2c.Llama2cTokenizer.from_file(llama2c.STORIES260K_TOKENIZER)
-    return DenseModel(model, tokenizer, name=STORIES260K, source="built-in (llama2.c checkpoint)", chat=False)
+    return DenseModel(model, tokenizer, name=STORIES260K, source="built-in (llama2.c checkpoint)", chat=False, text_set="stories")
 
 
 def _offline() -> bool:
@@ -145,7 +145,7 @@ def load_pretrained(source: str, available: int | None = None) -> DenseModel:
     except Exception as exc:
         raise ModelLoadError(f"could not load the weights or tokenizer of {source!r}: {_first_line(exc)}") from exc
     wrapped = HFTokenizer(tokenizer)
-    return DenseModel(model, wrapped, name=source, source=str(path) if looks_local else "hub", chat=wrapped.has_chat_template)
+    return DenseModel(model, wrapped, name=source, source=str(path) if looks_local else "hub", chat=wrapped.has_chat_template, text_set="shakespeare")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,46 @@
+"""Sparsity sweeps: how a quality measure moves as more weights go, for one model and one policy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import torch
+
+from prune_explorer.evaluate import perplexity
+from prune_explorer.pruning import MagnitudeSettings, apply_magnitude
+from prune_explorer.state import DenseModel, PruningState
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    sparsity: float  # asked for
+    achieved: float  # over the selected layers
+    ppl: float
+
+
+def perplexity_sweep(
+    dense: DenseModel,
+    ids: Sequence[int] | torch.Tensor,
+    sparsities: Sequence[float],
+    settings: MagnitudeSettings | None = None,
+    window: int | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> list[SweepPoint]:
+    """Perplexity of ``ids`` at each sparsity, on a scratch state (no session's state is touched).
+
+    The policy, kinds and overrides come from ``settings``; its ``sparsity`` is replaced by each point.
+    """
+    from prune_explorer.layers import select
+
+    settings = settings or MagnitudeSettings()
+    state = PruningState(dense)
+    layers = select(dense.layers, settings.kinds)
+    points = []
+    for i, s in enumerate(sparsities):
+        apply_magnitude(state, replace(settings, sparsity=float(s), policy="global" if settings.policy == "global" else "uniform"))
+        result = perplexity(state.model, ids, window=window)
+        points.append(SweepPoint(sparsity=float(s), achieved=state.overall_sparsity(layers), ppl=result.ppl))
+        if progress:
+            progress((i + 1) / len(sparsities))
+    return points
