@@ -9,24 +9,34 @@ and moving from k to k' touches only the weights between them. Ties are broken b
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from prune_explorer.layers import PrunableLayer
 
 
-@dataclass(frozen=True)
+@dataclass
 class LayerRanking:
     """Weights of one layer in pruning order.
 
     Attributes:
-        order: int64 (numel,), flat *storage* indices from least to most important.
+        order: int32 (numel,), flat *storage* indices from least to most important.
         sorted_scores: float32 (numel,), the scores in that order (ascending).
     """
 
     order: torch.Tensor
     sorted_scores: torch.Tensor
+    _rank: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def rank(self) -> torch.Tensor:
+        """int32 (numel,): each weight's position in the order (the inverse permutation), built on first use."""
+        if self._rank is None:
+            rank = torch.empty(self.numel, dtype=torch.int32)
+            rank[self.order] = torch.arange(self.numel, dtype=torch.int32)
+            self._rank = rank
+        return self._rank
 
     @property
     def numel(self) -> int:
@@ -51,8 +61,10 @@ class LayerRanking:
 def rank_scores(scores: torch.Tensor) -> LayerRanking:
     """Rank a score tensor (any shape, storage layout) from least to most important, ties by index."""
     flat = scores.detach().reshape(-1).to(torch.float32)
+    if flat.numel() >= 2**31:
+        raise ValueError(f"a layer of {flat.numel()} weights is too large to rank with int32 indices")
     sorted_scores, order = torch.sort(flat, stable=True)
-    return LayerRanking(order=order, sorted_scores=sorted_scores)
+    return LayerRanking(order=order.to(torch.int32), sorted_scores=sorted_scores)
 
 
 def magnitude_ranking(weight_storage: torch.Tensor) -> LayerRanking:

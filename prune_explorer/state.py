@@ -73,6 +73,11 @@ def working_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
+# Above this share of a layer's weights, a slider move rewrites the layer instead of scattering the change.
+DELTA_SHARE = 1 / 16
+_ZERO = torch.zeros(())
+
+
 class PruningState:
     """One session's pruning of a :class:`DenseModel`."""
 
@@ -155,15 +160,17 @@ class PruningState:
                 continue
             old = self._pruned.get(name)
             own = self._own_weight(name).view(-1)
-            if old is not None and old.k is not None:
+            dense_w = self.dense.storage(name).detach().view(-1)
+            if old is not None and old.k is not None and abs(k - old.k) <= DELTA_SHARE * ranking.numel:
+                # Small move: touch only the weights between the old and the new cut.
                 if k > old.k:
                     own[ranking.order[old.k : k]] = 0.0
                 elif k < old.k:
                     idx = ranking.order[k : old.k]
-                    own[idx] = self.dense.storage(name).detach().view(-1)[idx]
+                    own[idx] = dense_w[idx]
             else:
-                own.copy_(self.dense.storage(name).detach().view(-1))
-                own[ranking.order[:k]] = 0.0
+                # Large move: one sequential pass beats scattering into most cache lines.
+                torch.where(ranking.rank >= k, dense_w, _ZERO, out=own)
             self._pruned[name] = _Pruned(k=k)
 
     def apply_masks(self, masks: dict[str, torch.Tensor]) -> None:
@@ -181,7 +188,36 @@ class PruningState:
                 self._share_dense(name)
                 continue
             own = self._own_weight(name)
-            torch.where(storage_keep, self.dense.storage(name).detach(), torch.zeros((), dtype=own.dtype), out=own)
+            torch.where(storage_keep, self.dense.storage(name).detach(), _ZERO, out=own)
+            self._pruned[name] = _Pruned(mask=storage_keep)
+
+    def apply_weights(self, weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> None:
+        """Write new (out, in) weights with their bool masks (True = keep), e.g. SparseGPT's reconstruction.
+
+        The session's own tensor receives ``where(mask, weight, 0)``; the dense model is not touched, so
+        :meth:`reset` still restores it exactly. Every named weight needs a mask; layers not named are left
+        as they are. A later :meth:`apply_masks` or :meth:`apply_counts` on a layer starts again from dense.
+        """
+        for name, new in weights.items():
+            layer = self.dense.by_name.get(name)
+            if layer is None:
+                raise KeyError(f"no prunable layer named {name!r}")
+            if name not in masks:
+                raise ValueError(f"new weights for {name} come without a mask")
+            keep = masks[name]
+            if keep.dtype != torch.bool or tuple(keep.shape) != layer.shape:
+                raise ValueError(
+                    f"mask for {name} must be torch.bool of shape {layer.shape}, got {keep.dtype} {tuple(keep.shape)}"
+                )
+            if not new.is_floating_point() or tuple(new.shape) != layer.shape:
+                raise ValueError(
+                    f"new weight for {name} must be floating point of shape {layer.shape}, "
+                    f"got {new.dtype} {tuple(new.shape)}"
+                )
+            storage_keep = (keep.T if layer.transposed else keep).contiguous()
+            storage_new = new.T if layer.transposed else new
+            own = self._own_weight(name)
+            torch.where(storage_keep, storage_new.detach().to(own.dtype), torch.zeros((), dtype=own.dtype), out=own)
             self._pruned[name] = _Pruned(mask=storage_keep)
 
     def reset(self, names: Iterable[str] | None = None) -> None:

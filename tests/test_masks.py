@@ -1,0 +1,92 @@
+"""Masks against the reference (torch.nn.utils.prune) and the sparsity asked for against the one obtained."""
+
+import pytest
+import torch
+import torch.nn.utils.prune as tprune
+from torch import nn
+
+from prune_explorer.masks import check_mask, magnitude_mask, sparsity_of
+from prune_explorer.pruning import MagnitudeSettings, magnitude_counts
+from prune_explorer.ranking import GlobalRanking, count_for_sparsity, magnitude_ranking
+
+
+@pytest.mark.parametrize("amount", [0.0, 0.1, 0.37, 0.5, 0.9, 0.999, 1.0])
+@pytest.mark.parametrize("shape", [(37, 32), (5, 171), (64, 64)])
+def test_magnitude_mask_equals_torch_l1_unstructured(shape, amount):
+    torch.manual_seed(hash(shape) % 1000)
+    linear = nn.Linear(shape[1], shape[0])
+    ours = magnitude_mask(linear.weight, amount)
+    tprune.l1_unstructured(linear, "weight", amount=amount)
+    assert torch.equal(ours, linear.weight_mask.bool())
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.25, 0.5, 0.73, 1.0])
+def test_global_policy_prunes_the_smallest_weights_of_all_layers(llama_dense, sparsity):
+    counts = magnitude_counts(llama_dense, MagnitudeSettings(sparsity=sparsity, policy="global"))
+    layers = [layer for layer in llama_dense.layers if counts.get(layer.name) is not None]
+    selected = [layer for layer in layers if layer.kind not in ("embedding", "lm_head")]
+    total = sum(layer.numel for layer in selected)
+    assert sum(counts[layer.name] for layer in selected) == count_for_sparsity(total, sparsity)
+    # Reference: torch's global_unstructured over the same weights.
+    modules = [llama_dense.model.get_submodule(layer.name) for layer in selected]
+    clones = [nn.Linear(m.in_features, m.out_features, bias=False) for m in modules]
+    for clone, m in zip(clones, modules):
+        clone.weight.data.copy_(m.weight.data)
+    tprune.global_unstructured([(c, "weight") for c in clones], tprune.L1Unstructured, amount=sparsity)
+    for layer, clone in zip(selected, clones):
+        assert counts[layer.name] == int((~clone.weight_mask.bool()).sum()), layer.name
+
+
+def test_global_ties_are_split_exactly_and_deterministically():
+    a = torch.tensor([[0.5, 0.5, 0.5, 2.0]])
+    b = torch.tensor([[0.5, 0.5, 3.0, 4.0]])
+    ranks = {"a": magnitude_ranking(a), "b": magnitude_ranking(b)}
+
+    class L:
+        def __init__(self, name):
+            self.name = name
+
+    g = GlobalRanking(ranks, [L("a"), L("b")])
+    assert g.counts(0.5) == {"a": 3, "b": 1}
+    assert g.counts(0.5) == g.counts(0.5)
+
+
+@pytest.mark.parametrize("sparsity", [0.1, 0.5, 0.8])
+def test_uniform_policy_reaches_the_asked_sparsity_in_every_layer(stories, sparsity):
+    counts = magnitude_counts(stories, MagnitudeSettings(sparsity=sparsity))
+    for layer in stories.layers:
+        expected = count_for_sparsity(layer.numel, sparsity) if layer.kind != "embedding" else 0
+        assert counts[layer.name] == expected
+
+
+def test_threshold_policy_prunes_at_or_below_the_threshold(stories):
+    t = 0.05
+    counts = magnitude_counts(stories, MagnitudeSettings(policy="threshold", threshold=t))
+    for layer in stories.layers:
+        if layer.kind == "embedding":
+            continue
+        w = layer.weight(stories.model)
+        assert counts[layer.name] == int((w.abs() <= t).sum())
+
+
+def test_bad_settings_are_refused_with_a_message(stories):
+    with pytest.raises(ValueError, match="above the largest"):
+        magnitude_counts(stories, MagnitudeSettings(policy="threshold", threshold=1e6))
+    with pytest.raises(ValueError, match="negative"):
+        magnitude_counts(stories, MagnitudeSettings(policy="threshold", threshold=-1.0))
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        magnitude_counts(stories, MagnitudeSettings(sparsity=1.5))
+    with pytest.raises(ValueError, match="policy"):
+        magnitude_counts(stories, MagnitudeSettings(policy="bogus"))
+    with pytest.raises(ValueError, match="kinds"):
+        magnitude_counts(stories, MagnitudeSettings(kinds=("attn_z",)))
+    with pytest.raises(ValueError, match="no prunable layer"):
+        magnitude_counts(stories, MagnitudeSettings(overrides={"nope": 0.5}))
+
+
+def test_check_mask_names_both_shapes():
+    with pytest.raises(ValueError, match=r"\(3, 4\).*\(4, 3\)"):
+        check_mask(torch.ones(3, 4, dtype=torch.bool), (4, 3))
+    with pytest.raises(ValueError, match="torch.bool"):
+        check_mask(torch.ones(4, 3), (4, 3))
+    assert sparsity_of(torch.tensor([True, False, False, True])) == 0.5

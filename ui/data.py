@@ -1,0 +1,170 @@
+"""Display data: tables, histogram bins and highlighted token HTML, built from library objects.
+
+Nothing here changes a model; it reads rankings, counts and token ids and shapes them for a chart or a table.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from prune_explorer.evaluate import top_k
+from prune_explorer.layers import EXTRA_KINDS, PrunableLayer, select
+from prune_explorer.pruning import MagnitudeSettings
+from prune_explorer.state import DenseModel, PruningState
+
+KIND_LABELS = {
+    "attn_q": "attention q",
+    "attn_k": "attention k",
+    "attn_v": "attention v",
+    "attn_qkv": "attention qkv",
+    "attn_o": "attention out",
+    "mlp_gate": "MLP gate",
+    "mlp_up": "MLP up",
+    "mlp_down": "MLP down",
+    "other": "other linear",
+    "embedding": "embedding",
+    "lm_head": "LM head",
+}
+
+
+def short_name(layer: PrunableLayer) -> str:
+    """``model.layers.3.self_attn.q_proj`` -> ``3 · self_attn.q_proj``; names outside blocks stay whole."""
+    if layer.block < 0:
+        return layer.name
+    parts = layer.name.split(".")
+    idx = parts.index(str(layer.block))
+    return f"{layer.block} · {'.'.join(parts[idx + 1 :])}"
+
+
+def present_kinds(dense: DenseModel, kinds: Sequence[str]) -> list[str]:
+    """The kinds among ``kinds`` that the model has at least one layer of, in the given order."""
+    have = {layer.kind for layer in dense.layers}
+    return [k for k in kinds if k in have]
+
+
+def shown_layers(dense: DenseModel, settings: MagnitudeSettings | None) -> list[PrunableLayer]:
+    """Every layer a user can look at: all but embeddings and LM head, which show only when included."""
+    include_extras = settings is not None and any(k in settings.kinds for k in EXTRA_KINDS)
+    return [layer for layer in dense.layers if include_extras or layer.kind not in EXTRA_KINDS]
+
+
+def selected(dense: DenseModel, settings: MagnitudeSettings | None) -> list[PrunableLayer]:
+    return select(dense.layers, settings.kinds) if settings is not None else select(dense.layers)
+
+
+def layer_table(state: PruningState, layers: Sequence[PrunableLayer], selected_names: set[str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "layer": [layer.name for layer in layers],
+            "kind": [KIND_LABELS.get(layer.kind, layer.kind) for layer in layers],
+            "block": [layer.block if layer.block >= 0 else None for layer in layers],
+            "shape (out × in)": [f"{layer.shape[0]} × {layer.shape[1]}" for layer in layers],
+            "parameters": [layer.numel for layer in layers],
+            "takes part": [layer.name in selected_names for layer in layers],
+            "sparsity %": [100.0 * state.sparsity(layer.name) for layer in layers],
+        }
+    )
+
+
+def sparsity_grid(state: PruningState, layers: Sequence[PrunableLayer]) -> tuple[list[str], list[str], np.ndarray]:
+    """Per-layer sparsity (%) as a kinds × blocks grid (NaN where a block has no layer of that kind)."""
+    kinds = list(dict.fromkeys(layer.kind for layer in layers))
+    blocks = sorted({layer.block for layer in layers})
+    grid = np.full((len(kinds), len(blocks)), np.nan)
+    for layer in layers:
+        grid[kinds.index(layer.kind), blocks.index(layer.block)] = 100.0 * state.sparsity(layer.name)
+    block_labels = [str(b) if b >= 0 else "outside blocks" for b in blocks]
+    return [KIND_LABELS.get(k, k) for k in kinds], block_labels, grid
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts of |w| in bins ``edges[i] < |w| <= edges[i+1]`` (the first bin also holds its left edge)."""
+
+    edges: np.ndarray  # float64 (bins + 1,)
+    counts: np.ndarray  # int64 (bins,)
+
+
+def magnitude_histogram(dense: DenseModel, name: str, log_x: bool, bins: int = 60) -> Histogram:
+    """|w| histogram of one layer from its sorted magnitudes (a binary search per edge); cached per layer."""
+    key = ("histogram", name, log_x, bins)
+    if key in dense.cache:
+        return dense.cache[key]
+    scores = dense.ranking(name).sorted_scores
+    top = float(scores[-1]) or 1.0
+    if log_x:
+        positive = scores[scores > 0]
+        low = float(positive[0]) if positive.numel() else top / 1e6
+        edges = np.geomspace(low, top, bins + 1)
+    else:
+        edges = np.linspace(0.0, top, bins + 1)
+    at_or_below = torch.searchsorted(scores, torch.as_tensor(edges, dtype=scores.dtype), right=True).numpy()
+    counts = np.diff(at_or_below)
+    counts[0] += at_or_below[0]
+    dense.cache[key] = Histogram(edges=edges, counts=counts.astype(np.int64))
+    return dense.cache[key]
+
+
+def layer_threshold(state: PruningState, name: str) -> float:
+    """The largest |w| pruned in layer ``name`` now (0.0 when nothing is)."""
+    return state.dense.ranking(name).threshold_for(state.pruned_count(name))
+
+
+def largest_magnitude(dense: DenseModel, layers: Sequence[PrunableLayer]) -> float:
+    return max((float(dense.ranking(layer.name).sorted_scores[-1]) for layer in layers), default=0.0)
+
+
+def topk_table(tokenizer, dense_row: torch.Tensor, pruned_row: torch.Tensor, k: int = 10) -> pd.DataFrame:
+    """Next-token probabilities of the union of both models' top-``k`` tokens, most likely (dense) first."""
+    dense_top, pruned_top = top_k(dense_row, k), top_k(pruned_row, k)
+    ids = list(dict.fromkeys([i for i, _ in dense_top] + [i for i, _ in pruned_top]))
+    dense_p, pruned_p = dict(dense_top), dict(pruned_top)
+    if any(i not in dense_p for i in ids):
+        dense_p = dict(top_k(dense_row, dense_row.numel()))
+    if any(i not in pruned_p for i in ids):
+        pruned_p = dict(top_k(pruned_row, pruned_row.numel()))
+    ids.sort(key=lambda i: -dense_p[i])
+    pieces = tokenizer.token_pieces(ids)
+    labels = [f"{piece!r}" for piece in pieces]
+    return pd.DataFrame({"token": labels, "dense": [dense_p[i] for i in ids], "pruned": [pruned_p[i] for i in ids]})
+
+
+_DIFF_STYLE = "background: rgba(255, 75, 75, 0.28); border-radius: 3px;"
+
+
+def tokens_html(pieces: Sequence[str], same: Sequence[bool], side: str) -> str:
+    """The continuation as HTML spans; tokens that differ from the other side's token get a red background.
+
+    ``side`` ("dense" or "pruned") goes into the class name, so a browser test can find the text.
+    """
+    spans = []
+    for piece, ok in zip(pieces, same):
+        text = html.escape(piece)
+        spans.append(f"<span>{text}</span>" if ok else f'<span class="pe-diff" style="{_DIFF_STYLE}">{text}</span>')
+    body = "".join(spans) or "<em>(no tokens)</em>"
+    return (
+        f'<div class="pe-gen pe-gen-{side}" style="white-space: pre-wrap; line-height: 1.7; '
+        f'font-size: 1.05rem; padding: 0.6rem 0.8rem; border: 1px solid rgba(128,128,128,0.35); '
+        f'border-radius: 0.5rem; min-height: 4rem;">{body}</div>'
+    )
+
+
+def first_divergence(dense_ids: Sequence[int], pruned_ids: Sequence[int]) -> int | None:
+    """Index of the first new token where the two continuations differ, or None if they are identical."""
+    for i, (a, b) in enumerate(zip(dense_ids, pruned_ids)):
+        if a != b:
+            return i
+    return None if len(dense_ids) == len(pruned_ids) else min(len(dense_ids), len(pruned_ids))
+
+
+def weight_patch(state: PruningState, name: str, rows: int = 12, cols: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    """Top-left corner of a layer's (out, in) weight, dense and as the session has it now."""
+    layer = state.dense.by_name[name]
+    dense_w = layer.weight(state.dense.model)[:rows, :cols]
+    return dense_w.detach().float().numpy().copy(), state.weight(name)[:rows, :cols].detach().float().numpy().copy()

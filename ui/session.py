@@ -1,0 +1,176 @@
+"""Streamlit glue: one dense model per process (``st.cache_resource``), one pruning state per session.
+
+The dense model is shared by every session and never written. Each session keeps in ``st.session_state``:
+its :class:`PruningState`, the settings last applied to it, the last load error, and a small memo of
+results computed for the current settings (so a rerun that moves nothing recomputes nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
+
+from prune_explorer.models import LOADERS, STORIES260K, ModelLoadError, load_model
+from prune_explorer.pruning import MagnitudeSettings, apply_magnitude
+from prune_explorer.state import DenseModel, PruningState
+
+log = logging.getLogger(__name__)
+
+STATE = "pruning_state"
+APPLIED = "pruning_applied"
+LOAD_ERROR = "load_error"
+MEMO = "memo"
+
+# Sidebar widget keys reset when the model changes or the user resets to dense.
+SPARSITY = "sidebar_sparsity"
+THRESHOLD = "sidebar_threshold"
+POLICY = "sidebar_policy"
+KINDS = "sidebar_kinds"
+EXTRAS = "sidebar_extras"
+OVERRIDE_LAYERS = "sidebar_override_layers"
+MODEL = "sidebar_model"
+SOURCE = "sidebar_source"
+# Page widgets whose defaults depend on the model.
+MODEL_DEPENDENT_KEYS = ("prune_prompt", "layers_layer", "learn_layer")
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading model…")
+def load_dense(source: str) -> DenseModel:
+    """The dense model for ``source``, loaded once per process and shared by all sessions (read-only)."""
+    return load_model(source)
+
+
+def default_source() -> str:
+    return STORIES260K if STORIES260K in LOADERS else next(iter(LOADERS))
+
+
+def _start(dense: DenseModel) -> None:
+    st.session_state[STATE] = PruningState(dense)
+    st.session_state[APPLIED] = None
+    st.session_state[MEMO] = {}
+
+
+def ensure_state() -> PruningState:
+    """The session's pruning state, starting on the default built-in model the first time."""
+    if STATE not in st.session_state:
+        _start(load_dense(default_source()))
+    return st.session_state[STATE]
+
+
+def state() -> PruningState:
+    return st.session_state[STATE]
+
+
+def dense() -> DenseModel:
+    return st.session_state[STATE].dense
+
+
+def applied() -> MagnitudeSettings | None:
+    """The settings the session's state was last brought to (None: dense, nothing applied yet)."""
+    return st.session_state.get(APPLIED)
+
+
+def load_error() -> str | None:
+    return st.session_state.get(LOAD_ERROR)
+
+
+def _reset_widgets(keys: tuple[str, ...]) -> None:
+    for key in keys:
+        st.session_state.pop(key, None)
+
+
+def switch_model(source: str) -> bool:
+    """Load ``source`` and give the session a fresh state on it; on failure keep everything as it was.
+
+    Runs inside widget callbacks, before any widget of the rerun exists, so widget values may be reset here.
+    Returns whether the model changed; the error message (if any) is kept for :func:`load_error`.
+    """
+    source = source.strip()
+    previous = dense()
+    try:
+        new = load_dense(source)
+    except ModelLoadError as exc:
+        st.session_state[LOAD_ERROR] = f"Could not load {source!r}: {exc}. Still using {previous.name}."
+    except Exception as exc:  # a loader bug must not take the working session down with it
+        log.exception("loading %r failed", source)
+        st.session_state[LOAD_ERROR] = (
+            f"Could not load {source!r} ({type(exc).__name__}: {exc}). Still using {previous.name}."
+        )
+    else:
+        st.session_state[LOAD_ERROR] = None
+        if new is not previous:
+            _start(new)
+            _reset_widgets((SPARSITY, THRESHOLD, KINDS, EXTRAS, OVERRIDE_LAYERS, *MODEL_DEPENDENT_KEYS))
+        st.session_state[MODEL] = source if source in LOADERS else None
+        return new is not previous
+    st.session_state[MODEL] = previous.name if previous.name in LOADERS else None
+    return False
+
+
+def apply(settings: MagnitudeSettings) -> str | None:
+    """Bring the session's state to ``settings``; on a bad setting keep the previous state, return why."""
+    if settings == applied():
+        return None
+    try:
+        apply_magnitude(state(), settings)
+    except ValueError as exc:
+        return f"{exc}. The previous pruning is kept."
+    st.session_state[APPLIED] = settings
+    return None
+
+
+def reset_to_dense() -> None:
+    """Button callback: exact dense weights back, sliders to zero, overrides cleared."""
+    state().reset()
+    st.session_state[APPLIED] = None
+    st.session_state[SPARSITY] = 0
+    st.session_state[THRESHOLD] = 0.0
+    st.session_state[OVERRIDE_LAYERS] = []
+
+
+def settings_key(settings: MagnitudeSettings | None) -> tuple:
+    """A hashable key for ``settings`` (None: the dense model)."""
+    if settings is None:
+        return ("dense",)
+    return (
+        settings.policy,
+        round(settings.sparsity, 6),
+        settings.threshold if settings.policy == "threshold" else 0.0,
+        settings.kinds,
+        tuple(sorted(settings.overrides.items())),
+    )
+
+
+def pruned_key() -> tuple:
+    """Identifies what the session's working model computes now: the model and the applied settings."""
+    st_ = state()
+    if not any(st_.is_pruned(layer.name) for layer in st_.dense.layers):
+        return (id(st_.dense), "dense")
+    return (id(st_.dense), settings_key(applied()))
+
+
+def memo(name: str, key: Any, compute: Callable[[], Any]) -> Any:
+    """Session-level cache holding the last value of ``name``; recomputed when ``key`` changes."""
+    store = st.session_state.setdefault(MEMO, {})
+    hit = store.get(name)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    value = compute()
+    store[name] = (key, value)
+    return value
+
+
+def peek(name: str, key: Any) -> Any:
+    """The memoised value of ``name`` if it was computed for ``key``, else None."""
+    hit = st.session_state.get(MEMO, {}).get(name)
+    return hit[1] if hit is not None and hit[0] == key else None
+
+
+def shared(dense: DenseModel, key: tuple, compute: Callable[[], Any]) -> Any:
+    """Process-wide cache on the dense model, for results that depend on the dense weights only."""
+    if key not in dense.cache:
+        dense.cache[key] = compute()
+    return dense.cache[key]
