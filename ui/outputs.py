@@ -88,10 +88,14 @@ def dense_perplexity(dense: DenseModel, progress: Progress = None) -> evaluate.P
     return session.shared(dense, ("perplexity",), lambda: evaluate.perplexity(dense.model, ids, progress=progress))
 
 
+def cached_dense_perplexity(dense: DenseModel) -> evaluate.Perplexity | None:
+    return dense.cache.get(("perplexity",))
+
+
 def cached_pruned_perplexity(state: PruningState) -> evaluate.Perplexity | None:
     key = session.pruned_key()
     if key[1] == "dense":
-        return state.dense.cache.get(("perplexity",))
+        return cached_dense_perplexity(state.dense)
     return session.peek("perplexity", key)
 
 

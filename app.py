@@ -1,0 +1,45 @@
+"""Prune Explorer: page config, the shared sidebar (model + pruning controls) drawn once, and navigation.
+
+Run with ``streamlit run app.py``. Pages live in ``pages/``; every page reads the same session state.
+"""
+
+from pathlib import Path
+
+import streamlit as st
+
+from ui import controls, session
+
+st.set_page_config(page_title="Prune Explorer", page_icon="✂️", layout="wide")
+
+HERE = Path(__file__).parent
+pages = [
+    st.Page("pages/prune.py", title="Prune", icon=":material/content_cut:", default=True),
+    st.Page("pages/layers.py", title="Layers", icon=":material/stacked_bar_chart:"),
+    st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
+]
+# Pages owned by other parts of the project join the menu once their files exist.
+for path, title, icon in (
+    ("pages/compare.py", "Compare", ":material/compare_arrows:"),
+    ("pages/speed.py", "Speed", ":material/speed:"),
+):
+    if (HERE / path).is_file():
+        pages.append(st.Page(path, title=title, icon=icon))
+navigation = st.navigation(pages)
+
+try:
+    state = session.ensure_state()
+except Exception as exc:  # without a first model there is nothing to show
+    st.error(f"The built-in model could not be loaded: {exc}")
+    st.stop()
+
+with st.sidebar:
+    controls.model_picker(state.dense)
+    st.divider()
+    settings = controls.pruning_controls(state.dense)
+    error = session.apply(settings)
+    if error:
+        st.error(error)
+    controls.pruning_summary(state, session.applied())
+    st.button("Reset to dense", key="sidebar_reset", on_click=session.reset_to_dense, icon=":material/restart_alt:")
+
+navigation.run()

@@ -1,0 +1,160 @@
+"""How fast is a slider move? Ours (precomputed rankings) against torch.nn.utils.prune, plus forward latency.
+
+    python bench/slider.py --model stories260K
+    python bench/slider.py --model smollm2-135m
+
+All numbers come from one run on this machine. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.utils.prune as tprune
+from _common import ROOT, emit, machine
+from torch import nn
+
+from prune_explorer.evaluate import context_length, perplexity
+from prune_explorer.layers import select
+from prune_explorer.models import load_model
+from prune_explorer.pruning import MagnitudeSettings, apply_magnitude, magnitude_counts
+from prune_explorer.state import PruningState
+from prune_explorer.texts import eval_text
+from prune_explorer.timing import time_pair
+
+# A drag session: small and large steps, both directions.
+MOVES = (0.50, 0.51, 0.55, 0.60, 0.70, 0.65, 0.64, 0.50, 0.40, 0.45, 0.30, 0.90, 0.20, 0.50, 0.52, 0.55)
+
+
+def ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+def time_slider(dense, policy: str) -> dict:
+    """Median time of a slider move: new masks for all prunable layers, written into the session's weights."""
+    state = PruningState(dense)
+    apply_magnitude(state, MagnitudeSettings(sparsity=0.3, policy=policy))  # first move builds the session copy
+    masks_ms, moves_ms = [], []
+    for s in MOVES:
+        settings = MagnitudeSettings(sparsity=s, policy=policy)
+        start = time.perf_counter()
+        counts = magnitude_counts(dense, settings)
+        masks_ms.append(ms_since(start))
+        state.apply_counts(counts)
+        moves_ms.append(ms_since(start))
+    return {"median": statistics.median(moves_ms), "max": max(moves_ms), "masks_only": statistics.median(masks_ms)}
+
+
+def time_torch_prune(dense, sparsity: float, repeats: int) -> float:
+    """torch.nn.utils.prune.l1_unstructured applied layer by layer (a fresh top-k each time), median ms."""
+    layers = select(dense.layers)
+    shells = []
+    for layer in layers:
+        shell = nn.Module()
+        shell.weight = nn.Parameter(layer.weight(dense.model).detach().clone(), requires_grad=False)
+        shells.append(shell)
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for shell in shells:
+            tprune.l1_unstructured(shell, "weight", amount=sparsity)
+        runs.append(ms_since(start))
+        for shell in shells:
+            tprune.remove(shell, "weight")
+    return statistics.median(runs)
+
+
+def time_eval_overhead(model, ids: torch.Tensor) -> float:
+    """Our perplexity evaluation against a plain transformers forward over the same windows."""
+    window = context_length(model)
+    chunks = [ids[i : i + window] for i in range(0, ids.numel() - 1, window)]
+
+    def plain():
+        with torch.inference_mode():
+            for chunk in chunks:
+                model(input_ids=chunk.view(1, -1))
+
+    ours, theirs = [], []
+    for _ in range(5):
+        start = time.perf_counter()
+        perplexity(model, ids, window=window)
+        ours.append(ms_since(start))
+        start = time.perf_counter()
+        plain()
+        theirs.append(ms_since(start))
+    return statistics.median(ours) / statistics.median(theirs)
+
+
+def time_load_in_subprocess(model: str, cache_dir: str) -> float:
+    code = (
+        "import time, torch; from prune_explorer.models import load_model; "
+        f"s = time.perf_counter(); load_model({model!r}); print(time.perf_counter() - s)"
+    )
+    env = dict(os.environ, PRUNE_EXPLORER_CACHE=cache_dir)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="stories260K")
+    parser.add_argument("--tokens", type=int, default=128, help="tokens in the timed forward pass")
+    parser.add_argument("--torch-repeats", type=int, default=3)
+    parser.add_argument("--skip-load", action="store_true", help="skip the cold/warm load timing")
+    args = parser.parse_args()
+
+    result: dict = {"model": args.model, "machine": machine()}
+    if not args.skip_load and args.model != "stories260K":
+        with tempfile.TemporaryDirectory() as cache:
+            result["cold_load_s"] = round(time_load_in_subprocess(args.model, cache), 2)
+            result["warm_load_s"] = round(time_load_in_subprocess(args.model, cache), 2)
+
+    start = time.perf_counter()
+    dense = load_model(args.model)
+    result["load_s"] = round(time.perf_counter() - start, 2)
+    layers = select(dense.layers)
+    result["prunable_params"] = sum(layer.numel for layer in layers)
+    start = time.perf_counter()
+    dense.rankings(layers)
+    result["precompute_s"] = round(time.perf_counter() - start, 2)
+
+    uniform = time_slider(dense, "uniform")
+    glob = time_slider(dense, "global")
+    result["slider_move_ms"] = round(uniform["median"], 2)
+    result["slider_move_max_ms"] = round(uniform["max"], 2)
+    result["slider_masks_only_ms"] = round(uniform["masks_only"], 3)
+    result["slider_move_global_ms"] = round(glob["median"], 2)
+    result["torch_prune_ms"] = round(time_torch_prune(dense, 0.5, args.torch_repeats), 2)
+    result["speedup_vs_torch"] = round(result["torch_prune_ms"] / result["slider_move_ms"], 1)
+
+    state = PruningState(dense)
+    apply_magnitude(state, MagnitudeSettings(sparsity=0.5))
+    ids = torch.tensor(dense.tokenizer.encode(eval_text(dense.info.get("text_set", "stories"))))
+    x = ids[: args.tokens].view(1, -1)
+    dense_t, pruned_t = time_pair(dense.model, state.model, x)
+    result["forward_tokens"] = int(x.shape[1])
+    result["dense_forward_ms"] = round(dense_t.median_ms, 3)
+    result["pruned_forward_ms"] = round(pruned_t.median_ms, 3)
+    result["pruned_over_dense"] = round(pruned_t.median_ms / dense_t.median_ms, 3)
+    result["kernel"] = pruned_t.kernel
+    result["eval_overhead_ratio"] = round(time_eval_overhead(state.model, ids[: 8 * 128]), 3)
+
+    print(f"model {args.model}: {result['prunable_params']:,} prunable weights")
+    print(f"slider move (uniform, median of {len(MOVES)}): {result['slider_move_ms']:.2f} ms "
+          f"(max {result['slider_move_max_ms']:.2f}); global policy {result['slider_move_global_ms']:.2f} ms")
+    print(f"torch.nn.utils.prune.l1_unstructured, layer by layer: {result['torch_prune_ms']:.1f} ms "
+          f"({result['speedup_vs_torch']}x slower)")
+    print(f"forward {x.shape[1]} tokens: dense {result['dense_forward_ms']:.2f} ms, "
+          f"pruned 50% {result['pruned_forward_ms']:.2f} ms ({result['kernel']})")
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()

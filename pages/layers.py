@@ -1,0 +1,49 @@
+"""Layers: every prunable weight, its |w| distribution with the current cut-off, and sparsity by block × kind."""
+
+import streamlit as st
+
+from ui import charts, controls, data, session
+
+state = session.state()
+dense = state.dense
+applied = session.applied()
+layers = data.shown_layers(dense, applied)
+selected_names = {layer.name for layer in data.selected(dense, applied)}
+
+st.title("Layers")
+st.caption(
+    "Every weight matrix the sidebar can prune. Embeddings and the LM head appear once the sidebar includes them."
+)
+st.dataframe(
+    data.layer_table(state, layers, selected_names),
+    hide_index=True,
+    key="layers_table",
+    column_config={
+        "parameters": st.column_config.NumberColumn(format="localized"),
+        "sparsity %": st.column_config.ProgressColumn(min_value=0, max_value=100, format="%.1f%%"),
+    },
+)
+
+st.subheader("|w| distribution of one layer")
+layer = controls.layer_picker(layers, key="layers_layer")
+log_x, log_y = controls.histogram_scales("layers")
+hist = data.magnitude_histogram(dense, layer.name, log_x)
+threshold = data.layer_threshold(state, layer.name)
+pruned = state.pruned_count(layer.name)
+st.plotly_chart(
+    charts.magnitude_histogram(hist.edges, hist.counts, threshold, log_x=log_x, log_y=log_y),
+    key="layers_histogram",
+)
+st.caption(
+    f"Current threshold for {data.short_name(layer)}: |w| ≤ {threshold:.6f} · "
+    f"{pruned:,} of {layer.numel:,} weights pruned ({state.sparsity(layer.name):.1%}). "
+    "Red: the pruned share, the smallest magnitudes."
+)
+
+st.subheader("All layers: sparsity by block and kind")
+kinds, blocks, grid = data.sparsity_grid(state, layers)
+st.plotly_chart(charts.sparsity_heatmap(kinds, blocks, grid, height=120 + 32 * len(kinds)), key="layers_heatmap")
+st.caption(
+    "Same sparsity per layer paints every cell alike; the global threshold takes more from layers whose "
+    "weights are small overall."
+)

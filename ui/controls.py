@@ -1,0 +1,159 @@
+"""Widgets that return what the user chose. Keys are prefixed by where the widget lives (sidebar_, layers_...)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from prune_explorer.layers import DEFAULT_KINDS, EXTRA_KINDS, PrunableLayer, select
+from prune_explorer.models import LOADERS
+from prune_explorer.pruning import POLICIES, MagnitudeSettings
+from prune_explorer.state import DenseModel, PruningState
+from ui import data, session
+
+POLICY_LABELS = {
+    "uniform": "Same sparsity in every layer",
+    "global": "One global |w| threshold",
+    "threshold": "Typed |w| threshold",
+}
+POLICY_HELP = (
+    "Same sparsity: every selected layer loses the same share of its smallest weights. "
+    "Global threshold: one |w| cut-off over all selected layers, placed so the total share is the slider's; "
+    "layers with many small weights lose more. Typed threshold: every weight with |w| at or below the number "
+    "you type goes, in every selected layer."
+)
+
+
+def _on_builtin() -> None:
+    choice = st.session_state.get(session.MODEL)
+    if choice is not None and choice != session.dense().name:
+        session.switch_model(choice)
+
+
+def _on_load() -> None:
+    session.switch_model(st.session_state.get(session.SOURCE, ""))
+
+
+def model_picker(dense: DenseModel) -> None:
+    """Built-in models, and a local folder or hub id with a Load button. Loads happen in the callbacks."""
+    if session.MODEL not in st.session_state:
+        st.session_state[session.MODEL] = dense.name if dense.name in LOADERS else None
+    st.selectbox(
+        "Model",
+        list(LOADERS),
+        key=session.MODEL,
+        on_change=_on_builtin,
+        placeholder="(a model loaded from a folder or hub id)",
+    )
+    st.text_input(
+        "…or a local folder / Hugging Face hub id",
+        key=session.SOURCE,
+        placeholder="./my-model or HuggingFaceTB/SmolLM2-135M",
+    )
+    st.button("Load", key="sidebar_load", on_click=_on_load)
+    error = session.load_error()
+    if error:
+        st.error(error)
+    st.caption(f"Active model: **{dense.name}** · {dense.num_parameters():,} parameters · {len(dense.layers)} layers")
+
+
+def pruning_controls(dense: DenseModel) -> MagnitudeSettings:
+    """The global pruning controls; returns the settings they describe (not yet validated or applied)."""
+    policy = st.radio(
+        "Policy", POLICIES, format_func=POLICY_LABELS.get, key=session.POLICY, help=POLICY_HELP
+    )
+    percent = st.slider(
+        "Global sparsity",
+        min_value=0,
+        max_value=100,
+        value=0,
+        step=1,
+        format="%d%%",
+        key=session.SPARSITY,
+        disabled=policy == "threshold",
+        help="Share of the selected weights set to zero, smallest |w| first.",
+    )
+    threshold_note = st.empty()
+    threshold = 0.0
+    if policy == "threshold":
+        threshold = st.number_input(
+            "Prune every |w| at or below",
+            value=0.0,
+            step=0.001,
+            format="%.5f",
+            key=session.THRESHOLD,
+            persist_state="session",
+        )
+    present = data.present_kinds(dense, DEFAULT_KINDS)
+    kinds = st.pills(
+        "Layer kinds that take part",
+        present,
+        selection_mode="multi",
+        default=present,
+        format_func=lambda k: data.KIND_LABELS.get(k, k),
+        key=session.KINDS,
+    )
+    extras = data.present_kinds(dense, EXTRA_KINDS)
+    include_extras = st.toggle(
+        "Include embeddings and LM head",
+        key=session.EXTRAS,
+        disabled=not extras,
+        help="Off by default: these layers are small in number but every token passes through them.",
+    )
+    chosen = tuple(k for k in present if k in (kinds or ())) + (tuple(extras) if include_extras else ())
+    if policy == "threshold":
+        top = data.largest_magnitude(dense, select(dense.layers, chosen))
+        threshold_note.caption(f"Largest |w| in the selected layers: {top:.5f}")
+    overrides = _overrides(select(dense.layers, chosen))
+    return MagnitudeSettings(
+        sparsity=percent / 100.0, policy=policy, threshold=float(threshold), kinds=chosen, overrides=overrides
+    )
+
+
+def _overrides(candidates: list[PrunableLayer]) -> dict[str, float]:
+    names = [layer.name for layer in candidates]
+    by_name = {layer.name: layer for layer in candidates}
+    # Layers that left the selection leave the overrides too (set before the widget exists).
+    if session.OVERRIDE_LAYERS in st.session_state:
+        st.session_state[session.OVERRIDE_LAYERS] = [
+            n for n in st.session_state[session.OVERRIDE_LAYERS] if n in by_name
+        ]
+    with st.expander("Per-layer overrides", expanded=bool(st.session_state.get(session.OVERRIDE_LAYERS))):
+        chosen = st.multiselect(
+            "Layers with their own sparsity",
+            names,
+            format_func=lambda n: data.short_name(by_name[n]),
+            key=session.OVERRIDE_LAYERS,
+        )
+        percent = st.slider(
+            "Sparsity of these layers", 0, 100, 50, step=1, format="%d%%", key="sidebar_override_percent"
+        )
+    return {name: percent / 100.0 for name in chosen}
+
+
+def pruning_summary(state: PruningState, settings: MagnitudeSettings | None) -> None:
+    """What the session's model looks like now: share of the selected weights that are zero."""
+    layers = data.selected(state.dense, settings)
+    total = sum(layer.numel for layer in layers)
+    pruned = sum(state.pruned_count(layer.name) for layer in layers)
+    share = pruned / total if total else 0.0
+    st.metric("Pruned (selected layers)", f"{share:.1%}")
+    st.caption(f"{pruned:,} of {total:,} weights are zero in {len(layers)} layers.")
+
+
+def layer_picker(layers: list[PrunableLayer], key: str, label: str = "Layer") -> PrunableLayer:
+    """A selectbox over ``layers`` (short names); returns the chosen layer."""
+    by_name = {layer.name: layer for layer in layers}
+    if st.session_state.get(key) not in by_name:
+        st.session_state.pop(key, None)
+    name = st.selectbox(
+        label, list(by_name), format_func=lambda n: data.short_name(by_name[n]), key=key, persist_state="session"
+    )
+    return by_name[name]
+
+
+def histogram_scales(prefix: str) -> tuple[bool, bool]:
+    """Log-x and log-y switches for a histogram; returns (log_x, log_y)."""
+    left, right = st.columns(2)
+    log_x = left.toggle("log |w| axis", key=f"{prefix}_log_x")
+    log_y = right.toggle("log count axis", key=f"{prefix}_log_y")
+    return log_x, log_y
