@@ -1,0 +1,102 @@
+"""Loading other models: saved folders (Llama and GPT-2), safe formats, and every bad input a user can give."""
+
+import pytest
+import torch
+from conftest import tiny_gpt2, tiny_llama
+
+from prune_explorer.evaluate import perplexity
+from prune_explorer.layers import select
+from prune_explorer.models import ModelLoadError, check_memory, load_model, load_pretrained
+from prune_explorer.pruning import MagnitudeSettings, apply_magnitude
+from prune_explorer.state import PruningState
+
+
+def save_tokenizer(folder) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{chr(c): c - 29 for c in range(32, 127)}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    fast.save_pretrained(folder)
+
+
+@pytest.fixture(params=["llama", "gpt2"])
+def saved_folder(request, tmp_path):
+    model = tiny_llama() if request.param == "llama" else tiny_gpt2()
+    model.config.bos_token_id, model.config.eos_token_id = 1, 2
+    model.save_pretrained(tmp_path)
+    save_tokenizer(tmp_path)
+    return tmp_path, model
+
+
+def test_saved_folders_load_with_identical_weights_and_prune(saved_folder):
+    folder, original = saved_folder
+    dense = load_pretrained(str(folder))
+    for key, value in original.state_dict().items():
+        assert torch.equal(dense.model.state_dict()[key], value), key
+    assert (folder / "model.safetensors").exists()
+    kinds = {layer.kind for layer in select(dense.layers)}
+    assert kinds & {"attn_q", "attn_qkv"} and "mlp_down" in kinds
+    state = PruningState(dense)
+    apply_magnitude(state, MagnitudeSettings(sparsity=0.5))
+    assert state.overall_sparsity(select(dense.layers)) == pytest.approx(0.5, abs=0.01)
+    ids = dense.tokenizer.encode("hello there, friend")
+    assert perplexity(state.model, ids).ppl != perplexity(dense.model, ids).ppl
+
+
+def test_pytorch_bin_checkpoint_loads_with_weights_only(tmp_path):
+    model = tiny_llama()
+    # transformers 5 always writes safetensors: write the legacy .bin checkpoint by hand.
+    model.config.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    save_tokenizer(tmp_path)
+    assert (tmp_path / "pytorch_model.bin").exists() and not (tmp_path / "model.safetensors").exists()
+    dense = load_pretrained(str(tmp_path))
+    assert torch.equal(dense.model.lm_head.weight, model.lm_head.weight)
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(str(tmp_path / "nothing-here"))
+
+
+def test_unknown_hub_id_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="hub id 'no-such-org/no-such-model'"):
+        load_model("no-such-org/no-such-model")
+
+
+def test_corrupt_safetensors_is_a_clear_error(saved_folder):
+    folder, _ = saved_folder
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ModelLoadError, match="could not load the weights"):
+        load_pretrained(str(folder))
+
+
+def test_folder_without_config_is_a_clear_error(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"not a model")
+    with pytest.raises(ModelLoadError, match="config"):
+        load_pretrained(str(tmp_path))
+
+
+def test_model_too_big_for_free_memory_is_refused_before_loading(saved_folder):
+    folder, _ = saved_folder
+    with pytest.raises(ModelLoadError, match="only 0.0 GiB of memory is free"):
+        load_pretrained(str(folder), available=1000)
+    with pytest.raises(ModelLoadError, match="135.0M parameters"):
+        check_memory(135_000_000, available=2**28)
+    check_memory(135_000_000, available=2**33)
+
+
+def test_remote_code_is_never_trusted(tmp_path):
+    import json
+
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "custom-remote", "auto_map": {"AutoConfig": "evil.Config"}})
+    )
+    (tmp_path / "evil.py").write_text("raise SystemExit('remote code ran')\n")
+    with pytest.raises(ModelLoadError):
+        load_pretrained(str(tmp_path))
