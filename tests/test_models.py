@@ -100,3 +100,20 @@ def test_remote_code_is_never_trusted(tmp_path):
     (tmp_path / "evil.py").write_text("raise SystemExit('remote code ran')\n")
     with pytest.raises(ModelLoadError):
         load_pretrained(str(tmp_path))
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("pickle code ran",))
+
+
+def test_pickle_checkpoint_with_code_is_refused(tmp_path, capsys):
+    model = tiny_llama()
+    model.config.save_pretrained(tmp_path)
+    state = dict(model.state_dict())
+    state["evil"] = _Payload()
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    save_tokenizer(tmp_path)
+    with pytest.raises(ModelLoadError, match="could not load the weights"):
+        load_pretrained(str(tmp_path))
+    assert "pickle code ran" not in capsys.readouterr().out
