@@ -40,6 +40,8 @@ with st.sidebar:
     if error:
         st.error(error)
     controls.pruning_summary(state, session.applied())
-    st.button("Reset to dense", key="sidebar_reset", on_click=session.reset_to_dense, icon=":material/restart_alt:")
+    st.button(
+        "Reset to dense", key="sidebar_reset", on_click=session.reset_to_dense, icon=":material/restart_alt:"
+    )
 
 navigation.run()

@@ -1,4 +1,4 @@
-"""Layers: every prunable weight, its |w| distribution with the current cut-off, and sparsity by block × kind."""
+"""Layers: every prunable weight, its |w| histogram with the current cut-off, and sparsity by block × kind."""
 
 import streamlit as st
 
@@ -12,7 +12,8 @@ selected_names = {layer.name for layer in data.selected(dense, applied)}
 
 st.title("Layers")
 st.caption(
-    "Every weight matrix the sidebar can prune. Embeddings and the LM head appear once the sidebar includes them."
+    "Every weight matrix the sidebar can prune. Embeddings and the LM head appear once the sidebar "
+    "includes them."
 )
 st.dataframe(
     data.layer_table(state, layers, selected_names),
@@ -39,10 +40,14 @@ st.caption(
     f"{pruned:,} of {layer.numel:,} weights pruned ({state.sparsity(layer.name):.1%}). "
     "Red: the pruned share, the smallest magnitudes."
 )
+if dense.info.get("quantized_note"):
+    st.caption(f"Note: {dense.info['quantized_note']}.")
 
 st.subheader("All layers: sparsity by block and kind")
 kinds, blocks, grid = data.sparsity_grid(state, layers)
-st.plotly_chart(charts.sparsity_heatmap(kinds, blocks, grid, height=120 + 32 * len(kinds)), key="layers_heatmap")
+st.plotly_chart(
+    charts.sparsity_heatmap(kinds, blocks, grid, height=120 + 32 * len(kinds)), key="layers_heatmap"
+)
 st.caption(
     "Same sparsity per layer paints every cell alike; the global threshold takes more from layers whose "
     "weights are small overall."

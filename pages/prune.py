@@ -38,10 +38,17 @@ with col_pruned:
 diverge = data.first_divergence(gen.dense, gen.pruned)
 st.caption(
     "Greedy decoding, so the two differ only because of the weights. "
-    + ("Identical continuations." if diverge is None else f"They part at new token {diverge + 1}; "
-       "tokens that differ from the other side at the same position are highlighted.")
-    + (" The prompt is wrapped in the model's chat template; generation stops at end of turn."
-       if dense.info.get("chat") else "")
+    + (
+        "Identical continuations."
+        if diverge is None
+        else f"They part at new token {diverge + 1}; "
+        "tokens that differ from the other side at the same position are highlighted."
+    )
+    + (
+        " The prompt is wrapped in the model's chat template; generation stops at end of turn."
+        if dense.info.get("chat")
+        else ""
+    )
 )
 
 # ----- next token
@@ -53,8 +60,8 @@ with chart_col:
     table = data.topk_table(tok, dense_logits[-1], pruned_logits[-1], k=10)
     st.plotly_chart(charts.next_token_bars(table), key="prune_topk_chart")
 with metric_col:
-    st.metric("KL(dense ‖ pruned), next token", f"{agree.kl_last:.4f} nats")
-    st.metric("KL, mean over the prompt", f"{agree.kl:.4f} nats")
+    st.metric("KL(dense ‖ pruned), next token", f"{data.small_number(agree.kl_last)} nats")
+    st.metric("KL, mean over the prompt", f"{data.small_number(agree.kl)} nats")
     st.metric("Top-1 agreement over the prompt", f"{agree.top1:.0%}")
     st.caption("KL is 0 when the two next-token distributions are the same; it grows as pruning bends them.")
 
@@ -72,12 +79,9 @@ else:
     a.metric("Dense", f"{dense_t.median_ms:.2f} ms", help=f"± {dense_t.spread_ms:.2f} ms (half IQR)")
     b.metric("Pruned", f"{pruned_t.median_ms:.2f} ms", help=f"± {pruned_t.spread_ms:.2f} ms (half IQR)")
     c.metric("Pruned / dense", f"{pruned_t.median_ms / dense_t.median_ms:.2f}×")
-    st.info(
-        f"Kernel that ran: **{pruned_t.kernel}**. A zero stored inside a dense matrix is still multiplied, so "
-        "the pruned model does exactly as much work as the dense one; any gap above is noise (compare it with "
-        f"the spread, ± {max(dense_t.spread_ms, pruned_t.spread_ms):.2f} ms). Speed needs a sparse format or "
-        "kernel that skips the zeros, or structured pruning that makes the matrices smaller."
-    )
+    st.info(data.latency_reading(dense_t, pruned_t))
+    if not small:
+        st.caption("Measured for the settings shown; press the button again after moving a slider.")
 
 # ----- perplexity
 st.subheader("Perplexity on held-out text")
@@ -94,7 +98,9 @@ if ppl is None or dense_ppl is None:
 else:
     a, b, c = st.columns(3)
     a.metric("Dense perplexity", f"{dense_ppl.ppl:.2f}")
-    b.metric("Pruned perplexity", f"{ppl.ppl:.2f}", delta=f"{ppl.ppl - dense_ppl.ppl:+.2f}", delta_color="inverse")
+    b.metric(
+        "Pruned perplexity", f"{ppl.ppl:.2f}", delta=f"{ppl.ppl - dense_ppl.ppl:+.2f}", delta_color="inverse"
+    )
     c.metric("Tokens scored", f"{ppl.tokens:,}")
     st.caption(f"Held-out {text_set!r} text, never used for calibration. Lower is better.")
 
@@ -106,7 +112,9 @@ if small or st.button("Run the sweep", key="prune_sweep"):
     points = outputs.perplexity_sweep(dense, applied, progress=lambda f: bar.progress(f, text="Sweep…"))
     bar.empty()
 if points is None:
-    st.caption("Press the button to score 0–90% sparsity with your layer kinds and policy (one model pass each).")
+    st.caption(
+        "Press the button to score 0–90% sparsity with your layer kinds and policy (one model pass each)."
+    )
 else:
     current = None
     if ppl is not None:
@@ -122,5 +130,6 @@ else:
     )
     st.caption(
         "Each point prunes a scratch copy with your layer kinds, overrides and policy "
-        "(a typed threshold sweeps as same-sparsity-per-layer). Perplexity usually stays flat, then rises steeply."
+        "(a typed threshold sweeps as same-sparsity-per-layer). Perplexity usually stays flat, then rises "
+        "steeply."
     )

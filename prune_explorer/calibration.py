@@ -8,6 +8,11 @@ Statistics are sums over every calibration token (float64) plus the token count,
 Forward hooks are registered on the modules that hold the chosen weights (``nn.Linear`` or transformers
 ``Conv1D``: both receive (..., in) inputs) and are removed in ``finally``. Embeddings have no input
 activations and are refused.
+
+Sequential methods (SparseGPT) need each block's inputs *after* the earlier blocks are pruned. Rather than
+rerunning the whole model for every block (quadratic in depth), :func:`capture_block_inputs` records once what
+enters a transformer block (hidden states, plus every other argument each block receives: masks, rotary
+embeddings), and :func:`run_block` pushes the hidden states through one block at a time, as the papers' code.
 """
 
 from __future__ import annotations
@@ -99,15 +104,19 @@ def calibration_batch(
     ids = list(tokenizer.encode(text, bos=True))
     if len(ids) < seq_len:
         raise ValueError(
-            f"the calibration text has {len(ids)} tokens but one sequence of seq_len={seq_len} needs {seq_len}: "
-            "give a longer text or choose shorter sequences"
+            f"the calibration text has {len(ids)} tokens but one sequence of seq_len={seq_len} "
+            f"needs {seq_len}: give a longer text or choose shorter sequences"
         )
     fit = len(ids) // seq_len
     wanted = min(fit, MAX_SEQUENCES) if n_sequences is None else n_sequences
     if wanted > fit:
         log.warning(
             "calibration text has %d tokens: %d sequences of %d fit, not the %d asked; using %d",
-            len(ids), fit, seq_len, wanted, fit,
+            len(ids),
+            fit,
+            seq_len,
+            wanted,
+            fit,
         )
         wanted = fit
     batch = torch.tensor(ids[: wanted * seq_len], dtype=torch.long).view(wanted, seq_len)
@@ -135,6 +144,17 @@ class LayerStats:
         if self.gram is not None:
             self.gram += (x.T @ x).to(torch.float64)
         self.n_tokens += int(x.shape[0])
+
+
+def _empty_stats(layers: Sequence[PrunableLayer], gram: bool) -> dict[str, LayerStats]:
+    return {
+        layer.name: LayerStats(
+            sq_norms=torch.zeros(layer.shape[1], dtype=torch.float64),
+            gram=torch.zeros(layer.shape[1], layer.shape[1], dtype=torch.float64) if gram else None,
+            n_tokens=0,
+        )
+        for layer in layers
+    }
 
 
 class _StopForward(Exception):
@@ -182,16 +202,11 @@ def collect_stats(
         ValueError: ``ids`` not 2-D int64, or an embedding among ``layers``.
     """
     if ids.dim() != 2 or ids.dtype != torch.long:
-        raise ValueError(f"calibration ids must be int64 (n_sequences, seq_len), got {ids.dtype} {tuple(ids.shape)}")
-    modules = {layer.name: _hooked_module(model, layer) for layer in layers}
-    stats = {
-        layer.name: LayerStats(
-            sq_norms=torch.zeros(layer.shape[1], dtype=torch.float64),
-            gram=torch.zeros(layer.shape[1], layer.shape[1], dtype=torch.float64) if gram else None,
-            n_tokens=0,
+        raise ValueError(
+            f"calibration ids must be int64 (n_sequences, seq_len), got {ids.dtype} {tuple(ids.shape)}"
         )
-        for layer in layers
-    }
+    modules = {layer.name: _hooked_module(model, layer) for layer in layers}
+    stats = _empty_stats(layers, gram)
     seen: set[str] = set()
 
     def make_hook(name: str, cols: int):
@@ -219,6 +234,128 @@ def collect_stats(
                 pass
             if progress:
                 progress((i + 1) / len(batches))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return stats
+
+
+def block_name(layer: PrunableLayer) -> str | None:
+    """Module path of the transformer block holding ``layer`` (the path up to its first numeric part)."""
+    parts = layer.name.split(".")
+    for i, part in enumerate(parts):
+        if part.isdigit():
+            return ".".join(parts[: i + 1])
+    return None
+
+
+@dataclass
+class BlockInputs:
+    """What enters transformer blocks during calibration, batch by batch.
+
+    Attributes:
+        hidden: float (batch, seq, hidden) per calibration batch, entering the first captured block.
+        calls: {block path: per batch, (positional arguments after the hidden states, keyword arguments)}.
+        keyword: the hidden states are passed as ``hidden_states=`` rather than positionally.
+    """
+
+    hidden: list[torch.Tensor]
+    calls: dict[str, list[tuple[tuple, dict]]]
+    keyword: bool = False
+
+
+@torch.inference_mode()
+def capture_block_inputs(
+    model: nn.Module, blocks: Sequence[str], ids: torch.Tensor, batch_size: int = 8
+) -> BlockInputs:
+    """Run ``model`` once per batch, recording the hidden states entering ``blocks[0]`` and the other
+    arguments every block in ``blocks`` receives (forward pre-hooks, removed in ``finally``; the forward stops
+    at the last block).
+
+    Raises:
+        ValueError: a block received no hidden-state tensor (first positional or ``hidden_states=``), or was
+            not called.
+    """
+    hidden: list[torch.Tensor] = []
+    calls: dict[str, list[tuple[tuple, dict]]] = {name: [] for name in blocks}
+    keyword = [False]
+
+    def make_hook(name: str, first: bool, last: bool):
+        def hook(module: nn.Module, args: tuple, kwargs: dict):
+            if args and isinstance(args[0], torch.Tensor):
+                x, rest, kw = args[0], args[1:], dict(kwargs)
+            elif isinstance(kwargs.get("hidden_states"), torch.Tensor):
+                kw = dict(kwargs)
+                x, rest = kw.pop("hidden_states"), args
+                keyword[0] = True
+            else:
+                raise ValueError(f"block {name} received no hidden-state tensor; cannot replay it")
+            if first:
+                hidden.append(x.detach().clone())
+            calls[name].append((rest, kw))
+            if last:
+                raise _StopForward
+
+        return hook
+
+    handles = []
+    try:
+        for i, name in enumerate(blocks):
+            module = model.get_submodule(name)
+            hook = make_hook(name, i == 0, i == len(blocks) - 1)
+            handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+        for batch in ids.split(batch_size):
+            try:
+                model(input_ids=batch, use_cache=False)
+            except _StopForward:
+                pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    for name, recorded in calls.items():
+        if len(recorded) != len(hidden):
+            raise ValueError(f"block {name} was not called once per calibration batch; cannot replay it")
+    return BlockInputs(hidden=hidden, calls=calls, keyword=keyword[0])
+
+
+@torch.inference_mode()
+def run_block(
+    block: nn.Module, hidden: torch.Tensor, call: tuple[tuple, dict], keyword: bool = False
+) -> torch.Tensor:
+    """One block's output hidden states for recorded inputs (its first output when it returns a tuple)."""
+    rest, kwargs = call
+    out = block(*rest, hidden_states=hidden, **kwargs) if keyword else block(hidden, *rest, **kwargs)
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+@torch.inference_mode()
+def collect_block_stats(
+    block: nn.Module,
+    model: nn.Module,
+    layers: Sequence[PrunableLayer],
+    inputs: BlockInputs,
+    block_path: str,
+    gram: bool = False,
+) -> dict[str, LayerStats]:
+    """Input statistics of ``layers`` (all inside ``block``) from replaying the block on recorded inputs.
+
+    Hooks are removed in ``finally``.
+    """
+    modules = {layer.name: _hooked_module(model, layer) for layer in layers}
+    stats = _empty_stats(layers, gram)
+
+    def make_hook(name: str, cols: int):
+        def hook(module: nn.Module, args: tuple, output) -> None:
+            stats[name].add(args[0].reshape(-1, cols))
+
+        return hook
+
+    handles = []
+    try:
+        for layer in layers:
+            handles.append(modules[layer.name].register_forward_hook(make_hook(layer.name, layer.shape[1])))
+        for hidden, call in zip(inputs.hidden, inputs.calls[block_path], strict=True):
+            run_block(block, hidden, call, inputs.keyword)
     finally:
         for handle in handles:
             handle.remove()

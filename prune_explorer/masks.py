@@ -62,8 +62,8 @@ def parse_n_m(pattern: str) -> tuple[int, int]:
 def per_row_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Prune the ``round(sparsity * in)`` lowest scores of every output row (comparison group: the row).
 
-    This is Wanda's comparison group (Sun et al. 2023, "per output"); with scores = |w| it is per-row magnitude
-    pruning. Ties are broken by column index, lowest first.
+    This is Wanda's comparison group (Sun et al. 2023, "per output"); with scores = |w| it is per-row
+    magnitude pruning. Ties are broken by column index, lowest first.
 
     Args:
         scores: float (out, in), higher = more important.

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import torch
 
+from prune_explorer.smollm2 import NAME as SMOLLM2
+from prune_explorer.smollm2 import load_smollm2
 from prune_explorer.state import DenseModel
 
 log = logging.getLogger(__name__)
 
 STORIES260K = "stories260K"
-BUILTINS = (STORIES260K,)
+BUILTINS = (STORIES260K, SMOLLM2)
 # Headroom on top of the weights: activations, the session copies of pruned layers, the Python process.
 MEMORY_HEADROOM = 1.5
 
@@ -153,7 +155,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-LOADERS: dict[str, Callable[[], DenseModel]] = {STORIES260K: load_stories260k}
+LOADERS: dict[str, Callable[[], DenseModel]] = {STORIES260K: load_stories260k, SMOLLM2: load_smollm2}
 
 
 def load_model(source: str) -> DenseModel:

@@ -81,16 +81,22 @@ def reconstruction_error(weight: torch.Tensor, new_weight: torch.Tensor, gram: t
     """
     _check_weight(weight)
     if tuple(new_weight.shape) != tuple(weight.shape):
-        raise ValueError(f"new weight has shape {tuple(new_weight.shape)} but the weight is {tuple(weight.shape)}")
+        raise ValueError(
+            f"new weight has shape {tuple(new_weight.shape)} but the weight is {tuple(weight.shape)}"
+        )
     cols = weight.shape[1]
     if tuple(gram.shape) != (cols, cols):
-        raise ValueError(f"Gram matrix has shape {tuple(gram.shape)} but the weight {tuple(weight.shape)} needs "
-                         f"({cols}, {cols})")
+        raise ValueError(
+            f"Gram matrix has shape {tuple(gram.shape)} but the weight {tuple(weight.shape)} needs "
+            f"({cols}, {cols})"
+        )
     delta = (weight.detach() - new_weight.detach()).to(torch.float64)
     return float(((delta @ gram.detach().to(torch.float64)) * delta).sum().clamp_min(0.0))
 
 
-def relative_reconstruction_error(weight: torch.Tensor, new_weight: torch.Tensor, gram: torch.Tensor) -> float:
+def relative_reconstruction_error(
+    weight: torch.Tensor, new_weight: torch.Tensor, gram: torch.Tensor
+) -> float:
     """‖WX − W'X‖_F / ‖WX‖_F: the share of a layer's calibration output that pruning changed (0 = none)."""
     w = weight.detach().to(torch.float64)
     base = float(((w @ gram.detach().to(torch.float64)) * w).sum())

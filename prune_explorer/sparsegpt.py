@@ -96,13 +96,13 @@ def inverse_cholesky(
                 return upper, damp, message
         damp *= 10.0
     raise ValueError(
-        f"the layer's Hessian is not positive definite even with dampening {damp / 10:g} of its mean diagonal: "
-        "use more (or more varied) calibration text"
+        f"the layer's Hessian is not positive definite even with dampening {damp / 10:g} of its mean "
+        "diagonal: use more (or more varied) calibration text"
     )
 
 
 def _block_counts(rows: int, cols: int, blocksize: int, sparsity: float) -> list[int]:
-    """Weights to prune per block of columns, cumulative roundings so they add up to round(s · rows · cols)."""
+    """Weights to prune per block of columns: cumulative roundings, adding up to round(s · rows · cols)."""
     counts, done = [], 0
     for end in range(blocksize, cols + blocksize, blocksize):
         total = count_for_sparsity(rows * min(end, cols), sparsity)
@@ -142,8 +142,10 @@ def sparsegpt_prune(
         raise ValueError(f"weight must be (out, in), got shape {tuple(weight.shape)}")
     rows, cols = weight.shape
     if tuple(gram.shape) != (cols, cols):
-        raise ValueError(f"Gram matrix has shape {tuple(gram.shape)} but the weight {tuple(weight.shape)} "
-                         f"needs ({cols}, {cols})")
+        raise ValueError(
+            f"Gram matrix has shape {tuple(gram.shape)} but the weight {tuple(weight.shape)} "
+            f"needs ({cols}, {cols})"
+        )
     if blocksize < 1:
         raise ValueError(f"blocksize must be positive, got {blocksize}")
     if n_m is not None:

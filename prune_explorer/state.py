@@ -207,7 +207,8 @@ class PruningState:
             keep = masks[name]
             if keep.dtype != torch.bool or tuple(keep.shape) != layer.shape:
                 raise ValueError(
-                    f"mask for {name} must be torch.bool of shape {layer.shape}, got {keep.dtype} {tuple(keep.shape)}"
+                    f"mask for {name} must be torch.bool of shape {layer.shape}, "
+                    f"got {keep.dtype} {tuple(keep.shape)}"
                 )
             if not new.is_floating_point() or tuple(new.shape) != layer.shape:
                 raise ValueError(
@@ -217,7 +218,7 @@ class PruningState:
             storage_keep = (keep.T if layer.transposed else keep).contiguous()
             storage_new = new.T if layer.transposed else new
             own = self._own_weight(name)
-            torch.where(storage_keep, storage_new.detach().to(own.dtype), torch.zeros((), dtype=own.dtype), out=own)
+            torch.where(storage_keep, storage_new.detach().to(own.dtype), _ZERO.to(own.dtype), out=own)
             self._pruned[name] = _Pruned(mask=storage_keep)
 
     def reset(self, names: Iterable[str] | None = None) -> None:

@@ -75,7 +75,9 @@ def _by_kind(block_layers: Sequence[PrunableLayer]) -> dict[str, list[PrunableLa
     return out
 
 
-def find_unit_groups(layers: Sequence[PrunableLayer], unit: str, n_heads: int | None = None) -> list[UnitGroup]:
+def find_unit_groups(
+    layers: Sequence[PrunableLayer], unit: str, n_heads: int | None = None
+) -> list[UnitGroup]:
     """Find every block's neuron or head group among ``layers`` (only complete groups are returned).
 
     Args:
@@ -99,7 +101,9 @@ def find_unit_groups(layers: Sequence[PrunableLayer], unit: str, n_heads: int | 
         kinds = _by_kind(block_layers)
         for kind, found in kinds.items():
             if len(found) > 1 and kind != "other":
-                raise ValueError(f"block {block} has {len(found)} layers of kind {kind}; cannot tell units apart")
+                raise ValueError(
+                    f"block {block} has {len(found)} layers of kind {kind}; cannot tell units apart"
+                )
         one = {kind: found[0] for kind, found in kinds.items()}
         group = _neuron_group(block, one) if unit == "neurons" else _head_group(block, one, n_heads)
         if group is not None:
@@ -131,14 +135,20 @@ def _head_group(block: int, one: dict[str, PrunableLayer], n_heads: int) -> Unit
         qkv = one["attn_qkv"]
         kv_dim, rest = divmod(qkv.shape[0] - q_dim, 2)
         if rest or kv_dim <= 0 or kv_dim % size:
-            raise ValueError(f"{qkv.name} has {qkv.shape[0]} rows: cannot split into q ({q_dim}) and equal k, v")
-        return UnitGroup("heads", block, n_heads, size, (qkv.name,), o.name, (), kv_dim // size, fused_qkv=True)
+            raise ValueError(
+                f"{qkv.name} has {qkv.shape[0]} rows: cannot split into q ({q_dim}) and equal k, v"
+            )
+        return UnitGroup(
+            "heads", block, n_heads, size, (qkv.name,), o.name, (), kv_dim // size, fused_qkv=True
+        )
     if not all(k in one for k in ("attn_q", "attn_k", "attn_v")):
         return None
     q, k, v = one["attn_q"], one["attn_k"], one["attn_v"]
     if q.shape[0] != q_dim or k.shape[0] != v.shape[0] or k.shape[0] % size:
-        raise ValueError(f"block {block}: q/k/v rows {q.shape[0]}/{k.shape[0]}/{v.shape[0]} do not fit {n_heads} "
-                         f"heads of {size}")
+        raise ValueError(
+            f"block {block}: q/k/v rows {q.shape[0]}/{k.shape[0]}/{v.shape[0]} do not fit {n_heads} "
+            f"heads of {size}"
+        )
     n_kv = k.shape[0] // size
     if n_heads % n_kv:
         raise ValueError(f"block {block}: {n_heads} query heads cannot share {n_kv} K/V heads evenly")
@@ -170,7 +180,9 @@ def magnitude_unit_scores(group: UnitGroup, weights: dict[str, torch.Tensor]) ->
     return unit_weights(group, weights).norm(p=2, dim=1)
 
 
-def activation_unit_scores(group: UnitGroup, weights: dict[str, torch.Tensor], sq_norms: torch.Tensor) -> torch.Tensor:
+def activation_unit_scores(
+    group: UnitGroup, weights: dict[str, torch.Tensor], sq_norms: torch.Tensor
+) -> torch.Tensor:
     """Wanda-style unit score sqrt(Σ_{j∈unit} ‖W_out[:, j]‖₂² ‖X_j‖₂²), float32 (n_units,).
 
     Args:
@@ -179,8 +191,10 @@ def activation_unit_scores(group: UnitGroup, weights: dict[str, torch.Tensor], s
     """
     col = weights[group.col_layer].detach().to(torch.float64)
     if tuple(sq_norms.shape) != (col.shape[1],):
-        raise ValueError(f"activation norms have shape {tuple(sq_norms.shape)} but {group.col_layer} "
-                         f"{tuple(col.shape)} needs ({col.shape[1]},)")
+        raise ValueError(
+            f"activation norms have shape {tuple(sq_norms.shape)} but {group.col_layer} "
+            f"{tuple(col.shape)} needs ({col.shape[1]},)"
+        )
     per_col = (col**2).sum(0) * sq_norms.to(torch.float64)
     return per_col.view(group.n_units, group.unit_size).sum(1).sqrt().to(torch.float32)
 
@@ -203,7 +217,9 @@ def keep_units(scores: torch.Tensor, sparsity: float, label: str = "this group")
     return keep
 
 
-def unit_masks(group: UnitGroup, keep: torch.Tensor, shapes: dict[str, tuple[int, int]]) -> dict[str, torch.Tensor]:
+def unit_masks(
+    group: UnitGroup, keep: torch.Tensor, shapes: dict[str, tuple[int, int]]
+) -> dict[str, torch.Tensor]:
     """Bool (out, in) masks of every layer of ``group`` from a unit keep vector (n_units,).
 
     Args:
@@ -211,7 +227,9 @@ def unit_masks(group: UnitGroup, keep: torch.Tensor, shapes: dict[str, tuple[int
         shapes: {name: (out, in)} of the group's layers.
     """
     if keep.dtype != torch.bool or tuple(keep.shape) != (group.n_units,):
-        raise ValueError(f"unit keep vector must be torch.bool ({group.n_units},), got {keep.dtype} {tuple(keep.shape)}")
+        raise ValueError(
+            f"unit keep vector must be torch.bool ({group.n_units},), got {keep.dtype} {tuple(keep.shape)}"
+        )
     size = group.unit_size
     rows_keep = keep.repeat_interleave(size)  # (n_units * size,)
     masks = {}

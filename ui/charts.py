@@ -13,10 +13,10 @@ PRUNED_COLOR = "#e45756"
 KEPT_COLOR = "#4c78a8"
 
 
-def _layout(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
+def _layout(fig: go.Figure, height: int, title: str | None = None, top: int = 10) -> go.Figure:
     fig.update_layout(
         height=height,
-        margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+        margin=dict(l=10, r=10, t=40 if title else top, b=10),
         title=dict(text=title) if title else None,
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
     )
@@ -48,18 +48,21 @@ def magnitude_histogram(
     if log_y:
         # Empty bins cannot sit on a log axis; draw them just under 1 so the outline stays closed.
         counts = np.where(counts > 0, counts, 0.8)
-    pruned = np.where(edges[1:] <= threshold, counts, 0.0 if not log_y else 0.8)
     fig = go.Figure()
     x, y = _steps(edges, counts)
     fig.add_trace(
         go.Scatter(x=x, y=y, mode="lines", fill="tozeroy", name="kept", line=dict(color=KEPT_COLOR, width=1))
     )
     if threshold > 0:
-        x, y = _steps(edges, pruned)
+        # The pruned share: every bin left of the threshold, the bin holding it cut at the threshold.
+        inside = int(np.searchsorted(edges, threshold, side="right"))
+        cut_edges = np.append(edges[:inside], min(threshold, float(edges[-1])))
+        x, y = _steps(cut_edges, counts[: len(cut_edges) - 1])
         fig.add_trace(
-            go.Scatter(x=x, y=y, mode="lines", fill="tozeroy", name="pruned", line=dict(color=PRUNED_COLOR, width=1))
+            go.Scatter(
+                x=x, y=y, mode="lines", fill="tozeroy", name="pruned", line=dict(color=PRUNED_COLOR, width=1)
+            )
         )
-        fig.add_vrect(x0=edges[0], x1=threshold, fillcolor=PRUNED_COLOR, opacity=0.12, line_width=0)
         fig.add_vline(
             x=threshold,
             line=dict(color=PRUNED_COLOR, width=2, dash="dash"),
@@ -68,9 +71,11 @@ def magnitude_histogram(
         )
     fig.update_xaxes(title_text="|w|", type="log" if log_x else "linear")
     fig.update_yaxes(title_text="weights", type="log" if log_y else "linear")
+    if log_x:
+        fig.update_xaxes(dtick=1)
     if log_y:
-        fig.update_yaxes(range=[np.log10(0.7), np.log10(max(float(counts.max()), 1.0) * 1.5)])
-    return _layout(fig, height, title)
+        fig.update_yaxes(range=[np.log10(0.7), np.log10(max(float(counts.max()), 1.0) * 1.5)], dtick=1)
+    return _layout(fig, height, title, top=30)
 
 
 def next_token_bars(table: pd.DataFrame, height: int = 360) -> go.Figure:
@@ -101,11 +106,23 @@ def sweep_chart(
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
-            x=[100 * s for s in sparsity], y=list(ppl), mode="lines+markers", name="sweep", line_color=DENSE_COLOR
+            x=[100 * s for s in sparsity],
+            y=list(ppl),
+            mode="lines+markers",
+            name="sweep",
+            line_color=DENSE_COLOR,
         )
     )
     if dense_ppl is not None:
-        fig.add_hline(y=dense_ppl, line=dict(color="gray", dash="dot"), annotation_text="dense")
+        fig.add_trace(
+            go.Scatter(
+                x=[0, 100],
+                y=[dense_ppl, dense_ppl],
+                mode="lines",
+                name="dense",
+                line=dict(color="gray", dash="dot"),
+            )
+        )
     if current is not None:
         fig.add_trace(
             go.Scatter(
@@ -117,11 +134,13 @@ def sweep_chart(
             )
         )
     fig.update_xaxes(title_text="sparsity of the selected layers (%)", range=[-2, 102])
-    fig.update_yaxes(title_text="perplexity (log)", type="log")
+    fig.update_yaxes(title_text="perplexity (log)", type="log", dtick=1)
     return _layout(fig, height)
 
 
-def sparsity_heatmap(kinds: Sequence[str], blocks: Sequence[str], grid: np.ndarray, height: int = 300) -> go.Figure:
+def sparsity_heatmap(
+    kinds: Sequence[str], blocks: Sequence[str], grid: np.ndarray, height: int = 300
+) -> go.Figure:
     """Per-layer sparsity (%) as a kinds × blocks heatmap, the value written in each cell."""
     text = [["" if np.isnan(v) else f"{v:.0f}" for v in row] for row in grid]
     fig = go.Figure(
@@ -148,7 +167,9 @@ def weight_patch(dense: np.ndarray, pruned: np.ndarray, height: int = 260) -> go
     from plotly.subplots import make_subplots
 
     limit = float(np.abs(dense).max()) or 1.0
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("dense", "pruned (white = zero)"), horizontal_spacing=0.06)
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("dense", "pruned (white = zero)"), horizontal_spacing=0.06
+    )
     for col, values in ((1, dense), (2, pruned)):
         fig.add_trace(
             go.Heatmap(
@@ -164,4 +185,4 @@ def weight_patch(dense: np.ndarray, pruned: np.ndarray, height: int = 260) -> go
         )
         fig.update_yaxes(autorange="reversed", showticklabels=False, row=1, col=col)
         fig.update_xaxes(showticklabels=False, row=1, col=col)
-    return _layout(fig, height)
+    return _layout(fig, height, top=30)

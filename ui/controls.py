@@ -1,4 +1,4 @@
-"""Widgets that return what the user chose. Keys are prefixed by where the widget lives (sidebar_, layers_...)."""
+"""Widgets that return what the user chose. Keys are prefixed by where the widget lives (sidebar_, ...)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ POLICY_HELP = (
 
 def _on_builtin() -> None:
     choice = st.session_state.get(session.MODEL)
-    if choice is not None and choice != session.dense().name:
+    if choice is not None and choice != session.active_source():
         session.switch_model(choice)
 
 
@@ -33,10 +33,20 @@ def _on_load() -> None:
     session.switch_model(st.session_state.get(session.SOURCE, ""))
 
 
+def _on_policy() -> None:
+    """Entering the typed-threshold policy starts from a cut-off close to the pruning the user has now."""
+    if st.session_state.get(session.POLICY) != "threshold":
+        return
+    state, settings = session.state(), session.applied()
+    cuts = sorted(data.layer_threshold(state, layer.name) for layer in data.selected(state.dense, settings))
+    st.session_state[session.THRESHOLD] = float(cuts[len(cuts) // 2]) if cuts else 0.0
+
+
 def model_picker(dense: DenseModel) -> None:
     """Built-in models, and a local folder or hub id with a Load button. Loads happen in the callbacks."""
     if session.MODEL not in st.session_state:
-        st.session_state[session.MODEL] = dense.name if dense.name in LOADERS else None
+        source = session.active_source()
+        st.session_state[session.MODEL] = source if source in LOADERS else None
     st.selectbox(
         "Model",
         list(LOADERS),
@@ -53,13 +63,21 @@ def model_picker(dense: DenseModel) -> None:
     error = session.load_error()
     if error:
         st.error(error)
-    st.caption(f"Active model: **{dense.name}** · {dense.num_parameters():,} parameters · {len(dense.layers)} layers")
+    st.caption(
+        f"Active model: **{dense.name}** · {dense.num_parameters():,} parameters · {len(dense.layers)} layers",
+        help=f"Source: {dense.info.get('source', 'unknown')}",
+    )
 
 
 def pruning_controls(dense: DenseModel) -> MagnitudeSettings:
     """The global pruning controls; returns the settings they describe (not yet validated or applied)."""
     policy = st.radio(
-        "Policy", POLICIES, format_func=POLICY_LABELS.get, key=session.POLICY, help=POLICY_HELP
+        "Policy",
+        POLICIES,
+        format_func=POLICY_LABELS.get,
+        key=session.POLICY,
+        help=POLICY_HELP,
+        on_change=_on_policy,
     )
     percent = st.slider(
         "Global sparsity",
@@ -82,6 +100,7 @@ def pruning_controls(dense: DenseModel) -> MagnitudeSettings:
             format="%.5f",
             key=session.THRESHOLD,
             persist_state="session",
+            help="Starts at the median per-layer cut-off of the pruning you had when you chose this policy.",
         )
     present = data.present_kinds(dense, DEFAULT_KINDS)
     kinds = st.pills(
@@ -143,11 +162,20 @@ def pruning_summary(state: PruningState, settings: MagnitudeSettings | None) -> 
 def layer_picker(layers: list[PrunableLayer], key: str, label: str = "Layer") -> PrunableLayer:
     """A selectbox over ``layers`` (short names); returns the chosen layer."""
     by_name = {layer.name: layer for layer in layers}
-    if st.session_state.get(key) not in by_name:
+    # A new option list makes a new widget; carry the user's choice over to it when it is still offered.
+    remembered = st.session_state.get(key, st.session_state.get(f"{key}_chosen"))
+    if remembered in by_name:
+        st.session_state[key] = remembered
+    else:
         st.session_state.pop(key, None)
     name = st.selectbox(
-        label, list(by_name), format_func=lambda n: data.short_name(by_name[n]), key=key, persist_state="session"
+        label,
+        list(by_name),
+        format_func=lambda n: data.short_name(by_name[n]),
+        key=key,
+        persist_state="session",
     )
+    st.session_state[f"{key}_chosen"] = name
     return by_name[name]
 
 

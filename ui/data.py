@@ -17,6 +17,8 @@ from prune_explorer.evaluate import top_k
 from prune_explorer.layers import EXTRA_KINDS, PrunableLayer, select
 from prune_explorer.pruning import MagnitudeSettings
 from prune_explorer.state import DenseModel, PruningState
+from prune_explorer.timing import Timing
+from ui import session
 
 KIND_LABELS = {
     "attn_q": "attention q",
@@ -31,6 +33,11 @@ KIND_LABELS = {
     "embedding": "embedding",
     "lm_head": "LM head",
 }
+
+
+def small_number(x: float) -> str:
+    """Four decimals, or scientific notation for a value that small rounding would show as zero."""
+    return f"{x:.4f}" if x == 0 or abs(x) >= 1e-3 else f"{x:.2e}"
 
 
 def short_name(layer: PrunableLayer) -> str:
@@ -58,7 +65,9 @@ def selected(dense: DenseModel, settings: MagnitudeSettings | None) -> list[Prun
     return select(dense.layers, settings.kinds) if settings is not None else select(dense.layers)
 
 
-def layer_table(state: PruningState, layers: Sequence[PrunableLayer], selected_names: set[str]) -> pd.DataFrame:
+def layer_table(
+    state: PruningState, layers: Sequence[PrunableLayer], selected_names: set[str]
+) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "layer": [layer.name for layer in layers],
@@ -72,7 +81,9 @@ def layer_table(state: PruningState, layers: Sequence[PrunableLayer], selected_n
     )
 
 
-def sparsity_grid(state: PruningState, layers: Sequence[PrunableLayer]) -> tuple[list[str], list[str], np.ndarray]:
+def sparsity_grid(
+    state: PruningState, layers: Sequence[PrunableLayer]
+) -> tuple[list[str], list[str], np.ndarray]:
     """Per-layer sparsity (%) as a kinds × blocks grid (NaN where a block has no layer of that kind)."""
     kinds = list(dict.fromkeys(layer.kind for layer in layers))
     blocks = sorted({layer.block for layer in layers})
@@ -93,9 +104,12 @@ class Histogram:
 
 def magnitude_histogram(dense: DenseModel, name: str, log_x: bool, bins: int = 60) -> Histogram:
     """|w| histogram of one layer from its sorted magnitudes (a binary search per edge); cached per layer."""
-    key = ("histogram", name, log_x, bins)
-    if key in dense.cache:
-        return dense.cache[key]
+    return session.shared(
+        dense, ("histogram", name, log_x, bins), lambda: _histogram(dense, name, log_x, bins)
+    )
+
+
+def _histogram(dense: DenseModel, name: str, log_x: bool, bins: int) -> Histogram:
     scores = dense.ranking(name).sorted_scores
     top = float(scores[-1]) or 1.0
     if log_x:
@@ -107,8 +121,32 @@ def magnitude_histogram(dense: DenseModel, name: str, log_x: bool, bins: int = 6
     at_or_below = torch.searchsorted(scores, torch.as_tensor(edges, dtype=scores.dtype), right=True).numpy()
     counts = np.diff(at_or_below)
     counts[0] += at_or_below[0]
-    dense.cache[key] = Histogram(edges=edges, counts=counts.astype(np.int64))
-    return dense.cache[key]
+    return Histogram(edges=edges, counts=counts.astype(np.int64))
+
+
+def latency_verdict(dense_t: Timing, pruned_t: Timing) -> str:
+    """The gap between two timings read against their spread."""
+    noise = max(dense_t.spread_ms, pruned_t.spread_ms)
+    gap = pruned_t.median_ms - dense_t.median_ms
+    if abs(gap) <= 2 * noise:
+        return (
+            f"The gap ({gap:+.2f} ms) is within the run-to-run spread (± {noise:.2f} ms): "
+            "the same work, timed twice."
+        )
+    return (
+        f"The gap ({gap:+.2f} ms) is larger than the spread (± {noise:.2f} ms), but the work is "
+        "identical: read it as machine noise (other processes, caches), and time again."
+    )
+
+
+def latency_reading(dense_t: Timing, pruned_t: Timing) -> str:
+    """What a dense-vs-pruned latency pair means, in words: the same kernel did the same work."""
+    return (
+        f"Kernel that ran: **{pruned_t.kernel}**. A zero stored inside a dense matrix is still multiplied, "
+        "so the pruned model does exactly as much work as the dense one. "
+        f"{latency_verdict(dense_t, pruned_t)} Speed needs a sparse format or kernel that skips the zeros, "
+        "or structured pruning that makes the matrices smaller."
+    )
 
 
 def layer_threshold(state: PruningState, name: str) -> float:
@@ -132,7 +170,9 @@ def topk_table(tokenizer, dense_row: torch.Tensor, pruned_row: torch.Tensor, k: 
     ids.sort(key=lambda i: -dense_p[i])
     pieces = tokenizer.token_pieces(ids)
     labels = [f"{piece!r}" for piece in pieces]
-    return pd.DataFrame({"token": labels, "dense": [dense_p[i] for i in ids], "pruned": [pruned_p[i] for i in ids]})
+    return pd.DataFrame(
+        {"token": labels, "dense": [dense_p[i] for i in ids], "pruned": [pruned_p[i] for i in ids]}
+    )
 
 
 _DIFF_STYLE = "background: rgba(255, 75, 75, 0.28); border-radius: 3px;"
@@ -144,27 +184,32 @@ def tokens_html(pieces: Sequence[str], same: Sequence[bool], side: str) -> str:
     ``side`` ("dense" or "pruned") goes into the class name, so a browser test can find the text.
     """
     spans = []
-    for piece, ok in zip(pieces, same):
+    for piece, ok in zip(pieces, same, strict=True):
         text = html.escape(piece)
-        spans.append(f"<span>{text}</span>" if ok else f'<span class="pe-diff" style="{_DIFF_STYLE}">{text}</span>')
+        spans.append(
+            f"<span>{text}</span>" if ok else f'<span class="pe-diff" style="{_DIFF_STYLE}">{text}</span>'
+        )
     body = "".join(spans) or "<em>(no tokens)</em>"
     return (
         f'<div class="pe-gen pe-gen-{side}" style="white-space: pre-wrap; line-height: 1.7; '
-        f'font-size: 1.05rem; padding: 0.6rem 0.8rem; border: 1px solid rgba(128,128,128,0.35); '
+        f"font-size: 1.05rem; padding: 0.6rem 0.8rem; border: 1px solid rgba(128,128,128,0.35); "
         f'border-radius: 0.5rem; min-height: 4rem;">{body}</div>'
     )
 
 
 def first_divergence(dense_ids: Sequence[int], pruned_ids: Sequence[int]) -> int | None:
     """Index of the first new token where the two continuations differ, or None if they are identical."""
-    for i, (a, b) in enumerate(zip(dense_ids, pruned_ids)):
+    for i, (a, b) in enumerate(zip(dense_ids, pruned_ids, strict=False)):
         if a != b:
             return i
     return None if len(dense_ids) == len(pruned_ids) else min(len(dense_ids), len(pruned_ids))
 
 
-def weight_patch(state: PruningState, name: str, rows: int = 12, cols: int = 24) -> tuple[np.ndarray, np.ndarray]:
-    """Top-left corner of a layer's (out, in) weight, dense and as the session has it now."""
+def weight_patch(
+    state: PruningState, name: str, rows: int = 12, cols: int = 24
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-left corner of a layer's (out, in) weight as float (rows, cols): dense, and the session's now."""
     layer = state.dense.by_name[name]
     dense_w = layer.weight(state.dense.model)[:rows, :cols]
-    return dense_w.detach().float().numpy().copy(), state.weight(name)[:rows, :cols].detach().float().numpy().copy()
+    pruned_w = state.weight(name)[:rows, :cols]
+    return dense_w.detach().float().numpy().copy(), pruned_w.detach().float().numpy().copy()

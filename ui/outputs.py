@@ -1,8 +1,9 @@
 """What the pages show, computed through the library once: dense results per process, pruned per session.
 
-Dense results depend only on the shared dense model, so they live in ``dense.cache`` for every session; pruned
-results live in the session's memo, keyed by the settings applied. A slider move recomputes the pruned side only.
-When nothing is pruned the working model computes exactly what the dense one does, so its results are reused.
+Dense results depend only on the shared dense model, so they live in ``dense.cache`` for every session;
+pruned results live in the session's memo, keyed by the settings applied. A slider move recomputes the
+pruned side only. When nothing is pruned the working model computes exactly what the dense one does, so the
+dense results are reused.
 """
 
 from __future__ import annotations
@@ -62,49 +63,56 @@ def generations(state: PruningState, ids: list[int], max_new: int) -> Generation
         return evaluate.greedy_generate(model, ids, max_new_tokens=max_new, stop_ids=stops)
 
     dense_out = session.shared(dense, ("generate", tuple(ids), max_new), lambda: run(dense.model))
+    if session.nothing_pruned():
+        return Generation(dense=dense_out, pruned=dense_out)
     key = (session.pruned_key(), tuple(ids), max_new)
-    pruned_out = dense_out if key[0][1] == "dense" else session.memo("generate", key, lambda: run(state.model))
-    return Generation(dense=dense_out, pruned=pruned_out)
+    return Generation(dense=dense_out, pruned=session.memo("generate", key, lambda: run(state.model)))
 
 
 def next_token_logits(state: PruningState, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """float32 (T, vocab) logits of the prompt under the dense and the pruned model."""
     dense = state.dense
-    dense_logits = session.shared(dense, ("logits", tuple(ids)), lambda: evaluate.next_token_logits(dense.model, ids))
-    key = (session.pruned_key(), tuple(ids))
-    if key[0][1] == "dense":
+    dense_logits = session.shared(
+        dense, ("logits", tuple(ids)), lambda: evaluate.next_token_logits(dense.model, ids)
+    )
+    if session.nothing_pruned():
         return dense_logits, dense_logits
+    key = (session.pruned_key(), tuple(ids))
     return dense_logits, session.memo("logits", key, lambda: evaluate.next_token_logits(state.model, ids))
 
 
 def eval_ids(dense: DenseModel) -> list[int]:
     """The held-out evaluation text of the model's text set, tokenized once per model."""
     text_set = dense.info.get("text_set", "stories")
-    return session.shared(dense, ("eval_ids", text_set), lambda: dense.tokenizer.encode(texts.eval_text(text_set)))
+    return session.shared(
+        dense, ("eval_ids", text_set), lambda: dense.tokenizer.encode(texts.eval_text(text_set))
+    )
 
 
 def dense_perplexity(dense: DenseModel, progress: Progress = None) -> evaluate.Perplexity:
     ids = eval_ids(dense)
-    return session.shared(dense, ("perplexity",), lambda: evaluate.perplexity(dense.model, ids, progress=progress))
+    return session.shared(
+        dense, ("perplexity",), lambda: evaluate.perplexity(dense.model, ids, progress=progress)
+    )
 
 
 def cached_dense_perplexity(dense: DenseModel) -> evaluate.Perplexity | None:
-    return dense.cache.get(("perplexity",))
+    return session.peek_shared(dense, ("perplexity",))
 
 
 def cached_pruned_perplexity(state: PruningState) -> evaluate.Perplexity | None:
-    key = session.pruned_key()
-    if key[1] == "dense":
+    if session.nothing_pruned():
         return cached_dense_perplexity(state.dense)
-    return session.peek("perplexity", key)
+    return session.peek("perplexity", session.pruned_key())
 
 
 def pruned_perplexity(state: PruningState, progress: Progress = None) -> evaluate.Perplexity:
-    key = session.pruned_key()
-    if key[1] == "dense":
+    if session.nothing_pruned():
         return dense_perplexity(state.dense, progress)
     ids = eval_ids(state.dense)
-    return session.memo("perplexity", key, lambda: evaluate.perplexity(state.model, ids, progress=progress))
+    return session.memo(
+        "perplexity", session.pruned_key(), lambda: evaluate.perplexity(state.model, ids, progress=progress)
+    )
 
 
 def cached_latency(state: PruningState, ids: list[int]) -> tuple[timing.Timing, timing.Timing] | None:
@@ -124,7 +132,7 @@ def _sweep_key(settings: MagnitudeSettings | None) -> tuple:
 
 
 def cached_sweep(dense: DenseModel, settings: MagnitudeSettings | None) -> list[sweep.SweepPoint] | None:
-    return dense.cache.get(_sweep_key(settings))
+    return session.peek_shared(dense, _sweep_key(settings))
 
 
 def perplexity_sweep(

@@ -8,6 +8,8 @@ results computed for the current settings (so a rerun that moves nothing recompu
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +22,7 @@ from prune_explorer.state import DenseModel, PruningState
 log = logging.getLogger(__name__)
 
 STATE = "pruning_state"
+ACTIVE = "model_source"  # what the user asked for: a LOADERS key, a folder or a hub id
 APPLIED = "pruning_applied"
 LOAD_ERROR = "load_error"
 MEMO = "memo"
@@ -33,8 +36,16 @@ EXTRAS = "sidebar_extras"
 OVERRIDE_LAYERS = "sidebar_override_layers"
 MODEL = "sidebar_model"
 SOURCE = "sidebar_source"
+SHARED_LIMIT = 32
+_SHARED_LOCK = threading.Lock()
 # Page widgets whose defaults depend on the model.
-MODEL_DEPENDENT_KEYS = ("prune_prompt", "layers_layer", "learn_layer")
+MODEL_DEPENDENT_KEYS = (
+    "prune_prompt",
+    "layers_layer",
+    "layers_layer_chosen",
+    "learn_layer",
+    "learn_layer_chosen",
+)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading model…")
@@ -47,7 +58,8 @@ def default_source() -> str:
     return STORIES260K if STORIES260K in LOADERS else next(iter(LOADERS))
 
 
-def _start(dense: DenseModel) -> None:
+def _start(dense: DenseModel, source: str) -> None:
+    st.session_state[ACTIVE] = source
     st.session_state[STATE] = PruningState(dense)
     st.session_state[APPLIED] = None
     st.session_state[MEMO] = {}
@@ -56,21 +68,27 @@ def _start(dense: DenseModel) -> None:
 def ensure_state() -> PruningState:
     """The session's pruning state, starting on the default built-in model the first time."""
     if STATE not in st.session_state:
-        _start(load_dense(default_source()))
+        _start(load_dense(default_source()), default_source())
     return st.session_state[STATE]
 
 
 def state() -> PruningState:
-    return st.session_state[STATE]
+    # A page can run without app.py once: Streamlit's legacy pages/ folder mode on a process's very first run.
+    return ensure_state()
 
 
 def dense() -> DenseModel:
-    return st.session_state[STATE].dense
+    return state().dense
 
 
 def applied() -> MagnitudeSettings | None:
     """The settings the session's state was last brought to (None: dense, nothing applied yet)."""
     return st.session_state.get(APPLIED)
+
+
+def active_source() -> str:
+    ensure_state()
+    return st.session_state[ACTIVE]
 
 
 def load_error() -> str | None:
@@ -89,25 +107,32 @@ def switch_model(source: str) -> bool:
     Returns whether the model changed; the error message (if any) is kept for :func:`load_error`.
     """
     source = source.strip()
-    previous = dense()
+    previous, previous_source = dense(), active_source()
     try:
         new = load_dense(source)
     except ModelLoadError as exc:
-        st.session_state[LOAD_ERROR] = f"Could not load {source!r}: {exc}. Still using {previous.name}."
+        st.session_state[LOAD_ERROR] = (
+            f"Could not load {source!r}: {_sentence(exc)}. Still using {previous.name}."
+        )
     except Exception as exc:  # a loader bug must not take the working session down with it
         log.exception("loading %r failed", source)
         st.session_state[LOAD_ERROR] = (
-            f"Could not load {source!r} ({type(exc).__name__}: {exc}). Still using {previous.name}."
+            f"Could not load {source!r} ({type(exc).__name__}: {_sentence(exc)}). "
+            f"Still using {previous.name}."
         )
     else:
         st.session_state[LOAD_ERROR] = None
         if new is not previous:
-            _start(new)
+            _start(new, source)
             _reset_widgets((SPARSITY, THRESHOLD, KINDS, EXTRAS, OVERRIDE_LAYERS, *MODEL_DEPENDENT_KEYS))
         st.session_state[MODEL] = source if source in LOADERS else None
         return new is not previous
-    st.session_state[MODEL] = previous.name if previous.name in LOADERS else None
+    st.session_state[MODEL] = previous_source if previous_source in LOADERS else None
     return False
+
+
+def _sentence(exc: BaseException) -> str:
+    return str(exc).strip().rstrip(".")
 
 
 def apply(settings: MagnitudeSettings) -> str | None:
@@ -117,7 +142,7 @@ def apply(settings: MagnitudeSettings) -> str | None:
     try:
         apply_magnitude(state(), settings)
     except ValueError as exc:
-        return f"{exc}. The previous pruning is kept."
+        return f"{_sentence(exc)}. The previous pruning is kept."
     st.session_state[APPLIED] = settings
     return None
 
@@ -144,12 +169,16 @@ def settings_key(settings: MagnitudeSettings | None) -> tuple:
     )
 
 
+def nothing_pruned() -> bool:
+    """True when the working model holds exactly the dense weights, so it computes what the dense one does."""
+    current = state()
+    return not any(current.is_pruned(layer.name) for layer in current.dense.layers)
+
+
 def pruned_key() -> tuple:
     """Identifies what the session's working model computes now: the model and the applied settings."""
-    st_ = state()
-    if not any(st_.is_pruned(layer.name) for layer in st_.dense.layers):
-        return (id(st_.dense), "dense")
-    return (id(st_.dense), settings_key(applied()))
+    current = state()
+    return (id(current.dense), "dense" if nothing_pruned() else settings_key(applied()))
 
 
 def memo(name: str, key: Any, compute: Callable[[], Any]) -> Any:
@@ -170,7 +199,28 @@ def peek(name: str, key: Any) -> Any:
 
 
 def shared(dense: DenseModel, key: tuple, compute: Callable[[], Any]) -> Any:
-    """Process-wide cache on the dense model, for results that depend on the dense weights only."""
-    if key not in dense.cache:
-        dense.cache[key] = compute()
-    return dense.cache[key]
+    """Process-wide cache on the dense model for results that depend on the dense weights only.
+
+    Entries are grouped by ``key[0]`` (e.g. "logits", "generate"), each group keeping its last
+    ``SHARED_LIMIT`` keys, so a stream of new prompts cannot grow memory without bound.
+    """
+    hit = peek_shared(dense, key)
+    if hit is not None:
+        return hit
+    value = compute()  # outside the lock: two sessions may compute the same thing once each
+    with _SHARED_LOCK:
+        group = dense.cache.setdefault(("ui", key[0]), OrderedDict())
+        group[key] = value
+        while len(group) > SHARED_LIMIT:
+            group.popitem(last=False)
+    return value
+
+
+def peek_shared(dense: DenseModel, key: tuple) -> Any:
+    """The shared value for ``key`` if some session computed it, else None."""
+    with _SHARED_LOCK:
+        group = dense.cache.get(("ui", key[0]))
+        if group is None or key not in group:
+            return None
+        group.move_to_end(key)
+        return group[key]

@@ -1,0 +1,120 @@
+"""Learn: four short ideas behind pruning, each beside a live view of the session's own model."""
+
+import streamlit as st
+
+from prune_explorer.evaluate import agreement
+from ui import charts, controls, data, outputs, session
+
+state = session.state()
+dense = state.dense
+applied = session.applied()
+small = outputs.is_small(dense)
+layers = data.shown_layers(dense, applied)
+ids = outputs.prompt_ids(dense, st.session_state.get("prune_prompt") or outputs.default_prompt(dense))
+
+st.title("Learn")
+st.caption(
+    "Each idea sits next to the model you are pruning. Move the sparsity slider in the sidebar and watch "
+    "the view on the right change."
+)
+
+st.subheader("1 · A weight, and a zero")
+text, live = st.columns([2, 3])
+with text:
+    st.markdown(
+        "A language model is mostly big tables of numbers. Each table turns one list of numbers into "
+        "another: every output is a sum of inputs, each multiplied by its **weight**. Pruning a weight means "
+        "writing a **0** in its place, so that input no longer counts for that output.\n\n"
+        "On the right is a corner of one table, before and after your pruning. Blue and red are positive and "
+        "negative weights; the paler the colour, the closer the weight is to zero."
+    )
+    layer = controls.layer_picker(layers, key="learn_layer", label="Table (layer) to look at")
+with live:
+    dense_patch, pruned_patch = data.weight_patch(state, layer.name)
+    st.plotly_chart(charts.weight_patch(dense_patch, pruned_patch), key="learn_patch")
+    zeros = int((pruned_patch == 0).sum())
+    st.caption(f"{zeros} of {pruned_patch.size} weights in this corner are zero now.")
+
+st.subheader("2 · Why the smallest |w| go first")
+text, live = st.columns([2, 3])
+with text:
+    st.markdown(
+        "A weight near zero adds almost nothing to its sum, so removing it changes the output least. "
+        "Magnitude pruning sorts the weights by their size |w| and removes from the small end. Most trained "
+        "weights are small, so a large share can go before the answers move much.\n\n"
+        "The histogram counts the weights of the table above by size; the red part is what your setting "
+        "removes. "
+        "The KL number says how far the next-token probabilities have moved (0 = not at all)."
+    )
+with live:
+    hist = data.magnitude_histogram(dense, layer.name, log_x=False)
+    threshold = data.layer_threshold(state, layer.name)
+    st.plotly_chart(
+        charts.magnitude_histogram(hist.edges, hist.counts, threshold, log_y=True, height=240),
+        key="learn_hist",
+    )
+    agree = agreement(*outputs.next_token_logits(state, ids))
+    a, b = st.columns(2)
+    a.metric("Weights removed here", f"{state.sparsity(layer.name):.0%}")
+    b.metric("KL(dense ‖ pruned), next token", data.small_number(agree.kl_last))
+
+st.subheader("3 · Why zeros do not make it faster (here)")
+text, live = st.columns([2, 3])
+with text:
+    st.markdown(
+        "The processor multiplies whole tables at once. It does not look at each number first, so a 0 costs "
+        "the same time as any other value: half the weights at zero is still the full amount of work. "
+        "Pruned models get faster only with help — a storage format that lists only the non-zeros and a "
+        "kernel that uses it (which pays off at very high sparsity), a hardware pattern such as 2 zeros in "
+        "every 4, or removing whole rows so the tables really shrink."
+    )
+with live:
+    timed = outputs.cached_latency(state, ids)
+    if small or st.button("Time both models", key="learn_time"):
+        timed = outputs.latency(state, ids)
+    if timed is None:
+        st.caption("Press the button to time one forward pass of each model.")
+    else:
+        dense_t, pruned_t = timed
+        a, b = st.columns(2)
+        a.metric("Dense forward", f"{dense_t.median_ms:.2f} ms")
+        b.metric("Pruned forward", f"{pruned_t.median_ms:.2f} ms")
+        st.caption(
+            f"Median of 15 runs after warm-up. {data.latency_verdict(dense_t, pruned_t)} "
+            f"What ran: {pruned_t.kernel}."
+        )
+
+st.subheader("4 · Pruning during training recovers more — this app does not do that yet")
+text, live = st.columns([2, 3])
+with text:
+    st.markdown(
+        "Here the model is pruned **once, after training**, and nothing adjusts. The remaining weights were "
+        "tuned to work alongside the ones now gone, so quality falls off a cliff past some sparsity.\n\n"
+        "When pruning happens during training (or is followed by more training), the remaining weights "
+        "re-learn to cover for the missing ones, and the same sparsity costs far less. Methods that look at "
+        "real activations (Wanda, SparseGPT) also do better than plain |w|. This app does not retrain, so "
+        "the curve on the right is the pessimistic one."
+    )
+with live:
+    points = outputs.cached_sweep(dense, applied)
+    if small or st.button("Run the sweep", key="learn_sweep"):
+        bar = st.progress(0.0, text="Pruning to each sparsity and scoring…")
+        points = outputs.perplexity_sweep(dense, applied, progress=lambda f: bar.progress(f, text="Sweep…"))
+        bar.empty()
+    if points is None:
+        st.caption("Press the button to score 0–90% sparsity (one pass over the held-out text per point).")
+    else:
+        dense_ppl = outputs.cached_dense_perplexity(dense)
+        ppl = outputs.pruned_perplexity(state) if small else outputs.cached_pruned_perplexity(state)
+        current = (state.overall_sparsity(data.selected(dense, applied)), ppl.ppl) if ppl else None
+        st.plotly_chart(
+            charts.sweep_chart(
+                [p.achieved for p in points],
+                [p.ppl for p in points],
+                dense_ppl.ppl if dense_ppl else None,
+                current,
+                height=300,
+            ),
+            key="learn_sweep_chart",
+        )
+        st.caption("The diamond is your model now: move the sparsity slider and it walks along the curve.")

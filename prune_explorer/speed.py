@@ -1,0 +1,468 @@
+"""How fast a pruned model runs, and why: per-layer and end-to-end latency, FLOPs, bytes, sizes, break-even.
+
+Every timing warms up, repeats and reports the median (:mod:`prune_explorer.timing`) and carries the label
+of the kernel that ran. Two reference lines explain the numbers:
+
+ideal (FLOPs)   dense time × kept FLOPs / dense FLOPs: what skipping every pruned multiply would give.
+memory-bound    dense time × bytes read / dense bytes: one-token decoding mostly streams weights from memory,
+                and CSR reads 8 bytes per kept weight (value + int32 index) against 4 for dense, so it cannot
+                beat dense below 50% sparsity however good the kernel.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prune_explorer import backends as B
+from prune_explorer.compaction import find_groups, neuron_masks
+from prune_explorer.evaluate import context_length
+from prune_explorer.masks import magnitude_mask
+from prune_explorer.pruning import MagnitudeSettings, apply_magnitude
+from prune_explorer.state import DenseModel, PruningState
+from prune_explorer.timing import Timing, time_call
+
+Progress = Callable[[float], None] | None
+
+
+def _bucket(sparsity: float) -> float:
+    return round(sparsity * 20) / 20  # 5% buckets
+
+
+def _forward_kwargs(model: nn.Module, **kwargs) -> dict:
+    params = inspect.signature(model.forward).parameters
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+def _ids(model: nn.Module, tokens: int) -> torch.Tensor:
+    vocab = int(getattr(model.config, "vocab_size", 2))
+    device = next(model.parameters()).device
+    return (torch.arange(tokens, device=device).view(1, -1) * 7 + 3) % vocab
+
+
+# ----- auto: per-layer calibration inside the running model
+
+
+class _Probe(nn.Module):
+    """Runs a layer on dense or CSR and records each call's wall time while ``recording``."""
+
+    def __init__(self, dense: nn.Module, csr: B.CSRLinear):
+        super().__init__()
+        self.dense, self.csr = dense, csr
+        self.mode, self.recording = "dense", False
+        self.runs: dict[str, list[float]] = {"dense": [], "csr": []}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        impl = self.csr if self.mode == "csr" else self.dense
+        if not self.recording:
+            return impl(x)
+        start = time.perf_counter()
+        y = impl(x)
+        self.runs[self.mode].append((time.perf_counter() - start) * 1000.0)
+        return y
+
+
+@torch.inference_mode()
+def _time_in_situ(model: nn.Module, probes: list[_Probe], tokens: int, warmup: int, repeats: int) -> None:
+    """Full forwards over ``tokens`` tokens, alternating all-dense and all-CSR, timing every probed layer.
+
+    Timing inside the real model keeps each layer's cache conditions: in a forward every weight is read
+    once and evicted by the others, which is what makes one-token decoding memory-bound.
+    """
+    ids = _ids(model, min(tokens, context_length(model)))
+    kwargs = _forward_kwargs(model, use_cache=False, logits_to_keep=1)
+    for i in range(warmup + repeats):
+        for mode in ("dense", "csr"):
+            for p in probes:
+                p.mode, p.recording = mode, i >= warmup
+            model(input_ids=ids, **kwargs)
+    for p in probes:
+        p.recording = False
+
+
+def calibrate(
+    state: PruningState,
+    paths: Sequence[str],
+    tokens: Sequence[int] = (128, 1),
+    min_sparsity: float = B.MIN_CSR_SPARSITY,
+    margin: float = 0.95,
+    cache: dict | None = None,
+    warmup: int = 2,
+    repeats: int = 7,
+) -> list[B.LayerReport]:
+    """Pick dense or CSR for each layer and token count from timings in the running model; install it.
+
+    Layers are grouped by (shape, 5% sparsity bucket); a group takes CSR at a token count where its summed
+    median CSR time is under ``margin`` × its dense time. Results are kept in ``cache`` (default: the dense
+    model's cache) under (shape, bucket, tokens), so later calls measure only what is new.
+    """
+    cache = state.dense.cache.setdefault("speed_calibration", {}) if cache is None else cache
+    modules = {p: state.model.get_submodule(p) for p in paths}
+    sparsity = {p: B._sparsity(m) for p, m in modules.items()}
+    key = {p: (tuple(B.out_in_weight(m).shape), _bucket(sparsity[p])) for p, m in modules.items()}
+    candidates = [p for p in paths if sparsity[p] >= min_sparsity]
+    todo = [p for p in candidates if any((*key[p], t) not in cache for t in tokens)]
+    csr = {p: B.CSRLinear.from_module(modules[p]) for p in todo}
+    if todo:
+        probes = {p: _Probe(modules[p], csr[p]) for p in todo}
+        for p, probe in probes.items():
+            B.replace_module(state, p, probe)
+        try:
+            for t in tokens:
+                _time_in_situ(state.model, list(probes.values()), t, warmup, repeats + (8 if t <= 8 else 0))
+                groups: dict[tuple, dict[str, list[float]]] = {}
+                for p, probe in probes.items():
+                    g = groups.setdefault((*key[p], t), {"dense": [], "csr": []})
+                    for mode in ("dense", "csr"):
+                        g[mode].append(statistics.median(probe.runs[mode]))
+                        probe.runs[mode].clear()
+                for k, g in groups.items():
+                    cache[k] = {mode: statistics.fmean(v) for mode, v in g.items()}
+        finally:
+            for p in probes:
+                B._set_module(state.model, p, modules[p])
+    reports = []
+    for p in paths:
+        shape, module = key[p][0], modules[p]
+        dense_label = getattr(module, "kernel_label", None)
+        dense_label = (dense_label + " with zeros") if dense_label and sparsity[p] > 0 else dense_label
+        dense_label = dense_label or (B.DENSE_ZEROS if sparsity[p] > 0 else B.DENSE)
+        backend = "compact" if hasattr(module, "kernel_label") else "dense"
+        if p not in candidates:
+            note = f"below {min_sparsity:.0%} sparsity CSR moves more bytes than dense: not tried"
+            reports.append(B.LayerReport(p, shape, sparsity[p], backend, dense_label, note=note if sparsity[p] else ""))
+            continue
+        times = {t: cache[(*key[p], t)] for t in tokens}
+        choice = {t: ("csr" if times[t]["csr"] < margin * times[t]["dense"] else "dense") for t in tokens}
+        picked = set(choice.values())
+        if "csr" in picked and p not in csr:
+            csr[p] = B.CSRLinear.from_module(module)
+        if picked == {"dense"}:
+            label = dense_label
+        elif picked == {"csr"}:
+            label = B.CSR
+            B.replace_module(state, p, csr[p])
+        else:
+            label = "; ".join(f"{B.CSR if c == 'csr' else dense_label} at {t} token{'s' * (t != 1)}" for t, c in choice.items())
+            B.replace_module(state, p, B.AutoLinear(module, csr[p], choice))
+        reports.append(B.LayerReport(p, shape, sparsity[p], "auto", label, choice, times))
+    return reports
+
+
+# ----- end to end
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase to time: ``prefill`` (``tokens`` tokens, logits for the last one, as generate does) or
+    ``decode`` (one new token after a cache of ``tokens`` tokens)."""
+
+    name: str
+    tokens: int
+
+
+PREFILL = Phase("prefill", 128)
+DECODE = Phase("decode", 128)
+
+
+def _runner(model: nn.Module, phase: Phase) -> Callable[[], object]:
+    tokens = min(phase.tokens, context_length(model) - 1)
+    ids = _ids(model, tokens)
+    if phase.name == "prefill":
+        kwargs = _forward_kwargs(model, use_cache=False, logits_to_keep=1)
+        return torch.inference_mode()(lambda: model(input_ids=ids, **kwargs))
+    with torch.inference_mode():
+        out = model(input_ids=ids, **_forward_kwargs(model, use_cache=True, logits_to_keep=1))
+    cache = out["cache"] if "cache" in out else out["past_key_values"]
+    step = ids[:, -1:]
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    kwargs = _forward_kwargs(model, use_cache=True, logits_to_keep=1)
+
+    @torch.inference_mode()
+    def decode() -> None:
+        model(input_ids=step, **{name: cache}, **kwargs)
+        cache.crop(-1)  # drop the new token: every timed step sees the same context length
+
+    return decode
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], kernels: dict[str, str], warmup: int = 2, repeats: int = 7
+) -> dict[str, Timing]:
+    """Median wall time of each function, run in turn repeat by repeat so machine noise hits all alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    runs: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            runs[k].append((time.perf_counter() - start) * 1000.0)
+    return {k: Timing(runs[k], kernels[k]) for k in fns}
+
+
+def kept_weights(module: nn.Module) -> int:
+    """Weights a kernel that skips zeros would multiply: the nonzeros of a Linear/Conv1D, a CSR's values."""
+    if isinstance(module, B.AutoLinear):
+        module = module.csr
+    if isinstance(module, B.CSRLinear):
+        return module.kept
+    return int(torch.count_nonzero(B.out_in_weight(module)))
+
+
+def _out_features(module: nn.Module) -> int:
+    if isinstance(module, (B.CSRLinear, B.AutoLinear, B.SemiStructuredLinear)):
+        return module.csr.out_features if isinstance(module, B.AutoLinear) else module.out_features
+    return int(B.out_in_weight(module).shape[0])
+
+
+def _linear_holders(dense: DenseModel, model: nn.Module) -> Iterator[tuple[str, nn.Module, bool]]:
+    """(path, module, is_output_head) for every weight-holding matrix multiply of ``model``."""
+    output = dense.model.get_output_embeddings() if hasattr(dense.model, "get_output_embeddings") else None
+    for layer in dense.layers:
+        for holder in layer.holders:
+            is_head = output is not None and dense.model.get_submodule(holder) is output
+            module = model.get_submodule(holder)
+            if not isinstance(module, nn.Embedding):
+                yield holder, module, is_head
+
+
+def model_flops(dense: DenseModel, model: nn.Module, phase: Phase, skip_zeros: bool = True) -> float:
+    """FLOPs of one phase: matrix multiplies (LM head for one position), and causal attention.
+
+    Args:
+        skip_zeros: count only kept weights (the ideal a sparse kernel could reach); False counts every weight.
+    """
+    rows = phase.tokens if phase.name == "prefill" else 1
+    total = 0.0
+    for _, module, is_head in _linear_holders(dense, model):
+        weights = kept_weights(module) if skip_zeros else B.out_in_weight(module).numel()
+        if isinstance(module, (B.CSRLinear, B.AutoLinear)) and not skip_zeros:
+            weights = _out_features(module) * (module.in_features)
+        total += 2.0 * weights * (1 if is_head else rows)
+    _, attns, _ = find_groups(dense)
+    keys = phase.tokens * (phase.tokens + 1) / 2 if phase.name == "prefill" else phase.tokens + 1
+    for g in attns:
+        width = _out_features(model.get_submodule(g.qkv or g.q)) // (3 if g.qkv else 1)
+        total += 2.0 * 2.0 * width * keys  # q·k and p·v per (query, key) pair
+    return total
+
+
+def streamed_bytes(dense: DenseModel, model: nn.Module, csr: bool) -> int:
+    """Weight bytes one decode step reads: every matrix once; pruned ones as CSR when ``csr``."""
+    total = 0
+    for _, module, _ in _linear_holders(dense, model):
+        w = B.out_in_weight(module) if not isinstance(module, (B.CSRLinear, B.AutoLinear)) else None
+        numel = w.numel() if w is not None else _out_features(module) * module.in_features
+        size = 4 * numel
+        kept = kept_weights(module)
+        if csr and kept < numel:
+            size = min(size, B.csr_bytes(kept, _out_features(module)))
+        total += size
+    return total
+
+
+@dataclass(frozen=True)
+class Case:
+    """A pruning to measure: ``structure`` is "unstructured" (magnitude, per layer) or "mlp_neurons"."""
+
+    label: str
+    sparsity: float = 0.0
+    structure: str = "unstructured"
+    backend: str = "dense"
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    timings: dict[str, Timing]  # "dense prefill", "case prefill", "dense decode", "case decode"
+    report: B.BackendReport
+    flops: dict[str, tuple[float, float]]  # phase -> (dense FLOPs, kept FLOPs)
+    bytes: tuple[int, int]  # decode weight bytes (dense, as the case runs)
+    extra: dict = field(default_factory=dict)
+
+    def speedup(self, phase: str) -> float:
+        return self.timings[f"dense {phase}"].median_ms / self.timings[f"case {phase}"].median_ms
+
+    def ideal(self, phase: str) -> float:
+        dense, kept = self.flops[phase]
+        return dense / kept
+
+    def memory_bound(self) -> float:
+        return self.bytes[0] / self.bytes[1]
+
+
+def prune_for(state: PruningState, case: Case) -> None:
+    """Bring ``state`` to ``case``'s pruning (attention and MLP layers; embeddings and LM head dense)."""
+    state.reset()
+    if case.sparsity == 0:
+        return
+    if case.structure == "mlp_neurons":
+        state.apply_masks(neuron_masks(state.dense, case.sparsity))
+    elif case.structure == "unstructured":
+        apply_magnitude(state, MagnitudeSettings(sparsity=case.sparsity))
+    else:
+        raise ValueError(f"unknown structure {case.structure!r}; use 'unstructured' or 'mlp_neurons'")
+
+
+def measure_case(
+    state: PruningState,
+    case: Case,
+    phases: Sequence[Phase] = (PREFILL, DECODE),
+    warmup: int = 2,
+    repeats: int = 7,
+) -> CaseResult:
+    """Prune ``state`` as ``case`` says, swap its backend in, time it against the dense model, restore.
+
+    The state is left pruned as the case says, on masked dense.
+    """
+    prune_for(state, case)
+    dense = state.dense
+    report = B.apply_backend(state, case.backend, tokens=sorted({p.tokens if p.name == "prefill" else 1 for p in phases}))
+    try:
+        label = report.summary()
+        timings, flops = {}, {}
+        for phase in phases:
+            fns = {f"dense {phase.name}": _runner(dense.model, phase), f"case {phase.name}": _runner(state.model, phase)}
+            kernels = {f"dense {phase.name}": B.DENSE, f"case {phase.name}": label}
+            timings.update(time_interleaved(fns, kernels, warmup, repeats))
+            flops[phase.name] = (model_flops(dense, dense.model, phase, False), model_flops(dense, state.model, phase))
+        csr_running = any(isinstance(m, (B.CSRLinear, B.AutoLinear)) for m in state.model.modules())
+        nbytes = (streamed_bytes(dense, dense.model, False), streamed_bytes(dense, state.model, csr_running))
+    finally:
+        B.restore(state)
+    return CaseResult(case, timings, report, flops, nbytes)
+
+
+# ----- one layer, in isolation
+
+
+@dataclass(frozen=True)
+class LayerPoint:
+    shape: tuple[int, int]
+    sparsity: float
+    tokens: int
+    backend: str  # dense (zeros multiplied), csr, compact (rows removed)
+    timing: Timing
+
+    @property
+    def median_ms(self) -> float:
+        return self.timing.median_ms
+
+
+def layer_points(
+    weight: torch.Tensor,
+    sparsities: Sequence[float],
+    tokens: int,
+    backends: Sequence[str] = ("dense", "csr", "compact"),
+    working_set_bytes: int = 32 << 20,
+    warmup: int = 2,
+    repeats: int = 9,
+) -> Iterator[LayerPoint]:
+    """Time one (out, in) weight magnitude-pruned at each sparsity on each backend; yields point by point.
+
+    Each call cycles through copies of the weight adding up to ``working_set_bytes``, so the weight comes
+    from memory rather than from a cache still warm from the previous call, as in a full forward.
+    ``compact`` is a dense matrix with round((1 - s) · out) rows: structured pruning of whole output rows.
+    """
+    weight = weight.detach().float()
+    out_f, in_f = weight.shape
+    copies = max(1, min(64, math.ceil(working_set_bytes / (4 * weight.numel()))))
+    x = torch.randn(tokens, in_f)
+    for s in sparsities:
+        pruned = torch.where(magnitude_mask(weight, s), weight, torch.zeros(()))
+        for backend in backends:
+            if backend == "dense":
+                ws = [pruned.clone() for _ in range(copies)]
+                fns = [lambda w=w: F.linear(x, w) for w in ws]
+                kernel = B.DENSE_ZEROS
+            elif backend == "csr":
+                ws = [B.CSRLinear(pruned) for _ in range(copies)]
+                fns = ws
+                kernel = B.CSR
+            else:
+                rows = max(1, round((1 - s) * out_f))
+                ws = [weight[:rows].clone() for _ in range(copies)]
+                fns = [lambda w=w: F.linear(x, w) for w in ws]
+                kernel = f"compacted dense {out_f}→{rows} rows"
+            state = {"i": 0}
+
+            def call(fns=fns, state=state) -> None:
+                fn = fns[state["i"] % len(fns)]
+                state["i"] += 1
+                fn(x) if isinstance(fn, nn.Module) else fn()
+
+            timing = time_call(call, warmup=warmup * copies, repeats=max(repeats, copies), kernel=kernel)
+            yield LayerPoint((out_f, in_f), float(s), tokens, backend, timing)
+
+
+def break_even(points: Sequence[LayerPoint], backend: str = "csr") -> float | None:
+    """Lowest sparsity where ``backend`` is as fast as dense (linear interpolation), or None if never."""
+    dense = {p.sparsity: p.median_ms for p in points if p.backend == "dense"}
+    other = sorted((p.sparsity, p.median_ms / dense[p.sparsity]) for p in points if p.backend == backend and p.sparsity in dense)
+    for (s0, r0), (s1, r1) in zip([(None, None), *other], other):
+        if r1 <= 1.0:
+            if s0 is None or r0 == r1:
+                return s1
+            return s0 + (r0 - 1.0) * (s1 - s0) / (r0 - r1)
+    return None
+
+
+def ideal_ms(dense_ms: float, sparsity: float) -> float:
+    """The FLOP line: dense time × the share of weights kept."""
+    return dense_ms * (1.0 - sparsity)
+
+
+def memory_bound_ms(dense_ms: float, shape: tuple[int, int], sparsity: float) -> float:
+    """The bytes line for CSR: dense time × CSR bytes / dense bytes."""
+    numel = shape[0] * shape[1]
+    kept = numel - round(sparsity * numel)
+    return dense_ms * B.csr_bytes(kept, shape[0]) / (4 * numel)
+
+
+# ----- sizes
+
+
+@dataclass(frozen=True)
+class Size:
+    form: str
+    memory_bytes: int  # to run it
+    disk_bytes: int  # tensor data in a file (a safetensors header adds a few KB)
+    kernel: str
+
+
+def model_sizes(state: PruningState) -> list[Size]:
+    """Bytes of the session's pruned model as dense, bitmask, CSR and compacted (any swapped backend is undone).
+
+    The bitmask form (kept values + 1 bit per weight) is a storage format: it is expanded to dense to run.
+    """
+    B.restore(state)
+    params = {id(p): p for p in state.model.parameters()}
+    total = sum(p.numel() * p.element_size() for p in params.values())
+    bitmask, csr = total, total
+    for layer in state.dense.layers:
+        if not state.is_pruned(layer.name):
+            continue
+        numel, kept = layer.numel, layer.numel - state.pruned_count(layer.name)
+        bitmask += kept * 4 + math.ceil(numel / 8) - numel * 4
+        csr += min(0, B.csr_bytes(kept, layer.shape[0]) - numel * 4)
+    B.apply_backend(state, "compact", verify=False)
+    try:
+        compact = sum(p.numel() * p.element_size() for p in {id(p): p for p in state.model.parameters()}.values())
+    finally:
+        B.restore(state)
+    return [
+        Size("dense", total, total, B.DENSE_ZEROS),
+        Size("bitmask", total, bitmask, "expanded to dense, then " + B.DENSE_ZEROS),
+        Size("CSR", csr, csr, B.CSR),
+        Size("compacted", compact, compact, "compacted dense (smaller matrices)"),
+    ]

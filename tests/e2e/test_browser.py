@@ -1,0 +1,157 @@
+"""The real app in headless Chromium: ``streamlit run`` on a free port, driven with Playwright.
+
+Uses Debian's chromium binary (found with ``shutil.which``); it never downloads a browser.
+Screenshots are kept under ``artifacts/e2e/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts" / "e2e"
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WAIT_MS = 180_000  # the CPU is shared; a first run loads the model and scores the text
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="Debian chromium is not installed (apt install chromium); no browser is downloaded",
+    ),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def app_url(tmp_path):
+    port = _free_port()
+    log = (tmp_path / "streamlit.log").open("w")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+        "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, (tmp_path / "streamlit.log").read_text()
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "streamlit did not start in 60 s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+def _settle(page) -> None:
+    """Wait until the script run triggered by the last interaction has finished."""
+    page.wait_for_timeout(500)
+    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=WAIT_MS)
+
+
+def _threshold(page) -> tuple[float, float | None]:
+    """The threshold the Layers page states in its caption, and the x of the line drawn on the histogram."""
+    caption = page.get_by_text(re.compile(r"Current threshold for")).first
+    caption.wait_for(timeout=WAIT_MS)
+    stated = float(re.search(r"\|w\| ≤ ([0-9.]+)", caption.inner_text()).group(1))
+    drawn = page.evaluate(
+        """() => {
+            const plot = document.querySelector('.js-plotly-plot');
+            const shapes = (plot && plot.layout && plot.layout.shapes) || [];
+            return shapes.length ? shapes[0].x0 : null;
+        }"""
+    )
+    return stated, drawn
+
+
+def _go(page, name: str) -> None:
+    page.get_by_role("link", name=name).click()
+    _settle(page)
+
+
+def test_slider_prunes_in_a_real_browser(app_url):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2000})
+            page.goto(app_url)
+            pruned = page.locator(".pe-gen-pruned")
+            pruned.wait_for(timeout=WAIT_MS)
+            _settle(page)
+            assert pruned.inner_text() == page.locator(".pe-gen-dense").inner_text()
+
+            _go(page, "Layers")
+            assert _threshold(page) == (0.0, None)
+
+            _go(page, "Prune")
+            before = page.locator(".pe-gen-pruned").inner_text()
+            sidebar = page.get_by_test_id("stSidebar")
+            slider = (
+                sidebar.get_by_test_id("stSlider").filter(has_text="Global sparsity").get_by_role("slider")
+            )
+            slider.focus()
+            for _ in range(5):  # PageUp moves a slider by a tenth of its range
+                page.keyboard.press("PageUp")
+            page.wait_for_function(
+                "before => { const el = document.querySelector('.pe-gen-pruned');"
+                " return el && el.innerText !== before; }",
+                arg=before,
+                timeout=WAIT_MS,
+            )
+            _settle(page)
+            assert "50.0%" in sidebar.get_by_test_id("stMetric").first.inner_text()
+            assert page.locator(".pe-gen-pruned").inner_text() != page.locator(".pe-gen-dense").inner_text()
+            assert page.locator(".pe-gen-pruned .pe-diff").count() > 0
+            page.screenshot(path=str(ARTIFACTS / "prune.png"))
+
+            _go(page, "Layers")
+            stated, drawn = _threshold(page)
+            assert stated > 0.0
+            assert drawn == pytest.approx(stated, abs=1e-6)
+            page.locator(".js-plotly-plot").nth(1).wait_for(timeout=WAIT_MS)  # the block × kind overview
+            _settle(page)
+            page.screenshot(path=str(ARTIFACTS / "layers.png"))
+        finally:
+            browser.close()

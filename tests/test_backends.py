@@ -1,0 +1,239 @@
+"""Execution backends: every backend computes what masked dense computes, and restore is exact."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from prune_explorer import backends as B
+from prune_explorer.masks import magnitude_mask
+from prune_explorer.pruning import MagnitudeSettings, apply_magnitude
+from prune_explorer.state import DenseModel, PruningState
+
+from conftest import CharTokenizer, tiny_llama
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _bit_identical(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> bool:
+    now = model.state_dict()
+    return now.keys() == snapshot.keys() and all(
+        torch.equal(now[k].view(torch.uint8), v.view(torch.uint8)) for k, v in snapshot.items()
+    )
+
+
+def _logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(input_ids=ids, use_cache=False).logits
+
+
+IDS = torch.tensor([[1, 40, 77, 12, 250, 3, 99, 180, 7, 64, 31, 5]])
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 1.0])
+def test_csr_linear_matches_masked_linear(sparsity):
+    torch.manual_seed(0)
+    lin = nn.Linear(37, 29)
+    with torch.no_grad():
+        lin.weight.mul_(magnitude_mask(lin.weight, sparsity))
+    csr = B.CSRLinear.from_module(lin)
+    assert csr.weight_csr.crow_indices().dtype == torch.int32
+    assert csr.weight_csr.col_indices().dtype == torch.int32
+    for shape in [(1, 37), (5, 37), (2, 7, 37)]:
+        x = torch.randn(shape)
+        torch.testing.assert_close(csr(x), lin(x), rtol=1e-5, atol=1e-6)
+
+
+def test_csr_takes_conv1d_in_out_storage():
+    torch.manual_seed(0)
+    conv = Conv1D(23, 17)  # storage (in=17, out=23)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(17, 23))
+        conv.bias.copy_(torch.randn(23))
+        conv.weight.mul_(torch.rand(17, 23) > 0.7)
+    x = torch.randn(3, 4, 17)
+    torch.testing.assert_close(B.CSRLinear.from_module(conv)(x), conv(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_fixture", ["llama_dense", "gpt2_dense", "stories"])
+@pytest.mark.parametrize("backend", ["dense", "csr", "compact", "auto"])
+def test_backend_matches_masked_dense_and_restores_exactly(request, model_fixture, backend):
+    dense: DenseModel = request.getfixturevalue(model_fixture)
+    dense_before = _snapshot(dense.model)
+    dense_modules = [(n, type(m)) for n, m in dense.model.named_modules()]
+    state = PruningState(dense)
+    apply_magnitude(state, MagnitudeSettings(sparsity=0.9))
+    masked = _logits(state.model, IDS)
+    masked_modules = {name: state.model.get_submodule(name) for name, _ in state.model.named_modules() if name}
+
+    report = B.apply_backend(state, backend, tokens=(12, 1), margin=1e9 if backend == "auto" else 0.95)
+    assert B.is_swapped(state) and B.current_report(state) is report
+    assert {r.name for r in report.layers} >= {layer.name for layer in dense.layers if layer.kind != "embedding"}
+    assert all(r.kernel for r in report.layers)
+    torch.testing.assert_close(_logits(state.model, IDS), masked, rtol=1e-4, atol=1e-5)
+    if backend == "csr":
+        assert any(isinstance(m, B.CSRLinear) for m in state.model.modules())
+        # per layer: each swapped module computes what its masked-dense original computes
+        for r in report.layers:
+            if r.backend == "csr":
+                x = torch.randn(6, r.shape[1])
+                torch.testing.assert_close(state.model.get_submodule(r.name)(x), masked_modules[r.name](x),
+                                           rtol=1e-5, atol=1e-5)
+    assert [(n, type(m)) for n, m in dense.model.named_modules()] == dense_modules, "dense model untouched"
+
+    B.restore(state)
+    assert not B.is_swapped(state)
+    for name, module in masked_modules.items():
+        assert state.model.get_submodule(name) is module
+    assert torch.equal(_logits(state.model, IDS), masked)
+    state.reset()
+    assert _bit_identical(state.model, dense_before)
+    assert _bit_identical(dense.model, dense_before)
+    assert torch.equal(_logits(state.model, IDS), _logits(dense.model, IDS))
+
+
+def test_auto_records_choice_per_layer_and_token_count(llama_dense):
+    state = PruningState(llama_dense)
+    apply_magnitude(state, MagnitudeSettings(sparsity=0.9))
+    cache: dict = {}
+    report = B.apply_backend(state, "auto", tokens=(12, 1), cache=cache)
+    tried = [r for r in report.layers if r.choices]
+    assert tried, "layers at 90% sparsity must be calibrated"
+    for r in tried:
+        assert r.backend == "auto" and set(r.choices) == {12, 1}
+        assert set(r.choices.values()) <= {"dense", "csr"}
+        assert all(t["dense"] > 0 and t["csr"] > 0 for t in r.timings_ms.values())
+    assert {(k[0], k[1], k[2]) for k in cache} >= {(r.shape, 0.9, t) for r in tried for t in (12, 1)}
+    rows = report.rows()
+    assert {"layer", "backend", "kernel", "dense ms @12", "csr ms @1"} <= rows[0].keys()
+    assert report.summary()
+    B.restore(state)
+
+
+def test_auto_uses_cached_calibration(llama_dense, monkeypatch):
+    from prune_explorer import speed
+
+    state = PruningState(llama_dense)
+    apply_magnitude(state, MagnitudeSettings(sparsity=0.9))
+    cache: dict = {}
+    B.apply_backend(state, "auto", tokens=(12,), cache=cache)
+    monkeypatch.setattr(speed, "_time_in_situ", lambda *a, **k: pytest.fail("calibrated twice"))
+    B.apply_backend(state, "auto", tokens=(12,), cache=cache)
+    B.restore(state)
+
+
+def test_auto_dispatches_by_token_count(llama_dense):
+    state = PruningState(llama_dense)
+    apply_magnitude(state, MagnitudeSettings(sparsity=0.9))
+    masked = _logits(state.model, IDS)
+    # a calibration that says CSR wins for prefill and loses for one token, for every shape at 90%
+    cache = {}
+    for layer in llama_dense.layers:
+        cache[(layer.shape, 0.9, 12)] = {"dense": 2.0, "csr": 1.0}
+        cache[(layer.shape, 0.9, 1)] = {"dense": 1.0, "csr": 2.0}
+    report = B.apply_backend(state, "auto", tokens=(12, 1), cache=cache, compact=False)
+    mixed = [r for r in report.layers if r.choices]
+    assert len(mixed) == 14
+    assert all(r.choices == {12: "csr", 1: "dense"} for r in mixed)
+    assert all("CSR" in r.kernel and "at 12 tokens" in r.kernel and "at 1 token" in r.kernel for r in mixed)
+    auto = state.model.get_submodule(mixed[0].name)
+    assert isinstance(auto, B.AutoLinear)
+    assert auto.pick(12) == "csr" and auto.pick(100) == "csr" and auto.pick(1) == "dense" and auto.pick(2) == "dense"
+    torch.testing.assert_close(_logits(state.model, IDS), masked, rtol=1e-4, atol=1e-5)
+    B.restore(state)
+
+
+def test_semi_structured_unavailable_on_cpu(llama_dense):
+    reason = B.available_backends("cpu")["semi_2_4"]
+    assert reason and "CUDA" in reason
+    state = PruningState(llama_dense)
+    apply_magnitude(state, MagnitudeSettings(sparsity=0.5))
+    with pytest.raises(B.BackendUnavailable, match="CUDA"):
+        B.apply_backend(state, "semi_2_4")
+    assert not B.is_swapped(state)
+    with pytest.raises(B.BackendUnavailable, match="CUDA"):
+        B.SemiStructuredLinear(torch.zeros(8, 8))
+
+
+def test_mask_a_backend_cannot_take_stays_on_masked_dense(llama_dense, monkeypatch):
+    # pretend this machine had the 2:4 kernels: the per-layer checks must still refuse and fall back
+    monkeypatch.setattr(B, "semi_structured_available", lambda device: None)
+    state = PruningState(llama_dense)
+    apply_magnitude(state, MagnitudeSettings(sparsity=0.5))  # unstructured 50%: not 2:4
+    masked = _logits(state.model, IDS)
+    report = B.apply_backend(state, "semi_2_4")
+    pruned = [r for r in report.layers if r.sparsity > 0]
+    assert pruned and all(r.backend == "dense" and "not 2:4" in r.note for r in pruned)
+    assert all(isinstance(state.model.get_submodule(r.name), nn.Linear) for r in pruned)
+    assert torch.equal(_logits(state.model, IDS), masked)
+    B.restore(state)
+
+
+def test_two_four_pattern():
+    keep = torch.tensor([[1, 1, 0, 0, 0, 1, 0, 1]], dtype=torch.bool)
+    assert B.is_two_four(keep)
+    assert not B.is_two_four(torch.tensor([[1, 1, 1, 0, 0, 0, 0, 0]], dtype=torch.bool))
+    assert not B.is_two_four(torch.ones(2, 6, dtype=torch.bool))
+
+
+def test_tied_weights_stay_on_masked_dense():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    dense = DenseModel(LlamaForCausalLM(config), CharTokenizer(), name="tied")
+    tied = next(layer for layer in dense.layers if len(layer.holders) > 1)
+    state = PruningState(dense)
+    state.apply_counts({tied.name: tied.numel // 2})
+    apply_magnitude(state, MagnitudeSettings(sparsity=0.9))
+    masked = _logits(state.model, IDS)
+    report = B.apply_backend(state, "csr")
+    head = next(r for r in report.layers if r.name == "lm_head")
+    assert head.backend == "dense" and "tied" in head.note
+    assert isinstance(state.model.lm_head, nn.Linear)
+    torch.testing.assert_close(_logits(state.model, IDS), masked, rtol=1e-4, atol=1e-5)
+    B.restore(state)
+
+
+def test_backend_that_changes_outputs_is_undone(llama_dense, monkeypatch):
+    monkeypatch.setattr(B.CSRLinear, "forward", lambda self, x: torch.zeros(*x.shape[:-1], self.out_features))
+    state = PruningState(llama_dense)
+    apply_magnitude(state, MagnitudeSettings(sparsity=0.9))
+    masked = _logits(state.model, IDS)
+    with pytest.raises(B.BackendUnavailable, match="changed this model's outputs"):
+        B.apply_backend(state, "csr")
+    assert not B.is_swapped(state)
+    assert torch.equal(_logits(state.model, IDS), masked)
+
+
+def test_unknown_backend(llama_dense):
+    with pytest.raises(ValueError, match="unknown backend"):
+        B.apply_backend(PruningState(llama_dense), "bsr")
+
+
+def test_apply_twice_restores_first(llama_dense):
+    state = PruningState(llama_dense)
+    apply_magnitude(state, MagnitudeSettings(sparsity=0.9))
+    originals = {r: state.model.get_submodule(r) for r in ("model.layers.0.mlp.down_proj",)}
+    B.apply_backend(state, "csr")
+    B.apply_backend(state, "csr")
+    B.restore(state)
+    for name, module in originals.items():
+        assert state.model.get_submodule(name) is module
+
+
+def test_tiny_llama_generation_matches_with_cache():
+    from prune_explorer.evaluate import greedy_generate
+
+    dense = DenseModel(tiny_llama(1), CharTokenizer())
+    state = PruningState(dense)
+    apply_magnitude(state, MagnitudeSettings(sparsity=0.9))
+    expected = greedy_generate(state.model, IDS[0], max_new_tokens=10)
+    B.apply_backend(state, "csr")
+    assert greedy_generate(state.model, IDS[0], max_new_tokens=10) == expected
+    B.restore(state)
