@@ -26,22 +26,27 @@ for path, title, icon in (
         pages.append(st.Page(path, title=title, icon=icon))
 navigation = st.navigation(pages)
 
-try:
-    state = session.ensure_state()
-except Exception as exc:  # without a first model there is nothing to show
-    st.error(f"The built-in model could not be loaded: {exc}")
-    st.stop()
+# One run of a session at a time: a new run waits until the previous one has stopped (see session.exclusive).
+with session.exclusive():
+    try:
+        state = session.ensure_state()
+    except Exception as exc:  # without a first model there is nothing to show
+        st.error(f"The built-in model could not be loaded: {exc}")
+        st.stop()
 
-with st.sidebar:
-    controls.model_picker(state.dense)
-    st.divider()
-    settings = controls.pruning_controls(state.dense)
-    error = session.apply(settings)
-    if error:
-        st.error(error)
-    controls.pruning_summary(state, session.applied())
-    st.button(
-        "Reset to dense", key="sidebar_reset", on_click=session.reset_to_dense, icon=":material/restart_alt:"
-    )
+    with st.sidebar:
+        controls.model_picker(state.dense)
+        st.divider()
+        settings = controls.pruning_controls(state.dense)
+        error = session.apply(settings)
+        if error:
+            st.error(error)
+        controls.pruning_summary(state, session.applied())
+        st.button(
+            "Reset to dense",
+            key="sidebar_reset",
+            on_click=session.reset_to_dense,
+            icon=":material/restart_alt:",
+        )
 
-navigation.run()
+    navigation.run()

@@ -25,8 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prune_explorer import speed  # noqa: E402
-from prune_explorer.state import DenseModel  # noqa: E402
-from prune_explorer.state import PruningState  # noqa: E402
+from prune_explorer.state import DenseModel, PruningState  # noqa: E402
 
 CASES = (
     speed.Case("unstructured 50%", 0.5, "unstructured", "auto"),
@@ -49,8 +48,14 @@ def smollm2_shapes() -> DenseModel:
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-        num_key_value_heads=3, max_position_embeddings=2048, tie_word_embeddings=True,
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
     )
     return DenseModel(LlamaForCausalLM(config), tokenizer=None, name="smollm2-shapes (random weights)")
 
@@ -83,14 +88,28 @@ def main() -> None:
         results[case.label] = r
         for phase in phases:
             d, c = r.timings[f"dense {phase.name}"], r.timings[f"case {phase.name}"]
-            rows.append((case.label, keys[phase.name], d.median_ms, c.median_ms, r.speedup(phase.name),
-                         r.ideal(phase.name), r.memory_bound() if phase.name == "decode" else None, c.kernel))
+            rows.append(
+                (
+                    case.label,
+                    keys[phase.name],
+                    d.median_ms,
+                    c.median_ms,
+                    r.speedup(phase.name),
+                    r.ideal(phase.name),
+                    r.memory_bound() if phase.name == "decode" else None,
+                    c.kernel,
+                )
+            )
     state.reset()
     header = ("case", "phase", "dense ms", "case ms", "speedup", "ideal", "mem-bound", "kernels (layers)")
-    print(f"{args.model}: {dense.num_parameters() / 1e6:.1f}M parameters, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print(f"{header[0]:<20} {header[1]:<12} {header[2]:>9} {header[3]:>9} {header[4]:>8} {header[5]:>7} "
-          f"{header[6]:>9}  {header[7]}")
+    print(
+        f"{args.model}: {dense.num_parameters() / 1e6:.1f}M parameters, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+    )
+    print(
+        f"{header[0]:<20} {header[1]:<12} {header[2]:>9} {header[3]:>9} {header[4]:>8} {header[5]:>7} "
+        f"{header[6]:>9}  {header[7]}"
+    )
     for case, phase, dms, cms, sp, ideal, mb, kernel in rows:
         mb_text = f"{mb:.2f}×" if mb is not None else "-"
         print(f"{case:<20} {phase:<12} {dms:9.2f} {cms:9.2f} {sp:7.2f}× {ideal:6.2f}× {mb_text:>9}  {kernel}")
@@ -99,17 +118,26 @@ def main() -> None:
         r = results[case]
         value = r.speedup(phase) / r.ideal(phase) if what == "ideal" else r.speedup(phase)
         goals[f"{case} {keys[phase]} {'speedup/ideal' if what == 'ideal' else 'speedup'} >= {minimum}"] = {
-            "value": round(value, 3), "met": value >= minimum
+            "value": round(value, 3),
+            "met": value >= minimum,
         }
-        print(f"goal: {case} {phase} {what} {value:.2f} (>= {minimum}): {'met' if value >= minimum else 'NOT met'}")
+        verdict = "met" if value >= minimum else "NOT met"
+        print(f"goal: {case} {phase} {what} {value:.2f} (>= {minimum}): {verdict}")
     print(f"total {time.perf_counter() - start:.0f} s")
     out = {
         "model": args.model,
         "tokens": args.tokens,
         "threads": torch.get_num_threads(),
-        "dense_ms": {keys[p.name]: round(results[CASES[0].label].timings[f"dense {p.name}"].median_ms, 3) for p in phases},
-        "speedup": {label: {keys[p.name]: round(r.speedup(p.name), 3) for p in phases} for label, r in results.items()},
-        "ideal": {label: {keys[p.name]: round(r.ideal(p.name), 3) for p in phases} for label, r in results.items()},
+        "dense_ms": {
+            keys[p.name]: round(results[CASES[0].label].timings[f"dense {p.name}"].median_ms, 3)
+            for p in phases
+        },
+        "speedup": {
+            label: {keys[p.name]: round(r.speedup(p.name), 3) for p in phases} for label, r in results.items()
+        },
+        "ideal": {
+            label: {keys[p.name]: round(r.ideal(p.name), 3) for p in phases} for label, r in results.items()
+        },
         "memory_bound_decode": {label: round(r.memory_bound(), 3) for label, r in results.items()},
         "backend": {label: r.report.kernels() for label, r in results.items()},
         "goals": goals,

@@ -120,7 +120,8 @@ def semi_structured_available(device: torch.device | str) -> str | None:
     device = torch.device(device)
     if device.type != "cuda":
         return (
-            f"2:4 semi-structured sparse kernels exist in torch only for CUDA GPUs; this model runs on {device.type}"
+            "2:4 semi-structured sparse kernels exist in torch only for CUDA GPUs; "
+            f"this model runs on {device.type}"
         )
     if not hasattr(torch.sparse, "to_sparse_semi_structured"):
         return "this torch build has no torch.sparse.to_sparse_semi_structured"
@@ -342,7 +343,7 @@ def apply_backend(
         tokens: token counts to calibrate ``auto`` for (e.g. 128 for prefill, 1 for decoding).
         min_sparsity: CSR is only considered at or above this sparsity.
         margin: ``auto`` takes CSR only where it runs in under ``margin`` × the dense time.
-        cache: calibration results keyed by (shape, sparsity bucket, tokens); default: the dense model's cache.
+        cache: calibration results by (shape, sparsity bucket, tokens); default: the dense model's cache.
         verify: check on 8 tokens that the logits match masked dense (relative 1e-4); undo and raise if not.
         compact: whether ``auto`` compacts whole pruned neurons and heads first.
     Raises:
@@ -412,6 +413,8 @@ def _install(state: PruningState, path: str, backend: str, note: str) -> LayerRe
             new = SemiStructuredLinear(out_in_weight(module), module.bias)
     except (BackendUnavailable, ValueError) as exc:
         reason = f"{backend} cannot take this layer ({exc}): stays on masked dense"
-        return LayerReport(path, shape, sparsity, "dense", label, note="; ".join(n for n in (note, reason) if n))
+        return LayerReport(
+            path, shape, sparsity, "dense", label, note="; ".join(n for n in (note, reason) if n)
+        )
     replace_module(state, path, new)
     return LayerReport(path, shape, sparsity, backend, new.kernel, note=note)

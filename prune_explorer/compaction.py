@@ -53,11 +53,13 @@ class AttentionGroup:
 
 
 def find_groups(dense: DenseModel) -> tuple[list[MLPGroup], list[AttentionGroup], dict[str, str]]:
-    """MLP and attention groups of ``dense``, and a note for every layer of a group that cannot be compacted."""
+    """MLP and attention groups of ``dense``, and a note per layer of a group that cannot be compacted."""
     holder_layer = {h: layer for layer in dense.layers for h in layer.holders}
     by_parent: dict[str, dict[str, str]] = {}
     for holder, layer in holder_layer.items():
-        kind = layer.kind if holder == layer.name else classify(holder, dense.model.get_submodule(holder), False)
+        kind = (
+            layer.kind if holder == layer.name else classify(holder, dense.model.get_submodule(holder), False)
+        )
         by_parent.setdefault(holder.rpartition(".")[0], {})[kind] = holder
     mlps, attns, notes = [], [], {}
     for parent, kinds in by_parent.items():
@@ -133,7 +135,9 @@ def removable_heads(state: PruningState, g: AttentionGroup) -> torch.Tensor:
     return dead | v_dead.repeat_interleave(g.num_heads // g.num_kv_heads)
 
 
-def sliced(module: nn.Module, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> nn.Module:
+def sliced(
+    module: nn.Module, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None
+) -> nn.Module:
     """A new Linear/Conv1D holding the given (out, in) rows and columns of ``module``'s weight (copies)."""
     w = out_in_weight(module).detach()
     w = w if rows is None else w[rows]
@@ -219,7 +223,9 @@ def _compact_attention(state: PruningState, g: AttentionGroup) -> str | None:
         _set(state, parent, "num_key_value_heads", len(kv_keep))
     _set(state, parent, "num_heads", len(heads))
     _install(state, g.o, sliced(state.model.get_submodule(g.o), cols=q_rows), label)
-    return f"compacted: {g.num_heads - len(heads)} of {g.num_heads} heads removed ({len(kv_keep)} KV heads kept)"
+    return (
+        f"compacted: {g.num_heads - len(heads)} of {g.num_heads} heads removed ({len(kv_keep)} KV heads kept)"
+    )
 
 
 def compact(state: PruningState) -> dict[str, str]:

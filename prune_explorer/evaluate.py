@@ -121,26 +121,35 @@ def greedy_generate(
     ids: Sequence[int] | torch.Tensor,
     max_new_tokens: int = 40,
     stop_ids: Sequence[int] = (),
+    on_token: Callable[[int], bool | None] | None = None,
 ) -> list[int]:
     """Greedy continuation of ``ids`` (new tokens only), stopping after any of ``stop_ids``.
 
-    Uses the model's KV cache; deterministic, so dense and pruned differ only because of the weights.
+    Uses the model's KV cache and computes logits for the last position only; deterministic, so dense and
+    pruned differ only because of the weights. ``on_token(token)`` is called for each new token; returning
+    True stops the generation early (e.g. when the user has moved on).
     """
     ids = torch.as_tensor(ids, dtype=torch.long).view(1, -1)
     room = context_length(model) - ids.shape[1]
     steps = max(0, min(max_new_tokens, room))
     out: list[int] = []
-    past = None
+    cache = None
     step_input = ids
     for _ in range(steps):
-        result = model(input_ids=step_input, past_key_values=past, use_cache=True)
-        past = result.past_key_values
+        result = model(input_ids=step_input, cache=cache, use_cache=True, logits_to_keep=1)
+        cache = result.cache
         token = int(result.logits[0, -1].argmax())
         out.append(token)
-        if token in stop_ids:
+        if token in stop_ids or (on_token is not None and on_token(token)):
             break
         step_input = torch.tensor([[token]])
     return out
+
+
+def probabilities(logits: torch.Tensor, ids: Sequence[int]) -> list[float]:
+    """Probabilities of the given token ids under one (vocab,) logit row."""
+    probs = F.softmax(logits.float(), dim=-1)
+    return [float(probs[i]) for i in ids]
 
 
 def token_diff(dense_ids: Sequence[int], pruned_ids: Sequence[int]) -> list[bool]:

@@ -233,7 +233,13 @@ def load_smollm2(
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from prune_explorer.models import HFTokenizer, ModelLoadError, _count_parameters, check_memory
+    from prune_explorer.models import (
+        HFTokenizer,
+        ModelLoadError,
+        _count_parameters,
+        _first_line,
+        check_memory,
+    )
 
     _report(progress, 0.0, "locating the weights")
     if gguf_path is None:
@@ -269,7 +275,10 @@ def load_smollm2(
     except ModelLoadError:
         raise
     except Exception as exc:
-        raise ModelLoadError(f"could not load SmolLM2 from {gguf_path} (cache {folder}): {exc}") from exc
+        hint = "; set PRUNE_EXPLORER_CACHE to a writable folder" if isinstance(exc, OSError) else ""
+        raise ModelLoadError(
+            f"could not load SmolLM2 from {gguf_path} (cache {folder}): {_first_line(exc)}{hint}"
+        ) from exc
     _report(progress, 1.0, "ready")
     return DenseModel(
         model,

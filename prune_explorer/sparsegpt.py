@@ -165,7 +165,11 @@ def sparsegpt_prune(
         log.info("%d inputs never fired during calibration; their weights are kept", int(dead.sum()))
     hinv, damping, message = inverse_cholesky(h, percdamp)
 
-    w = weight.detach().to(torch.float64).clone()
+    # The column loop runs in the weight's precision (float32 as the authors' code; float64 stays float64);
+    # the Hessian is inverted in float64 above.
+    dtype = torch.promote_types(weight.dtype, torch.float32)
+    hinv = hinv.to(dtype)
+    w = weight.detach().to(dtype).clone()
     keep = torch.ones(rows, cols, dtype=torch.bool)
     block_counts = None if n_m is not None else _block_counts(rows, cols, blocksize, sparsity)
     for b, i1 in enumerate(range(0, cols, blocksize)):
@@ -190,7 +194,7 @@ def sparsegpt_prune(
             q = torch.where(keep1[:, i], col, torch.zeros((), dtype=col.dtype))
             q1[:, i] = q
             e = (col - q) / d[i]
-            w1[:, i:] -= e.view(-1, 1) @ hinv1[i, i:].view(1, -1)
+            w1[:, i:].addr_(e, hinv1[i, i:], alpha=-1.0)
             err1[:, i] = e
         w[:, i1:i2] = q1
         keep[:, i1:i2] = keep1

@@ -138,7 +138,9 @@ def calibrate(
         backend = "compact" if hasattr(module, "kernel_label") else "dense"
         if p not in candidates:
             note = f"below {min_sparsity:.0%} sparsity CSR moves more bytes than dense: not tried"
-            reports.append(B.LayerReport(p, shape, sparsity[p], backend, dense_label, note=note if sparsity[p] else ""))
+            reports.append(
+                B.LayerReport(p, shape, sparsity[p], backend, dense_label, note=note if sparsity[p] else "")
+            )
             continue
         times = {t: cache[(*key[p], t)] for t in tokens}
         choice = {t: ("csr" if times[t]["csr"] < margin * times[t]["dense"] else "dense") for t in tokens}
@@ -151,7 +153,10 @@ def calibrate(
             label = B.CSR
             B.replace_module(state, p, csr[p])
         else:
-            label = "; ".join(f"{B.CSR if c == 'csr' else dense_label} at {t} token{'s' * (t != 1)}" for t, c in choice.items())
+            label = "; ".join(
+                f"{B.CSR if c == 'csr' else dense_label} at {t} token{'s' * (t != 1)}"
+                for t, c in choice.items()
+            )
             B.replace_module(state, p, B.AutoLinear(module, csr[p], choice))
         reports.append(B.LayerReport(p, shape, sparsity[p], "auto", label, choice, times))
     return reports
@@ -173,7 +178,8 @@ PREFILL = Phase("prefill", 128)
 DECODE = Phase("decode", 128)
 
 
-def _runner(model: nn.Module, phase: Phase) -> Callable[[], object]:
+def runner(model: nn.Module, phase: Phase) -> Callable[[], object]:
+    """A no-argument function running ``phase`` once on ``model`` (a decode step keeps the cache length)."""
     tokens = min(phase.tokens, context_length(model) - 1)
     ids = _ids(model, tokens)
     if phase.name == "prefill":
@@ -210,8 +216,12 @@ def time_interleaved(
     return {k: Timing(runs[k], kernels[k]) for k in fns}
 
 
-def kept_weights(module: nn.Module) -> int:
+def kept_weights(module: nn.Module, memo: dict[int, int] | None = None) -> int:
     """Weights a kernel that skips zeros would multiply: the nonzeros of a Linear/Conv1D, a CSR's values."""
+    if memo is not None:
+        if id(module) not in memo:
+            memo[id(module)] = kept_weights(module)
+        return memo[id(module)]
     if isinstance(module, B.AutoLinear):
         module = module.csr
     if isinstance(module, B.CSRLinear):
@@ -225,6 +235,12 @@ def _out_features(module: nn.Module) -> int:
     return int(B.out_in_weight(module).shape[0])
 
 
+def _in_features(module: nn.Module) -> int:
+    if isinstance(module, (B.CSRLinear, B.AutoLinear, B.SemiStructuredLinear)):
+        return module.in_features
+    return int(B.out_in_weight(module).shape[1])
+
+
 def _linear_holders(dense: DenseModel, model: nn.Module) -> Iterator[tuple[str, nn.Module, bool]]:
     """(path, module, is_output_head) for every weight-holding matrix multiply of ``model``."""
     output = dense.model.get_output_embeddings() if hasattr(dense.model, "get_output_embeddings") else None
@@ -236,18 +252,23 @@ def _linear_holders(dense: DenseModel, model: nn.Module) -> Iterator[tuple[str, 
                 yield holder, module, is_head
 
 
-def model_flops(dense: DenseModel, model: nn.Module, phase: Phase, skip_zeros: bool = True) -> float:
+def model_flops(
+    dense: DenseModel,
+    model: nn.Module,
+    phase: Phase,
+    skip_zeros: bool = True,
+    kept: dict[int, int] | None = None,
+) -> float:
     """FLOPs of one phase: matrix multiplies (LM head for one position), and causal attention.
 
     Args:
-        skip_zeros: count only kept weights (the ideal a sparse kernel could reach); False counts every weight.
+        skip_zeros: count only kept weights (the ideal a sparse kernel could reach); False: every weight.
+        kept: memo of kept-weight counts by module id, shared between calls on the same model.
     """
     rows = phase.tokens if phase.name == "prefill" else 1
     total = 0.0
     for _, module, is_head in _linear_holders(dense, model):
-        weights = kept_weights(module) if skip_zeros else B.out_in_weight(module).numel()
-        if isinstance(module, (B.CSRLinear, B.AutoLinear)) and not skip_zeros:
-            weights = _out_features(module) * (module.in_features)
+        weights = kept_weights(module, kept) if skip_zeros else _out_features(module) * _in_features(module)
         total += 2.0 * weights * (1 if is_head else rows)
     _, attns, _ = find_groups(dense)
     keys = phase.tokens * (phase.tokens + 1) / 2 if phase.name == "prefill" else phase.tokens + 1
@@ -257,16 +278,14 @@ def model_flops(dense: DenseModel, model: nn.Module, phase: Phase, skip_zeros: b
     return total
 
 
-def streamed_bytes(dense: DenseModel, model: nn.Module, csr: bool) -> int:
-    """Weight bytes one decode step reads: every matrix once; pruned ones as CSR when ``csr``."""
+def streamed_bytes(dense: DenseModel, model: nn.Module, csr: bool, kept: dict[int, int] | None = None) -> int:
+    """float32 weight bytes one decode step reads: every matrix once; pruned ones as CSR when ``csr``."""
     total = 0
     for _, module, _ in _linear_holders(dense, model):
-        w = B.out_in_weight(module) if not isinstance(module, (B.CSRLinear, B.AutoLinear)) else None
-        numel = w.numel() if w is not None else _out_features(module) * module.in_features
+        numel = _out_features(module) * _in_features(module)
         size = 4 * numel
-        kept = kept_weights(module)
-        if csr and kept < numel:
-            size = min(size, B.csr_bytes(kept, _out_features(module)))
+        if csr:
+            size = min(size, B.csr_bytes(kept_weights(module, kept), _out_features(module)))
         total += size
     return total
 
@@ -314,6 +333,48 @@ def prune_for(state: PruningState, case: Case) -> None:
         raise ValueError(f"unknown structure {case.structure!r}; use 'unstructured' or 'mlp_neurons'")
 
 
+def measure(
+    state: PruningState,
+    backend: str = "auto",
+    phases: Sequence[Phase] = (PREFILL, DECODE),
+    warmup: int = 2,
+    repeats: int = 7,
+    case: Case | None = None,
+) -> CaseResult:
+    """Time the state's current pruning on ``backend`` against the dense model, interleaved; then restore.
+
+    The backend is swapped in only for the measurement: the state is back on masked dense afterwards.
+    """
+    dense = state.dense
+    tokens = sorted({p.tokens if p.name == "prefill" else 1 for p in phases})
+    report = B.apply_backend(state, backend, tokens=tokens)
+    try:
+        timings, flops = {}, {}
+        for phase in phases:
+            fns = {
+                f"dense {phase.name}": runner(dense.model, phase),
+                f"case {phase.name}": runner(state.model, phase),
+            }
+            kernels = {f"dense {phase.name}": B.DENSE, f"case {phase.name}": report.summary()}
+            timings.update(time_interleaved(fns, kernels, warmup, repeats))
+        kept: dict[int, int] = {}
+        for phase in phases:
+            flops[phase.name] = (
+                model_flops(dense, dense.model, phase, False),
+                model_flops(dense, state.model, phase, kept=kept),
+            )
+        csr_running = any(isinstance(m, (B.CSRLinear, B.AutoLinear)) for m in state.model.modules())
+        nbytes = (
+            streamed_bytes(dense, dense.model, False),
+            streamed_bytes(dense, state.model, csr_running, kept),
+        )
+    finally:
+        B.restore(state)
+    return CaseResult(
+        case or Case(f"current pruning on {backend}", backend=backend), timings, report, flops, nbytes
+    )
+
+
 def measure_case(
     state: PruningState,
     case: Case,
@@ -321,26 +382,9 @@ def measure_case(
     warmup: int = 2,
     repeats: int = 7,
 ) -> CaseResult:
-    """Prune ``state`` as ``case`` says, swap its backend in, time it against the dense model, restore.
-
-    The state is left pruned as the case says, on masked dense.
-    """
+    """Prune ``state`` as ``case`` says, then :func:`measure` it; the state stays pruned, on masked dense."""
     prune_for(state, case)
-    dense = state.dense
-    report = B.apply_backend(state, case.backend, tokens=sorted({p.tokens if p.name == "prefill" else 1 for p in phases}))
-    try:
-        label = report.summary()
-        timings, flops = {}, {}
-        for phase in phases:
-            fns = {f"dense {phase.name}": _runner(dense.model, phase), f"case {phase.name}": _runner(state.model, phase)}
-            kernels = {f"dense {phase.name}": B.DENSE, f"case {phase.name}": label}
-            timings.update(time_interleaved(fns, kernels, warmup, repeats))
-            flops[phase.name] = (model_flops(dense, dense.model, phase, False), model_flops(dense, state.model, phase))
-        csr_running = any(isinstance(m, (B.CSRLinear, B.AutoLinear)) for m in state.model.modules())
-        nbytes = (streamed_bytes(dense, dense.model, False), streamed_bytes(dense, state.model, csr_running))
-    finally:
-        B.restore(state)
-    return CaseResult(case, timings, report, flops, nbytes)
+    return measure(state, case.backend, phases, warmup, repeats, case)
 
 
 # ----- one layer, in isolation
@@ -408,8 +452,12 @@ def layer_points(
 def break_even(points: Sequence[LayerPoint], backend: str = "csr") -> float | None:
     """Lowest sparsity where ``backend`` is as fast as dense (linear interpolation), or None if never."""
     dense = {p.sparsity: p.median_ms for p in points if p.backend == "dense"}
-    other = sorted((p.sparsity, p.median_ms / dense[p.sparsity]) for p in points if p.backend == backend and p.sparsity in dense)
-    for (s0, r0), (s1, r1) in zip([(None, None), *other], other):
+    other = sorted(
+        (p.sparsity, p.median_ms / dense[p.sparsity])
+        for p in points
+        if p.backend == backend and p.sparsity in dense
+    )
+    for (s0, r0), (s1, r1) in zip([(None, None), *other[:-1]], other, strict=True):
         if r1 <= 1.0:
             if s0 is None or r0 == r1:
                 return s1
@@ -441,7 +489,7 @@ class Size:
 
 
 def model_sizes(state: PruningState) -> list[Size]:
-    """Bytes of the session's pruned model as dense, bitmask, CSR and compacted (any swapped backend is undone).
+    """Bytes of the session's pruned model as dense, bitmask, CSR and compacted (undoes any backend).
 
     The bitmask form (kept values + 1 bit per weight) is a storage format: it is expanded to dense to run.
     """
@@ -457,7 +505,9 @@ def model_sizes(state: PruningState) -> list[Size]:
         csr += min(0, B.csr_bytes(kept, layer.shape[0]) - numel * 4)
     B.apply_backend(state, "compact", verify=False)
     try:
-        compact = sum(p.numel() * p.element_size() for p in {id(p): p for p in state.model.parameters()}.values())
+        compact = sum(
+            p.numel() * p.element_size() for p in {id(p): p for p in state.model.parameters()}.values()
+        )
     finally:
         B.restore(state)
     return [

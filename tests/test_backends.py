@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import CharTokenizer, tiny_llama
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -11,8 +12,6 @@ from prune_explorer import backends as B
 from prune_explorer.masks import magnitude_mask
 from prune_explorer.pruning import MagnitudeSettings, apply_magnitude
 from prune_explorer.state import DenseModel, PruningState
-
-from conftest import CharTokenizer, tiny_llama
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -68,11 +67,15 @@ def test_backend_matches_masked_dense_and_restores_exactly(request, model_fixtur
     state = PruningState(dense)
     apply_magnitude(state, MagnitudeSettings(sparsity=0.9))
     masked = _logits(state.model, IDS)
-    masked_modules = {name: state.model.get_submodule(name) for name, _ in state.model.named_modules() if name}
+    masked_modules = {
+        name: state.model.get_submodule(name) for name, _ in state.model.named_modules() if name
+    }
 
     report = B.apply_backend(state, backend, tokens=(12, 1), margin=1e9 if backend == "auto" else 0.95)
     assert B.is_swapped(state) and B.current_report(state) is report
-    assert {r.name for r in report.layers} >= {layer.name for layer in dense.layers if layer.kind != "embedding"}
+    assert {r.name for r in report.layers} >= {
+        layer.name for layer in dense.layers if layer.kind != "embedding"
+    }
     assert all(r.kernel for r in report.layers)
     torch.testing.assert_close(_logits(state.model, IDS), masked, rtol=1e-4, atol=1e-5)
     if backend == "csr":
@@ -81,8 +84,9 @@ def test_backend_matches_masked_dense_and_restores_exactly(request, model_fixtur
         for r in report.layers:
             if r.backend == "csr":
                 x = torch.randn(6, r.shape[1])
-                torch.testing.assert_close(state.model.get_submodule(r.name)(x), masked_modules[r.name](x),
-                                           rtol=1e-5, atol=1e-5)
+                torch.testing.assert_close(
+                    state.model.get_submodule(r.name)(x), masked_modules[r.name](x), rtol=1e-5, atol=1e-5
+                )
     assert [(n, type(m)) for n, m in dense.model.named_modules()] == dense_modules, "dense model untouched"
 
     B.restore(state)
@@ -142,7 +146,12 @@ def test_auto_dispatches_by_token_count(llama_dense):
     assert all("CSR" in r.kernel and "at 12 tokens" in r.kernel and "at 1 token" in r.kernel for r in mixed)
     auto = state.model.get_submodule(mixed[0].name)
     assert isinstance(auto, B.AutoLinear)
-    assert auto.pick(12) == "csr" and auto.pick(100) == "csr" and auto.pick(1) == "dense" and auto.pick(2) == "dense"
+    assert (
+        auto.pick(12) == "csr"
+        and auto.pick(100) == "csr"
+        and auto.pick(1) == "dense"
+        and auto.pick(2) == "dense"
+    )
     torch.testing.assert_close(_logits(state.model, IDS), masked, rtol=1e-4, atol=1e-5)
     B.restore(state)
 
@@ -184,8 +193,15 @@ def test_tied_weights_stay_on_masked_dense():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
     dense = DenseModel(LlamaForCausalLM(config), CharTokenizer(), name="tied")
     tied = next(layer for layer in dense.layers if len(layer.holders) > 1)
     state = PruningState(dense)

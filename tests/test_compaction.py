@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from conftest import CharTokenizer, tiny_llama
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -10,8 +11,6 @@ from prune_explorer import backends as B
 from prune_explorer import compaction as C
 from prune_explorer.evaluate import greedy_generate
 from prune_explorer.state import DenseModel, PruningState
-
-from conftest import CharTokenizer, tiny_llama
 
 IDS = torch.tensor([[1, 40, 77, 12, 250, 3, 99, 180, 7, 64, 31, 5]])
 
@@ -23,7 +22,9 @@ def _logits(model: nn.Module) -> torch.Tensor:
 
 def _bit_identical(a: nn.Module, b: nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k].view(torch.uint8), sb[k].view(torch.uint8)) for k in sa)
+    return sa.keys() == sb.keys() and all(
+        torch.equal(sa[k].view(torch.uint8), sb[k].view(torch.uint8)) for k in sa
+    )
 
 
 def _shape(model: nn.Module, name: str) -> tuple[int, int]:
@@ -81,8 +82,9 @@ def test_neurons_removable_through_up_or_gate_rows(llama_dense):
 def test_grouped_kv_heads_compact_consistently(llama_dense):
     # 4 query heads over 2 KV heads: KV head 0 serves q 0,1 and KV head 1 serves q 2,3
     state = PruningState(llama_dense)
-    state.apply_masks(C.head_masks(llama_dense, {"model.layers.0.self_attn": [0, 1, 3],
-                                                 "model.layers.1.self_attn": [1, 3]}))
+    state.apply_masks(
+        C.head_masks(llama_dense, {"model.layers.0.self_attn": [0, 1, 3], "model.layers.1.self_attn": [1, 3]})
+    )
     masked = _logits(state.model)
     expected = greedy_generate(state.model, IDS[0], max_new_tokens=8)
     report = B.apply_backend(state, "compact")
@@ -176,7 +178,9 @@ def test_shared_weight_group_is_not_compacted():
     mlp.up_proj.weight = mlp.gate_proj.weight  # one tensor under two names
     dense = DenseModel(model, CharTokenizer())
     _, _, notes = C.find_groups(dense)
-    assert "model.layers.0.mlp.down_proj" in notes and "shared (tied)" in notes["model.layers.0.mlp.down_proj"]
+    assert (
+        "model.layers.0.mlp.down_proj" in notes and "shared (tied)" in notes["model.layers.0.mlp.down_proj"]
+    )
     state = PruningState(dense)
     state.apply_masks({"model.layers.0.mlp.down_proj": torch.zeros(32, 37, dtype=torch.bool)})
     report = B.apply_backend(state, "compact")

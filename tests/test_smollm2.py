@@ -105,6 +105,18 @@ def test_rankings_of_tied_4bit_weights_are_deterministic(smol):
 
 
 @pytest.mark.real_model
+def test_a_stale_cache_is_not_trusted(smol, monkeypatch):
+    _, cache = smol
+    folder = cache / MODEL_FOLDER
+    source = smollm2.source_identity(smollm2.locate_gguf())
+    assert smollm2.cache_problem(folder, source) is None
+    assert "another GGUF" in smollm2.cache_problem(folder, {**source, "package_version": "0.2.0"})
+    assert "another GGUF" in smollm2.cache_problem(folder, {**source, "sha256": "0" * 64})
+    monkeypatch.setattr(smollm2, "CACHE_FORMAT", smollm2.CACHE_FORMAT + 1)
+    assert "other software" in smollm2.cache_problem(folder, source)
+
+
+@pytest.mark.real_model
 def test_damaged_cache_is_rebuilt_and_round_trips_bit_exactly(smol, tmp_path, monkeypatch, caplog):
     dense, cache = smol
     # Damage a copy: the shared model may still map the first cache's file.

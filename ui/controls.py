@@ -64,7 +64,8 @@ def model_picker(dense: DenseModel) -> None:
     if error:
         st.error(error)
     st.caption(
-        f"Active model: **{dense.name}** · {dense.num_parameters():,} parameters · {len(dense.layers)} layers",
+        f"Active model: **{dense.name}** · {dense.num_parameters():,} parameters · "
+        f"{len(dense.layers)} layers",
         help=f"Source: {dense.info.get('source', 'unknown')}",
     )
 

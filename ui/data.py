@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from prune_explorer.evaluate import top_k
+from prune_explorer.evaluate import probabilities, top_k
 from prune_explorer.layers import EXTRA_KINDS, PrunableLayer, select
 from prune_explorer.pruning import MagnitudeSettings
 from prune_explorer.state import DenseModel, PruningState
@@ -162,11 +162,8 @@ def topk_table(tokenizer, dense_row: torch.Tensor, pruned_row: torch.Tensor, k: 
     """Next-token probabilities of the union of both models' top-``k`` tokens, most likely (dense) first."""
     dense_top, pruned_top = top_k(dense_row, k), top_k(pruned_row, k)
     ids = list(dict.fromkeys([i for i, _ in dense_top] + [i for i, _ in pruned_top]))
-    dense_p, pruned_p = dict(dense_top), dict(pruned_top)
-    if any(i not in dense_p for i in ids):
-        dense_p = dict(top_k(dense_row, dense_row.numel()))
-    if any(i not in pruned_p for i in ids):
-        pruned_p = dict(top_k(pruned_row, pruned_row.numel()))
+    dense_p = dict(zip(ids, probabilities(dense_row, ids)))
+    pruned_p = dict(zip(ids, probabilities(pruned_row, ids)))
     ids.sort(key=lambda i: -dense_p[i])
     pieces = tokenizer.token_pieces(ids)
     labels = [f"{piece!r}" for piece in pieces]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import streamlit as st
@@ -26,6 +27,7 @@ ACTIVE = "model_source"  # what the user asked for: a LOADERS key, a folder or a
 APPLIED = "pruning_applied"
 LOAD_ERROR = "load_error"
 MEMO = "memo"
+RUN_LOCK = "run_lock"
 
 # Sidebar widget keys reset when the model changes or the user resets to dense.
 SPARSITY = "sidebar_sparsity"
@@ -52,6 +54,21 @@ MODEL_DEPENDENT_KEYS = (
 def load_dense(source: str) -> DenseModel:
     """The dense model for ``source``, loaded once per process and shared by all sessions (read-only)."""
     return load_model(source)
+
+
+@contextmanager
+def exclusive() -> Iterator[None]:
+    """Hold the session's lock: one script run (or state-changing callback) of a session at a time.
+
+    With ``runner.fastReruns`` (the default) a slider move stops the running script and starts the next
+    run in a new thread at once, but the old thread only stops at its next Streamlit call; until then it may
+    still be writing the session's PruningState or computing with its weights. The new run waits here.
+    """
+    lock = st.session_state.get(RUN_LOCK)
+    if lock is None:
+        lock = st.session_state.setdefault(RUN_LOCK, threading.RLock())
+    with lock:
+        yield
 
 
 def default_source() -> str:
@@ -106,7 +123,11 @@ def switch_model(source: str) -> bool:
     Runs inside widget callbacks, before any widget of the rerun exists, so widget values may be reset here.
     Returns whether the model changed; the error message (if any) is kept for :func:`load_error`.
     """
-    source = source.strip()
+    with exclusive():
+        return _switch_model(source.strip())
+
+
+def _switch_model(source: str) -> bool:
     previous, previous_source = dense(), active_source()
     try:
         new = load_dense(source)
@@ -149,7 +170,8 @@ def apply(settings: MagnitudeSettings) -> str | None:
 
 def reset_to_dense() -> None:
     """Button callback: exact dense weights back, sliders to zero, overrides cleared."""
-    state().reset()
+    with exclusive():
+        state().reset()
     st.session_state[APPLIED] = None
     st.session_state[SPARSITY] = 0
     st.session_state[THRESHOLD] = 0.0

@@ -1,0 +1,251 @@
+"""Speed: is the pruned model faster or smaller on this machine, and why? Every number names its kernel."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from prune_explorer import speed
+from prune_explorer.state import PruningState
+from ui import session
+
+state = session.ensure_state()
+dense = state.dense
+RESULTS = "speed_results"  # session_state: finished measurements, kept across reruns and Stop
+results: dict = st.session_state.setdefault(RESULTS, {})
+
+st.title("Speed")
+st.markdown(
+    "**Why a pruned model is usually no faster.** Pruning writes zeros into the weight matrices, but a dense "
+    "matrix multiply still multiplies every zero: masked dense runs in exactly the dense time at any "
+    "sparsity. Speed needs a different kernel. A *sparse* kernel (CSR) stores only the kept weights, at "
+    "8 bytes each (value + int32 column index) instead of 4, and skips the rest; its irregular memory access "
+    "makes it lose to dense until roughly 70–90% sparsity. *Compaction* removes whole neurons or heads and "
+    "leaves a smaller dense matrix, which is faster in proportion. Generating one token at a time mostly "
+    "streams weights from memory, so there the bytes read decide (the memory-bound line), not the FLOPs "
+    "(the ideal line)."
+)
+st.caption(
+    f"Measured on this machine, {dense.name}; warm-up, repeated runs, median. "
+    "Other work on the machine makes timings noisy: read differences against the spread."
+)
+
+
+def _line_chart(x: list[float], series: dict[str, list[float]], y_title: str, dashed: set[str]) -> go.Figure:
+    fig = go.Figure()
+    for name, ys in series.items():
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=ys,
+                name=name,
+                mode="lines" if name in dashed else "lines+markers",
+                line=dict(dash="dash" if name in dashed else "solid"),
+            )
+        )
+    fig.update_xaxes(title_text="sparsity", tickformat=".0%")
+    fig.update_yaxes(title_text=y_title, rangemode="tozero")
+    fig.update_layout(
+        height=330,
+        margin=dict(l=10, r=10, t=30, b=10),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+    )
+    return fig
+
+
+# ----- your model now
+@st.fragment
+def session_model() -> None:
+    st.subheader("Your pruned model, end to end")
+    key = ("session", session.pruned_key())
+    if st.button("Measure my model", key="speed_session_run"):
+        with st.status("Calibrating the auto backend and timing…") as status:
+            results[key] = speed.measure(state, "auto", warmup=2, repeats=7)  # restores masked dense itself
+            status.update(label="Done", state="complete")
+    if key not in results:
+        st.caption("Times the current pruning with the auto backend against the dense model (a few seconds).")
+        return
+    r = results[key]
+    cols = st.columns(2)
+    for col, phase in zip(cols, ("prefill", "decode"), strict=True):
+        d, a = r.timings[f"dense {phase}"], r.timings[f"case {phase}"]
+        what = f"{speed.PREFILL.tokens}-token prefill" if phase == "prefill" else "one-token decode"
+        col.metric(
+            what,
+            f"{a.median_ms:.1f} ms",
+            f"{r.speedup(phase):.2f}× dense ({d.median_ms:.1f} ms)",
+            delta_color="off",
+        )
+        bound = f", memory-bound {r.memory_bound():.2f}×" if phase == "decode" else ""
+        col.caption(
+            f"ideal (FLOPs) {r.ideal(phase):.2f}×{bound}; spread ±{a.spread_ms:.1f} ms. "
+            f"Kernels: {a.kernel}. Dense: {d.kernel}."
+        )
+    with st.expander("Backend chosen for each layer"):
+        st.dataframe(pd.DataFrame(r.report.rows()), hide_index=True, key="speed_session_table")
+
+
+# ----- one layer
+@st.fragment
+def one_layer() -> None:
+    st.subheader("One layer: latency against sparsity")
+    shapes = sorted({layer.shape for layer in dense.layers if layer.kind not in ("embedding", "lm_head")})
+    shape = st.selectbox(
+        "Layer shape (out × in)", shapes, format_func=lambda s: f"{s[0]} × {s[1]}", key="speed_layer_shape"
+    )
+    tokens = st.segmented_control("Tokens", [128, 1], default=128, key="speed_layer_tokens") or 128
+    sparsities = [0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98]
+    key = ("layer", dense.name, shape, tokens)
+    run, stop = st.columns(2)
+    if run.button("Measure this shape", key="speed_layer_run"):
+        layer = next(layer for layer in dense.layers if layer.shape == shape)
+        points = results[key] = []
+        bar = st.progress(0.0, text="timing…")
+        stop.button("Stop", key="speed_layer_stop")  # any click reruns the page, which stops this loop
+        total = len(sparsities) * 3
+        for point in speed.layer_points(layer.weight(dense.model), sparsities, tokens):
+            points.append(point)
+            bar.progress(
+                len(points) / total, text=f"{point.backend} at {point.sparsity:.0%}: {point.median_ms:.3f} ms"
+            )
+    points = results.get(key)
+    if not points:
+        st.caption(
+            "Times dense (zeros multiplied), CSR and a compacted matrix for this shape at 8 sparsities."
+        )
+        return
+    by = {b: {p.sparsity: p for p in points if p.backend == b} for b in ("dense", "csr", "compact")}
+    xs = sorted(by["dense"])
+    series = {
+        "dense (zeros multiplied)": [by["dense"][s].median_ms for s in xs],
+        "CSR int32": [by["csr"][s].median_ms for s in xs if s in by["csr"]],
+        "compacted (rows removed)": [by["compact"][s].median_ms for s in xs if s in by["compact"]],
+    }
+    d0 = by["dense"][xs[0]].median_ms
+    series["ideal (FLOPs)"] = [speed.ideal_ms(d0, s) for s in xs]
+    series["memory-bound (CSR bytes)"] = [speed.memory_bound_ms(d0, shape, s) for s in xs]
+    st.plotly_chart(
+        _line_chart(xs, series, "ms per call", {"ideal (FLOPs)", "memory-bound (CSR bytes)"}),
+        key="speed_layer_chart",
+    )
+    even = speed.break_even(points)
+    st.markdown(
+        f"**Break-even for CSR** at {tokens} token{'s' * (tokens != 1)}: "
+        + (f"{even:.0%} sparsity." if even is not None else "not reached up to 98% sparsity.")
+    )
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "sparsity": p.sparsity,
+                    "backend": p.backend,
+                    "median ms": p.median_ms,
+                    "spread ms": p.timing.spread_ms,
+                    "kernel": p.timing.kernel,
+                }
+                for p in points
+            ]
+        ),
+        hide_index=True,
+        key="speed_layer_table",
+    )
+
+
+# ----- end to end against sparsity
+@st.fragment
+def end_to_end() -> None:
+    st.subheader("Whole model: speedup against sparsity")
+    sparsities = [0.5, 0.7, 0.9, 0.95]
+    cases = [speed.Case(f"CSR {s:.0%}", s, "unstructured", "csr") for s in sparsities]
+    cases += [speed.Case(f"auto {s:.0%}", s, "unstructured", "auto") for s in sparsities]
+    cases += [speed.Case(f"structured MLP {s:.0%}", s, "mlp_neurons", "compact") for s in sparsities]
+    key = ("e2e", dense.name)
+    run, stop = st.columns(2)
+    if run.button("Measure (about a minute on a 135M model)", key="speed_e2e_run"):
+        scratch = PruningState(dense)  # never the session's own pruning
+        done = results[key] = []
+        bar = st.progress(0.0, text="timing…")
+        stop.button("Stop", key="speed_e2e_stop")
+        for i, case in enumerate(cases):
+            done.append(speed.measure_case(scratch, case, warmup=1, repeats=5))
+            bar.progress(
+                (i + 1) / len(cases), text=f"{case.label}: {done[-1].speedup('prefill'):.2f}× prefill"
+            )
+    done = results.get(key)
+    if not done:
+        st.caption(
+            "Unstructured magnitude pruning on CSR and on auto, and whole MLP neurons compacted, "
+            "each timed against dense, prefill of 128 tokens and one-token decode."
+        )
+        return
+    for phase in ("prefill", "decode"):
+        series: dict[str, list[float]] = {"dense": [1.0] * len(sparsities)}
+        for family in ("CSR", "auto", "structured MLP"):
+            series[family] = [r.speedup(phase) for r in done if r.case.label.startswith(family + " ")]
+        series["ideal (FLOPs, unstructured)"] = [
+            r.ideal(phase) for r in done if r.case.label.startswith("CSR")
+        ]
+        if phase == "decode":
+            series["memory-bound (CSR bytes)"] = [
+                r.memory_bound() for r in done if r.case.label.startswith("CSR")
+            ]
+        n = min(len(v) for v in series.values())
+        st.markdown(f"**{phase}**")
+        dashed = {"dense", "ideal (FLOPs, unstructured)", "memory-bound (CSR bytes)"}
+        st.plotly_chart(
+            _line_chart(sparsities[:n], {k: v[:n] for k, v in series.items()}, "speedup over dense", dashed),
+            key=f"speed_e2e_{phase}",
+        )
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "case": r.case.label,
+                    "prefill ×": r.speedup("prefill"),
+                    "decode ×": r.speedup("decode"),
+                    "ideal prefill ×": r.ideal("prefill"),
+                    "memory-bound decode ×": r.memory_bound(),
+                    "kernels": r.report.summary(),
+                }
+                for r in done
+            ]
+        ),
+        hide_index=True,
+        key="speed_e2e_table",
+    )
+
+
+# ----- size
+@st.fragment
+def sizes() -> None:
+    st.subheader("Size of your pruned model")
+    sizes = session.memo("speed_sizes", session.pruned_key(), lambda: speed.model_sizes(state))
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "form": s.form,
+                    "in memory (MB)": s.memory_bytes / 1e6,
+                    "on disk (MB)": s.disk_bytes / 1e6,
+                    "runs as": s.kernel,
+                }
+                for s in sizes
+            ]
+        ),
+        hide_index=True,
+        key="speed_sizes_table",
+    )
+    st.caption(
+        "Masked dense keeps every zero, so it is as large as dense. A bitmask file stores the kept values "
+        "plus one bit per weight, but must be expanded to run. CSR pays 8 bytes per kept weight, so it only "
+        "shrinks layers above 50% sparsity. Compaction shrinks only where whole neurons or heads are gone. "
+        "On disk: tensor data as in a safetensors file (its header adds a few KB). This page keeps your "
+        "masked weights as well, so the app itself does not shrink."
+    )
+
+
+session_model()
+one_layer()
+end_to_end()
+sizes()
