@@ -290,13 +290,22 @@ def restore(state: PruningState) -> None:
         _set_module(state.model, path, module)
 
 
-def _sparsity(module: nn.Module) -> float:
-    w = out_in_weight(module)
-    return 1.0 - int(torch.count_nonzero(w)) / w.numel() if w.numel() else 0.0
+def pruned_share(state: PruningState, path: str) -> float:
+    """Share of the weights of the module now at ``path`` that the session's masks prune.
+
+    Counted from the masks, not from zeros: a checkpoint may hold a few exact zeros of its own.
+    """
+    module = state.model.get_submodule(path)
+    if hasattr(module, "pruned_weights"):  # a compacted layer: what its mask prunes inside the kept block
+        return module.pruned_weights / max(1, out_in_weight(module).numel())
+    for layer in state.dense.layers:
+        if path in layer.holders:
+            return state.sparsity(layer.name)
+    return 0.0
 
 
-def _dense_label(module: nn.Module) -> str:
-    return DENSE_ZEROS if _sparsity(module) > 0 else DENSE
+def _dense_label(sparsity: float) -> str:
+    return DENSE_ZEROS if sparsity > 0 else DENSE
 
 
 def linear_layers(state: PruningState) -> tuple[list[str], dict[str, str]]:
@@ -380,9 +389,9 @@ def apply_backend(
         for path in paths:
             reports.append(_install(state, path, backend, compact_notes.get(path, "")))
     for path, note in notes.items():
-        module = state.model.get_submodule(path)
-        shape = tuple(out_in_weight(module).shape)
-        reports.append(LayerReport(path, shape, _sparsity(module), "dense", _dense_label(module), note=note))
+        shape = tuple(out_in_weight(state.model.get_submodule(path)).shape)
+        sparsity = pruned_share(state, path)
+        reports.append(LayerReport(path, shape, sparsity, "dense", _dense_label(sparsity), note=note))
     report = BackendReport(backend=backend, layers=reports, tokens=tuple(tokens) if backend == "auto" else ())
     _SWAPS.setdefault(state.model, _Swap()).report = report
     if verify and ids is not None:
@@ -399,8 +408,8 @@ def apply_backend(
 def _install(state: PruningState, path: str, backend: str, note: str) -> LayerReport:
     module = state.model.get_submodule(path)
     shape = tuple(out_in_weight(module).shape)
-    sparsity = _sparsity(module)
-    label = _dense_label(module)
+    sparsity = pruned_share(state, path)
+    label = _dense_label(sparsity)
     if hasattr(module, "kernel_label"):  # set by compaction
         label = module.kernel_label + (" with zeros" if sparsity > 0 else "")
     dense_backend = "compact" if note.startswith("compacted") else "dense"

@@ -136,9 +136,16 @@ def removable_heads(state: PruningState, g: AttentionGroup) -> torch.Tensor:
 
 
 def sliced(
-    module: nn.Module, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None
+    module: nn.Module,
+    rows: torch.Tensor | None = None,
+    cols: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> nn.Module:
-    """A new Linear/Conv1D holding the given (out, in) rows and columns of ``module``'s weight (copies)."""
+    """A new Linear/Conv1D holding the given (out, in) rows and columns of ``module``'s weight (copies).
+
+    With the layer's bool (out, in) ``mask``, the new module's ``pruned_weights`` counts the pruned weights
+    left inside the kept block.
+    """
     w = out_in_weight(module).detach()
     w = w if rows is None else w[rows]
     w = w if cols is None else w[:, cols]
@@ -153,10 +160,20 @@ def sliced(
         new = nn.Linear(in_f, out_f, bias=bias is not None, device="meta")
         new.weight = nn.Parameter(w.contiguous(), requires_grad=False)
     new.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+    if mask is not None:
+        mask = mask if rows is None else mask[rows]
+        new.pruned_weights = int((~(mask if cols is None else mask[:, cols])).sum())
     return new
 
 
-def _install(state: PruningState, path: str, module: nn.Module, label: str) -> None:
+def _install(
+    state: PruningState,
+    path: str,
+    label: str,
+    rows: torch.Tensor | None = None,
+    cols: torch.Tensor | None = None,
+) -> None:
+    module = sliced(state.model.get_submodule(path), rows, cols, state.mask(path))
     module.kernel_label = label
     replace_module(state, path, module)
 
@@ -178,10 +195,8 @@ def _compact_mlp(state: PruningState, g: MLPGroup) -> str | None:
     k = idx.numel()
     for name in (g.up, g.gate):
         if name:
-            mod = state.model.get_submodule(name)
-            _install(state, name, sliced(mod, rows=idx), f"compacted dense {n}→{k} rows")
-    down = state.model.get_submodule(g.down)
-    _install(state, g.down, sliced(down, cols=idx), f"compacted dense {n}→{k} columns")
+            _install(state, name, f"compacted dense {n}→{k} rows", rows=idx)
+    _install(state, g.down, f"compacted dense {n}→{k} columns", cols=idx)
     _set(state, state.model.get_submodule(g.parent), "intermediate_size", k)
     return f"compacted: {n - k} of {n} MLP neurons removed"
 
@@ -213,16 +228,16 @@ def _compact_attention(state: PruningState, g: AttentionGroup) -> str | None:
     if g.qkv:
         width = g.num_heads * hd
         rows = torch.cat([q_rows, q_rows + width, q_rows + 2 * width])
-        _install(state, g.qkv, sliced(state.model.get_submodule(g.qkv), rows=rows), label)
+        _install(state, g.qkv, label, rows=rows)
         _set(state, parent, "split_size", len(heads) * hd)
     else:
         kv_rows = _rows(kv_keep, hd)
         for name, rows in ((g.q, q_rows), (g.k, kv_rows), (g.v, kv_rows)):
-            _install(state, name, sliced(state.model.get_submodule(name), rows=rows), label)
+            _install(state, name, label, rows=rows)
         _set(state, parent, "num_key_value_groups", len(heads) // len(kv_keep))
         _set(state, parent, "num_key_value_heads", len(kv_keep))
     _set(state, parent, "num_heads", len(heads))
-    _install(state, g.o, sliced(state.model.get_submodule(g.o), cols=q_rows), label)
+    _install(state, g.o, label, cols=q_rows)
     return (
         f"compacted: {g.num_heads - len(heads)} of {g.num_heads} heads removed ({len(kv_keep)} KV heads kept)"
     )

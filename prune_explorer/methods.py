@@ -37,6 +37,7 @@ from prune_explorer.calibration import (
 from prune_explorer.evaluate import context_length
 from prune_explorer.layers import DEFAULT_KINDS, PrunableLayer, select
 from prune_explorer.masks import n_m_mask, n_m_tail, parse_n_m, per_row_mask, sparsity_of, unstructured_mask
+from prune_explorer.ranking import count_for_sparsity
 from prune_explorer.scoring import (
     jaccard_pruned,
     magnitude_scores,
@@ -145,7 +146,8 @@ class PruneResult:
     """What a method decided.
 
     Attributes:
-        masks: {layer name: bool (out, in)}, True = keep, for every selected layer.
+        masks: {layer name: bool (out, in)}, True = keep, for every selected layer (structured patterns: the
+            layers of the units found, e.g. only attention layers for heads).
         weights: {layer name: float (out, in)} new weights (SparseGPT's reconstruction, zeros where pruned),
             or None when the method only masks (apply with ``PruningState.apply_masks``; otherwise
             ``PruningState.apply_weights(weights, masks)``).
@@ -243,6 +245,13 @@ def _layer_mask(
     if pattern.kind == "n:m":
         return n_m_mask(scores, pattern.n, pattern.m)
     return per_row_mask(scores, sparsity) if method == "wanda" else unstructured_mask(scores, sparsity)
+
+
+def _magnitude_mask(dense: DenseModel, layer: PrunableLayer, sparsity: float) -> torch.Tensor:
+    """Per-layer magnitude mask from the dense model's cached ranking (ties by storage index)."""
+    storage_shape = dense.storage(layer.name).shape
+    keep = dense.ranking(layer.name).mask(count_for_sparsity(layer.numel, sparsity), storage_shape)
+    return keep.T.contiguous() if layer.transposed else keep
 
 
 def _block_paths(dense: DenseModel) -> list[str]:
@@ -436,6 +445,8 @@ def prune_masks(
         masks = _structured(dense, layers, method, pat, sparsity, calib, seed, progress)
     elif method == "sparsegpt":
         n_m = (pat.n, pat.m) if pat.kind == "n:m" else None
+        if n_m is not None and blocksize % pat.m:
+            blocksize = max(pat.m, blocksize - blocksize % pat.m)  # N:M groups must not straddle blocks
 
         def prune_layer(layer, weight, stats):
             out = sparsegpt_prune(weight, stats.gram, stats.n_tokens, sparsity, n_m, blocksize, percdamp)
@@ -463,6 +474,9 @@ def prune_masks(
             return _layer_mask("wanda", pat, sparsity, weight, stats, seed), None
 
         masks, _ = _sequential(dense, layers, calib, wanda_layer, False, progress)
+    elif method == "magnitude" and pat.kind == "unstructured":
+        # The dense model's cached ranking: the same weights (ties included) as the slider's uniform policy.
+        masks = {layer.name: _magnitude_mask(dense, layer, sparsity) for layer in layers}
     else:
         stats = activation_stats(dense, layers, calib, progress) if method == "wanda" else {}
         index = {layer.name: i for i, layer in enumerate(dense.layers)}

@@ -24,6 +24,8 @@ STORIES260K = "stories260K"
 BUILTINS = (STORIES260K, SMOLLM2)
 # Headroom on top of the weights: activations, the session copies of pruned layers, the Python process.
 MEMORY_HEADROOM = 1.5
+# What the shared magnitude rankings cost per prunable weight: int32 order + float32 sorted |w| + int32 rank.
+RANKING_BYTES = 12
 
 
 class ModelLoadError(Exception):
@@ -43,10 +45,8 @@ class HFTokenizer:
         return self.vocab_size
 
     def encode(self, text: str, bos: bool = True) -> list[int]:
-        ids = self.inner.encode(text, add_special_tokens=False)
-        if bos and self.bos_token_id is not None and (not ids or ids[0] != self.bos_token_id):
-            ids = [self.bos_token_id, *ids]
-        return ids
+        """Token ids of ``text``; with ``bos``, the special tokens this tokenizer itself adds (if any)."""
+        return list(self.inner.encode(text, add_special_tokens=bos))
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.inner.decode(list(ids), skip_special_tokens=True)
@@ -79,13 +79,13 @@ def available_memory_bytes() -> int:
 
 
 def check_memory(n_parameters: int, bytes_per_parameter: int = 4, available: int | None = None) -> None:
-    """Refuse a model whose float32 weights (with headroom) do not fit in free memory."""
-    need = int(n_parameters * bytes_per_parameter * MEMORY_HEADROOM)
+    """Refuse a model whose float32 weights, rankings and headroom do not fit in free memory."""
+    need = int(n_parameters * (bytes_per_parameter * MEMORY_HEADROOM + RANKING_BYTES))
     free = available_memory_bytes() if available is None else available
     if need > free:
         raise ModelLoadError(
             f"this model has {n_parameters / 1e6:,.1f}M parameters and needs about {need / 2**30:.1f} GiB "
-            f"in float32 with headroom, but only {free / 2**30:.1f} GiB of memory is free; "
+            f"for its float32 weights, pruning rankings and headroom, but only {free / 2**30:.1f} GiB of memory is free; "
             "choose a smaller model or free memory"
         )
 
@@ -158,8 +158,13 @@ def _first_line(exc: BaseException) -> str:
 LOADERS: dict[str, Callable[[], DenseModel]] = {STORIES260K: load_stories260k, SMOLLM2: load_smollm2}
 
 
-def load_model(source: str) -> DenseModel:
-    """Load a built-in model by name, or anything else by folder or hub id."""
+def load_model(source: str, progress: Callable[[float, str], None] | None = None) -> DenseModel:
+    """Load a built-in model by name, or anything else by folder or hub id.
+
+    ``progress(fraction, stage)`` is called by loaders that take long (the first SmolLM2 conversion).
+    """
+    if source == SMOLLM2:
+        return load_smollm2(progress=progress)
     if source in LOADERS:
         return LOADERS[source]()
     return load_pretrained(source)

@@ -106,7 +106,7 @@ def calibrate(
     """
     cache = state.dense.cache.setdefault("speed_calibration", {}) if cache is None else cache
     modules = {p: state.model.get_submodule(p) for p in paths}
-    sparsity = {p: B._sparsity(m) for p, m in modules.items()}
+    sparsity = {p: B.pruned_share(state, p) for p in paths}
     key = {p: (tuple(B.out_in_weight(m).shape), _bucket(sparsity[p])) for p, m in modules.items()}
     candidates = [p for p in paths if sparsity[p] >= min_sparsity]
     todo = [p for p in candidates if any((*key[p], t) not in cache for t in tokens)]

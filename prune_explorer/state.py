@@ -152,12 +152,12 @@ class PruningState:
         its old and new ``k``.
         """
         for name, k in counts.items():
-            ranking = self.dense.ranking(name)
-            if not 0 <= k <= ranking.numel:
-                raise ValueError(f"layer {name}: cannot prune {k} of {ranking.numel} weights")
             if k == 0:
                 self._share_dense(name)
                 continue
+            ranking = self.dense.ranking(name)
+            if not 0 < k <= ranking.numel:
+                raise ValueError(f"layer {name}: cannot prune {k} of {ranking.numel} weights")
             old = self._pruned.get(name)
             own = self._own_weight(name).view(-1)
             dense_w = self.dense.storage(name).detach().view(-1)

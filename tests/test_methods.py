@@ -18,6 +18,7 @@ from prune_explorer.methods import (
     prune_masks,
     reconstruction_errors,
 )
+from prune_explorer.pruning import MagnitudeSettings, apply_magnitude
 from prune_explorer.ranking import count_for_sparsity
 from prune_explorer.state import PruningState
 
@@ -54,7 +55,7 @@ def test_unstructured_sparsity_asked_is_obtained(request, fixture, method, calib
 
 
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("pattern", ["2:4", "4:8", "1:4"])
+@pytest.mark.parametrize("pattern", ["2:4", "4:8", "1:4", "2:3"])
 def test_n_m_every_full_group_keeps_n(llama_dense, calib, method, pattern):
     n, m = parse_pattern(pattern).n, parse_pattern(pattern).m
     result = prune_masks(llama_dense, method, pattern, 0.2, calibration=calib)
@@ -172,6 +173,16 @@ def test_bad_input_is_a_clear_value_error(llama_dense, kwargs, match):
     method = args.pop("method")
     with pytest.raises(ValueError, match=match):
         prune_masks(llama_dense, method, **args)
+
+
+@pytest.mark.parametrize("fixture", ["llama_dense", "gpt2_dense"])
+def test_magnitude_equals_the_slider_uniform_policy(request, fixture):
+    dense = request.getfixturevalue(fixture)
+    result = prune_masks(dense, "magnitude", sparsity=0.42)
+    state = PruningState(dense)
+    apply_magnitude(state, MagnitudeSettings(sparsity=0.42))
+    for name, mask in result.masks.items():
+        assert torch.equal(state.mask(name), mask), name
 
 
 def test_random_is_seeded(llama_dense):

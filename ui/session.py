@@ -50,10 +50,21 @@ MODEL_DEPENDENT_KEYS = (
 )
 
 
-@st.cache_resource(max_entries=4, show_spinner="Loading model…")
+@st.cache_resource(max_entries=4, show_spinner=False)
 def load_dense(source: str) -> DenseModel:
-    """The dense model for ``source``, loaded once per process and shared by all sessions (read-only)."""
-    return load_model(source)
+    """The dense model for ``source``, loaded once per process and shared by all sessions (read-only).
+
+    The progress bar lives inside the cached function (and is emptied there), so a cache hit replays nothing.
+    """
+    bar = st.progress(0.0, text=f"Loading {source}…")
+
+    def progress(fraction: float, stage: str) -> None:
+        bar.progress(min(1.0, max(0.0, fraction)), text=f"Loading {source}: {stage}")
+
+    try:
+        return load_model(source, progress=progress)
+    finally:
+        bar.empty()
 
 
 @contextmanager
