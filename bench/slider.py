@@ -40,7 +40,9 @@ def ms_since(start: float) -> float:
 def time_slider(dense, policy: str) -> dict:
     """Median time of a slider move: new masks for all prunable layers, written into the session's weights."""
     state = PruningState(dense)
-    apply_magnitude(state, MagnitudeSettings(sparsity=0.3, policy=policy))  # first move builds the session copy
+    apply_magnitude(
+        state, MagnitudeSettings(sparsity=0.3, policy=policy)
+    )  # first move builds the session copy
     masks_ms, moves_ms = [], []
     for s in MOVES:
         settings = MagnitudeSettings(sparsity=s, policy=policy)
@@ -49,7 +51,11 @@ def time_slider(dense, policy: str) -> dict:
         masks_ms.append(ms_since(start))
         state.apply_counts(counts)
         moves_ms.append(ms_since(start))
-    return {"median": statistics.median(moves_ms), "max": max(moves_ms), "masks_only": statistics.median(masks_ms)}
+    return {
+        "median": statistics.median(moves_ms),
+        "max": max(moves_ms),
+        "masks_only": statistics.median(masks_ms),
+    }
 
 
 def time_torch_prune(dense, sparsity: float, repeats: int) -> float:
@@ -92,13 +98,37 @@ def time_eval_overhead(model, ids: torch.Tensor) -> float:
     return statistics.median(ours) / statistics.median(theirs)
 
 
+def time_rerun(model: str, moves=(30, 35, 40, 45, 50, 55)) -> float:
+    """Median wall time of one whole app rerun after a slider move (AppTest, ``model`` loaded)."""
+    from streamlit.testing.v1 import AppTest
+
+    from ui.testing import navigation_not_pages_folder
+
+    with navigation_not_pages_folder():
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600).run()
+        if model != at.selectbox(key="sidebar_model").value:
+            at.selectbox(key="sidebar_model").set_value(model).run()
+        assert not at.exception, at.exception
+        at.slider(key="sidebar_sparsity").set_value(25).run()  # first move: the session's own copies
+        runs = []
+        for percent in moves:
+            at.slider(key="sidebar_sparsity").set_value(percent)
+            start = time.perf_counter()
+            at.run()
+            runs.append(ms_since(start))
+            assert not at.exception, at.exception
+    return statistics.median(runs)
+
+
 def time_load_in_subprocess(model: str, cache_dir: str) -> float:
     code = (
         "import time, torch; from prune_explorer.models import load_model; "
         f"s = time.perf_counter(); load_model({model!r}); print(time.perf_counter() - s)"
     )
     env = dict(os.environ, PRUNE_EXPLORER_CACHE=cache_dir)
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -145,14 +175,23 @@ def main() -> None:
     result["pruned_over_dense"] = round(pruned_t.median_ms / dense_t.median_ms, 3)
     result["kernel"] = pruned_t.kernel
     result["eval_overhead_ratio"] = round(time_eval_overhead(state.model, ids[: 8 * 128]), 3)
+    del state
+    result["rerun_ms"] = round(time_rerun(args.model), 1)
 
     print(f"model {args.model}: {result['prunable_params']:,} prunable weights")
-    print(f"slider move (uniform, median of {len(MOVES)}): {result['slider_move_ms']:.2f} ms "
-          f"(max {result['slider_move_max_ms']:.2f}); global policy {result['slider_move_global_ms']:.2f} ms")
-    print(f"torch.nn.utils.prune.l1_unstructured, layer by layer: {result['torch_prune_ms']:.1f} ms "
-          f"({result['speedup_vs_torch']}x slower)")
-    print(f"forward {x.shape[1]} tokens: dense {result['dense_forward_ms']:.2f} ms, "
-          f"pruned 50% {result['pruned_forward_ms']:.2f} ms ({result['kernel']})")
+    print(
+        f"slider move (uniform, median of {len(MOVES)}): {result['slider_move_ms']:.2f} ms "
+        f"(max {result['slider_move_max_ms']:.2f}); global policy {result['slider_move_global_ms']:.2f} ms"
+    )
+    print(
+        f"torch.nn.utils.prune.l1_unstructured, layer by layer: {result['torch_prune_ms']:.1f} ms "
+        f"({result['speedup_vs_torch']}x slower)"
+    )
+    print(
+        f"forward {x.shape[1]} tokens: dense {result['dense_forward_ms']:.2f} ms, "
+        f"pruned 50% {result['pruned_forward_ms']:.2f} ms ({result['kernel']})"
+    )
+    print(f"one app rerun after a slider move (AppTest): {result['rerun_ms']:.0f} ms")
     emit(result)
 
 

@@ -1,7 +1,7 @@
 """Command line: prune a model and print what it did to perplexity.
 
-    python -m prune_explorer prune --model stories260K --sparsity 0.5
-    python -m prune_explorer layers --model path/to/folder
+python -m prune_explorer prune --model stories260K --sparsity 0.5
+python -m prune_explorer layers --model path/to/folder
 """
 
 from __future__ import annotations
@@ -41,7 +41,11 @@ def _prune(args: argparse.Namespace) -> int:
     settings = MagnitudeSettings(
         sparsity=args.sparsity, policy=args.policy, threshold=args.threshold, kinds=tuple(args.kinds)
     )
-    text = open(args.text, encoding="utf-8").read() if args.text else eval_text(dense.info.get("text_set", "stories"))
+    text = (
+        open(args.text, encoding="utf-8").read()
+        if args.text
+        else eval_text(dense.info.get("text_set", "stories"))
+    )
     ids = dense.tokenizer.encode(text)
     state = PruningState(dense)
     start = time.perf_counter()
@@ -62,7 +66,10 @@ def _prune(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"model {dense.name}: {len(selected)} layers pruned to {result['sparsity']:.1%} ({settings.policy})")
+        print(
+            f"model {dense.name}: {len(selected)} layers pruned to {result['sparsity']:.1%} "
+            f"({settings.policy})"
+        )
         print(f"perplexity over {before.tokens} tokens: dense {before.ppl:.4f}  pruned {after.ppl:.4f}")
     return 0
 

@@ -85,7 +85,8 @@ def check_memory(n_parameters: int, bytes_per_parameter: int = 4, available: int
     if need > free:
         raise ModelLoadError(
             f"this model has {n_parameters / 1e6:,.1f}M parameters and needs about {need / 2**30:.1f} GiB "
-            f"for its float32 weights, pruning rankings and headroom, but only {free / 2**30:.1f} GiB of memory is free; "
+            f"for its float32 weights, pruning rankings and headroom, "
+            f"but only {free / 2**30:.1f} GiB of memory is free; "
             "choose a smaller model or free memory"
         )
 
@@ -96,7 +97,14 @@ def load_stories260k() -> DenseModel:
 
     model = llama2c.load_llama2c_model(llama2c.STORIES260K_CHECKPOINT)
     tokenizer = llama2c.Llama2cTokenizer.from_file(llama2c.STORIES260K_TOKENIZER)
-    return DenseModel(model, tokenizer, name=STORIES260K, source="built-in (llama2.c checkpoint)", chat=False, text_set="stories")
+    return DenseModel(
+        model,
+        tokenizer,
+        name=STORIES260K,
+        source="built-in (llama2.c checkpoint)",
+        chat=False,
+        text_set="stories",
+    )
 
 
 def _offline() -> bool:
@@ -115,7 +123,8 @@ def load_pretrained(source: str, available: int | None = None) -> DenseModel:
     """Load a causal LM from a local folder or a hub id with transformers' Auto classes.
 
     Raises:
-        ModelLoadError: a missing folder, an unknown hub id, a corrupt or unsafe checkpoint, not enough memory.
+        ModelLoadError: a missing folder, an unknown hub id, a corrupt or unsafe checkpoint, or too little
+            free memory.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -132,12 +141,18 @@ def load_pretrained(source: str, available: int | None = None) -> DenseModel:
         config = AutoConfig.from_pretrained(str(path) if looks_local else source, **kwargs)
     except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors...
         where = f"folder {source!r}" if looks_local else f"hub id {source!r}"
-        hint = " (offline: only models already in the local cache can be loaded)" if local_only and not looks_local else ""
+        hint = (
+            " (offline: only models already in the local cache can be loaded)"
+            if local_only and not looks_local
+            else ""
+        )
         raise ModelLoadError(f"could not read a model config from {where}{hint}: {_first_line(exc)}") from exc
     try:
         n_params = _count_parameters(config)
     except Exception as exc:
-        raise ModelLoadError(f"{source!r} is not a causal language model transformers can build: {_first_line(exc)}") from exc
+        raise ModelLoadError(
+            f"{source!r} is not a causal language model transformers can build: {_first_line(exc)}"
+        ) from exc
     check_memory(n_params, available=available)
     try:
         model = AutoModelForCausalLM.from_pretrained(
@@ -145,9 +160,18 @@ def load_pretrained(source: str, available: int | None = None) -> DenseModel:
         )
         tokenizer = AutoTokenizer.from_pretrained(str(path) if looks_local else source, **kwargs)
     except Exception as exc:
-        raise ModelLoadError(f"could not load the weights or tokenizer of {source!r}: {_first_line(exc)}") from exc
+        raise ModelLoadError(
+            f"could not load the weights or tokenizer of {source!r}: {_first_line(exc)}"
+        ) from exc
     wrapped = HFTokenizer(tokenizer)
-    return DenseModel(model, wrapped, name=source, source=str(path) if looks_local else "hub", chat=wrapped.has_chat_template, text_set="shakespeare")
+    return DenseModel(
+        model,
+        wrapped,
+        name=source,
+        source=str(path) if looks_local else "hub",
+        chat=wrapped.has_chat_template,
+        text_set="shakespeare",
+    )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -21,7 +21,7 @@ POLICIES = ("uniform", "global", "threshold")
 
 @dataclass(frozen=True)
 class MagnitudeSettings:
-    """What to prune. ``sparsity`` in [0, 1]; ``threshold`` in |w| units (used by the ``threshold`` policy)."""
+    """What to prune: ``sparsity`` in [0, 1]; ``threshold`` in |w| units (for the ``threshold`` policy)."""
 
     sparsity: float = 0.0
     policy: str = "uniform"
@@ -45,8 +45,6 @@ class MagnitudeSettings:
 
 def selected_layers(dense: DenseModel, kinds: tuple[str, ...]) -> list[PrunableLayer]:
     return select(dense.layers, kinds)
-
-
 
 
 def global_ranking(dense: DenseModel, layers: list[PrunableLayer]) -> GlobalRanking:

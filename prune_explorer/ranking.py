@@ -31,7 +31,7 @@ class LayerRanking:
 
     @property
     def rank(self) -> torch.Tensor:
-        """int32 (numel,): each weight's position in the order (the inverse permutation), built on first use."""
+        """int32 (numel,): each weight's position in the order (inverse permutation), built on first use."""
         if self._rank is None:
             rank = torch.empty(self.numel, dtype=torch.int32)
             rank[self.order] = torch.arange(self.numel, dtype=torch.int32)
@@ -79,18 +79,24 @@ def count_for_sparsity(numel: int, sparsity: float) -> int:
     return int(round(sparsity * numel))
 
 
-def uniform_counts(rankings: dict[str, LayerRanking], layers: Sequence[PrunableLayer], sparsity: float) -> dict[str, int]:
+def uniform_counts(
+    rankings: dict[str, LayerRanking], layers: Sequence[PrunableLayer], sparsity: float
+) -> dict[str, int]:
     """The same sparsity in every layer (comparison group: each layer)."""
     return {layer.name: count_for_sparsity(rankings[layer.name].numel, sparsity) for layer in layers}
 
 
-def threshold_counts(rankings: dict[str, LayerRanking], layers: Sequence[PrunableLayer], threshold: float) -> dict[str, int]:
+def threshold_counts(
+    rankings: dict[str, LayerRanking], layers: Sequence[PrunableLayer], threshold: float
+) -> dict[str, int]:
     """Prune every weight with score <= ``threshold`` in every layer (one cut-off for all layers)."""
     if threshold < 0:
         raise ValueError(f"a |w| threshold cannot be negative, got {threshold}")
     top = max((float(rankings[layer.name].sorted_scores[-1]) for layer in layers), default=0.0)
     if threshold > top:
-        raise ValueError(f"threshold {threshold:.6g} is above the largest |w| of the selected layers ({top:.6g})")
+        raise ValueError(
+            f"threshold {threshold:.6g} is above the largest |w| of the selected layers ({top:.6g})"
+        )
     return {layer.name: rankings[layer.name].count_at_or_below(threshold) for layer in layers}
 
 

@@ -2,10 +2,12 @@
 
 The dense model is loaded once per process and never written. A :class:`PruningState` holds a working model
 that *shares* every tensor with the dense one until a layer is pruned; only then does the layer get its own
-weight, written as ``where(mask, dense, 0)``. Restoring copies the dense tensor back, so it is bit-exact.
+weight, written as ``where(mask, dense, 0)``. Restoring points the layer back at the dense tensor, so it is
+bit-exact.
 
-Magnitude-style masks (a prefix of a precomputed ranking) are kept as a count ``k``: a slider move from k to k'
-only zeroes or restores the weights between the two, which is what keeps the slider fast on a 135M model.
+Magnitude-style masks (a prefix of a precomputed ranking) are kept as a count ``k``: a slider move from k to
+k' zeroes or restores only the weights between the two (a large move rewrites the layer in one pass), which
+keeps the slider fast on a 135M model.
 Any other mask (Wanda, N:M, structured) is kept as a bool tensor.
 """
 
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 
 from prune_explorer.layers import PrunableLayer, find_layers
+from prune_explorer.masks import check_mask
 from prune_explorer.ranking import LayerRanking, magnitude_ranking
 
 
@@ -135,14 +138,14 @@ class PruningState:
             return current.data
         own = nn.Parameter(dense_w.detach().clone(), requires_grad=False)
         for holder in layer.holders:
-            setattr(self.model.get_submodule(holder), "weight", own)
+            self.model.get_submodule(holder).weight = own
         return own.data
 
     def _share_dense(self, name: str) -> None:
         layer = self.dense.by_name[name]
         dense_w = self.dense.model.get_submodule(name).weight
         for holder in layer.holders:
-            setattr(self.model.get_submodule(holder), "weight", dense_w)
+            self.model.get_submodule(holder).weight = dense_w
         self._pruned.pop(name, None)
 
     def apply_counts(self, counts: dict[str, int]) -> None:
@@ -176,20 +179,12 @@ class PruningState:
     def apply_masks(self, masks: dict[str, torch.Tensor]) -> None:
         """Apply explicit bool (out, in) masks, True = keep; layers not named are left as they are."""
         for name, keep in masks.items():
-            layer = self.dense.by_name.get(name)
-            if layer is None:
-                raise KeyError(f"no prunable layer named {name!r}")
-            if keep.dtype != torch.bool or tuple(keep.shape) != layer.shape:
-                raise ValueError(
-                    f"mask for {name} must be torch.bool of shape {layer.shape}, got {keep.dtype} {tuple(keep.shape)}"
-                )
-            storage_keep = (keep.T if layer.transposed else keep).contiguous()
+            layer = self._layer(name)
+            storage_keep = self._storage_mask(layer, keep)
             if bool(storage_keep.all()):
                 self._share_dense(name)
                 continue
-            own = self._own_weight(name)
-            torch.where(storage_keep, self.dense.storage(name).detach(), _ZERO, out=own)
-            self._pruned[name] = _Pruned(mask=storage_keep)
+            self._write(name, storage_keep, self.dense.storage(name).detach())
 
     def apply_weights(self, weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> None:
         """Write new (out, in) weights with their bool masks (True = keep), e.g. SparseGPT's reconstruction.
@@ -199,27 +194,33 @@ class PruningState:
         as they are. A later :meth:`apply_masks` or :meth:`apply_counts` on a layer starts again from dense.
         """
         for name, new in weights.items():
-            layer = self.dense.by_name.get(name)
-            if layer is None:
-                raise KeyError(f"no prunable layer named {name!r}")
+            layer = self._layer(name)
             if name not in masks:
                 raise ValueError(f"new weights for {name} come without a mask")
-            keep = masks[name]
-            if keep.dtype != torch.bool or tuple(keep.shape) != layer.shape:
-                raise ValueError(
-                    f"mask for {name} must be torch.bool of shape {layer.shape}, "
-                    f"got {keep.dtype} {tuple(keep.shape)}"
-                )
+            storage_keep = self._storage_mask(layer, masks[name])
             if not new.is_floating_point() or tuple(new.shape) != layer.shape:
                 raise ValueError(
                     f"new weight for {name} must be floating point of shape {layer.shape}, "
                     f"got {new.dtype} {tuple(new.shape)}"
                 )
-            storage_keep = (keep.T if layer.transposed else keep).contiguous()
-            storage_new = new.T if layer.transposed else new
-            own = self._own_weight(name)
-            torch.where(storage_keep, storage_new.detach().to(own.dtype), _ZERO.to(own.dtype), out=own)
-            self._pruned[name] = _Pruned(mask=storage_keep)
+            self._write(name, storage_keep, (new.T if layer.transposed else new).detach())
+
+    def _layer(self, name: str) -> PrunableLayer:
+        layer = self.dense.by_name.get(name)
+        if layer is None:
+            raise KeyError(f"no prunable layer named {name!r}")
+        return layer
+
+    @staticmethod
+    def _storage_mask(layer: PrunableLayer, keep: torch.Tensor) -> torch.Tensor:
+        """Validate an (out, in) keep-mask and return it in the layer's storage layout."""
+        check_mask(keep, layer.shape, name=f"mask for {layer.name}")
+        return (keep.T if layer.transposed else keep).contiguous()
+
+    def _write(self, name: str, storage_keep: torch.Tensor, source: torch.Tensor) -> None:
+        own = self._own_weight(name)
+        torch.where(storage_keep, source.to(own.dtype), _ZERO.to(own.dtype), out=own)
+        self._pruned[name] = _Pruned(mask=storage_keep)
 
     def reset(self, names: Iterable[str] | None = None) -> None:
         """Return the named layers (default: all) to the exact dense weights."""

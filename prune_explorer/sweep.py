@@ -38,7 +38,12 @@ def perplexity_sweep(
     layers = select(dense.layers, settings.kinds)
     points = []
     for i, s in enumerate(sparsities):
-        apply_magnitude(state, replace(settings, sparsity=float(s), policy="global" if settings.policy == "global" else "uniform"))
+        apply_magnitude(
+            state,
+            replace(
+                settings, sparsity=float(s), policy="global" if settings.policy == "global" else "uniform"
+            ),
+        )
         result = perplexity(state.model, ids, window=window)
         points.append(SweepPoint(sparsity=float(s), achieved=state.overall_sparsity(layers), ppl=result.ppl))
         if progress:

@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 DENSE = "dense matmul (torch.nn.functional.linear)"
-MASKED_DENSE = "dense matmul (torch.nn.functional.linear; pruned weights are stored zeros and still multiplied)"
+MASKED_DENSE = (
+    "dense matmul (torch.nn.functional.linear; pruned weights are stored zeros and still multiplied)"
+)
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,9 @@ class Timing:
         return (q[2] - q[0]) / 2
 
 
-def time_call(fn: Callable[[], object], warmup: int = 3, repeats: int = 15, kernel: str = MASKED_DENSE) -> Timing:
+def time_call(
+    fn: Callable[[], object], warmup: int = 3, repeats: int = 15, kernel: str = MASKED_DENSE
+) -> Timing:
     """Median wall time of ``fn()`` after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()

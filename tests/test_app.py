@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
+
+from ui.testing import navigation_not_pages_folder
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 TIMEOUT = 120
@@ -24,17 +25,9 @@ def _one_thread():
 
 
 @pytest.fixture(autouse=True)
-def _navigation_not_pages_folder(monkeypatch):
-    """AppTest re-detects the legacy ``pages/`` folder before every run (Streamlit 1.67), so a rerun after the
-    first would execute the page file alone, without app.py. A real server stops doing that once
-    ``st.navigation`` has run; this makes AppTest behave the same."""
-    init = PagesManager.__init__
-
-    def patched(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", patched)
+def _navigation_not_pages_folder():
+    with navigation_not_pages_folder():
+        yield
 
 
 def start() -> AppTest:

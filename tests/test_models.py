@@ -1,4 +1,4 @@
-"""Loading other models: saved folders (Llama and GPT-2), safe formats, and every bad input a user can give."""
+"""Loading other models: saved folders (Llama and GPT-2), safe formats, and each bad input a user can give."""
 
 import pytest
 import torch

@@ -35,8 +35,12 @@ def test_all_true_masks_give_bit_identical_logits(dense):
 def test_prune_then_reset_is_bit_exact_and_dense_is_never_written(dense):
     dense_before = weight_bytes(dense.model)
     state = PruningState(dense)
-    apply_magnitude(state, MagnitudeSettings(sparsity=0.6, kinds=("attn_q", "attn_qkv", "mlp_up", "mlp_down",
-                                                                  "embedding", "lm_head")))
+    apply_magnitude(
+        state,
+        MagnitudeSettings(
+            sparsity=0.6, kinds=("attn_q", "attn_qkv", "mlp_up", "mlp_down", "embedding", "lm_head")
+        ),
+    )
     assert state.overall_sparsity() > 0.3
     assert_same_bytes(weight_bytes(dense.model), dense_before)
     state.reset()
