@@ -14,6 +14,7 @@ import time
 
 from prune_explorer.evaluate import perplexity
 from prune_explorer.layers import ALL_KINDS, DEFAULT_KINDS, select
+from prune_explorer.methods import METHODS, prune_masks
 from prune_explorer.models import ModelLoadError, load_model
 from prune_explorer.pruning import POLICIES, MagnitudeSettings, apply_magnitude
 from prune_explorer.state import PruningState
@@ -29,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     prune.add_argument("--policy", choices=POLICIES, default="uniform")
     prune.add_argument("--threshold", type=float, default=0.0, help="|w| threshold for --policy threshold")
     prune.add_argument("--kinds", nargs="+", choices=ALL_KINDS, default=list(DEFAULT_KINDS))
+    prune.add_argument("--method", choices=METHODS, default="magnitude")
+    prune.add_argument(
+        "--pattern", default="unstructured", help="unstructured, N:M (e.g. 2:4), neurons, heads"
+    )
+    prune.add_argument("--calib-text", help="calibration text file for wanda/sparsegpt (default: built-in)")
     prune.add_argument("--text", help="evaluation text file (default: the model's built-in held-out text)")
     prune.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     layers = sub.add_parser("layers", help="list a model's prunable layers")
@@ -36,26 +42,38 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
 def _prune(args: argparse.Namespace) -> int:
     dense = load_model(args.model)
     settings = MagnitudeSettings(
         sparsity=args.sparsity, policy=args.policy, threshold=args.threshold, kinds=tuple(args.kinds)
     )
-    text = (
-        open(args.text, encoding="utf-8").read()
-        if args.text
-        else eval_text(dense.info.get("text_set", "stories"))
-    )
+    text = _read(args.text) if args.text else eval_text(dense.info.get("text_set", "stories"))
     ids = dense.tokenizer.encode(text)
     state = PruningState(dense)
     start = time.perf_counter()
-    apply_magnitude(state, settings)
+    if args.method == "magnitude" and args.pattern == "unstructured":
+        apply_magnitude(state, settings)
+    else:
+        calibration = _read(args.calib_text) if args.calib_text else None
+        result = prune_masks(
+            dense, args.method, args.pattern, args.sparsity, kinds=settings.kinds, calibration=calibration
+        )
+        result.apply(state)
+        for message in result.info.get("messages", []):
+            print(f"note: {message}", file=sys.stderr)
     prune_ms = (time.perf_counter() - start) * 1000
     before = perplexity(dense.model, ids)
     after = perplexity(state.model, ids)
     selected = select(dense.layers, settings.kinds)
     result = {
         "model": dense.name,
+        "method": args.method,
+        "pattern": args.pattern,
         "policy": settings.policy,
         "sparsity": round(state.overall_sparsity(selected), 6),
         "tokens": before.tokens,
@@ -68,7 +86,7 @@ def _prune(args: argparse.Namespace) -> int:
     else:
         print(
             f"model {dense.name}: {len(selected)} layers pruned to {result['sparsity']:.1%} "
-            f"({settings.policy})"
+            f"({args.method}, {args.pattern}, {settings.policy} policy)"
         )
         print(f"perplexity over {before.tokens} tokens: dense {before.ppl:.4f}  pruned {after.ppl:.4f}")
     return 0

@@ -1,0 +1,53 @@
+"""The command line: the same load → prune → evaluate loop as the app."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prune_explorer.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_json(capsys, *args: str) -> dict:
+    assert main(["prune", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_prune_reports_dense_and_pruned_perplexity(capsys):
+    out = run_json(capsys, "--sparsity", "0.5")
+    assert out["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert out["dense_ppl"] == pytest.approx(4.4876, abs=1e-3)
+    assert out["pruned_ppl"] > out["dense_ppl"]
+    assert run_json(capsys, "--sparsity", "0")["pruned_ppl"] == out["dense_ppl"]
+
+
+def test_methods_and_patterns_from_the_cli(capsys):
+    wanda = run_json(capsys, "--method", "wanda", "--sparsity", "0.5")
+    magnitude = run_json(capsys, "--method", "magnitude", "--sparsity", "0.5")
+    assert wanda["pruned_ppl"] < magnitude["pruned_ppl"]
+    nm = run_json(capsys, "--method", "magnitude", "--pattern", "2:4")
+    assert nm["sparsity"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_bad_input_exits_2_with_a_message(capsys, tmp_path):
+    assert main(["prune", "--model", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["prune", "--policy", "threshold", "--threshold", "99"]) == 2
+    assert "above the largest" in capsys.readouterr().err
+    assert main(["prune", "--method", "wanda", "--pattern", "4:4"]) == 2
+    assert "N must be smaller than M" in capsys.readouterr().err
+
+
+def test_module_entry_point_lists_layers():
+    out = subprocess.run(
+        [sys.executable, "-m", "prune_explorer", "layers"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "model.layers.0.self_attn.q_proj" in out.stdout and "attn_q" in out.stdout
