@@ -7,7 +7,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import controls, session
+from prune_explorer.methods import CALIBRATED
+from ui import controls, methods, session
 
 st.set_page_config(page_title="Prune Explorer", page_icon="✂️", layout="wide")
 
@@ -37,11 +38,15 @@ with session.exclusive():
     with st.sidebar:
         controls.model_picker(state.dense)
         st.divider()
-        settings = controls.pruning_controls(state.dense)
-        error = session.apply(settings)
+        method, pattern = methods.method_picker()
+        magnitude = controls.pruning_controls(state.dense, method, pattern)
+        batch, calib_error = methods.calibration_controls(state.dense, needed=method in CALIBRATED)
+        settings = methods.prune_settings(magnitude, method, pattern, batch)
+        error = methods.apply(settings, calib_error)
         if error:
             st.error(error)
         controls.pruning_summary(state, session.applied())
+        methods.details(settings)
         st.button(
             "Reset to dense",
             key="sidebar_reset",

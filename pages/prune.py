@@ -12,8 +12,8 @@ small = outputs.is_small(dense)
 
 st.title("Prune")
 st.caption(
-    "Move the sliders in the sidebar: the dense model stays as trained, the pruned one loses its smallest "
-    "weights. Everything below compares the two on the same input."
+    "Choose a method and move the sliders in the sidebar: the dense model stays as trained, the pruned one "
+    "loses the weights the method picks. Everything below compares the two on the same input."
 )
 
 # ----- generation

@@ -16,27 +16,20 @@ import torch
 from prune_explorer.layers import PrunableLayer
 
 
-@dataclass
+@dataclass(frozen=True)
 class LayerRanking:
     """Weights of one layer in pruning order.
 
     Attributes:
         order: int32 (numel,), flat *storage* indices from least to most important.
         sorted_scores: float32 (numel,), the scores in that order (ascending).
+        rank: int32 (numel,), each weight's position in the order (the inverse permutation), so "the first k
+            of the order" is the sequential test ``rank < k``.
     """
 
     order: torch.Tensor
     sorted_scores: torch.Tensor
-    _rank: torch.Tensor | None = field(default=None, repr=False)
-
-    @property
-    def rank(self) -> torch.Tensor:
-        """int32 (numel,): each weight's position in the order (inverse permutation), built on first use."""
-        if self._rank is None:
-            rank = torch.empty(self.numel, dtype=torch.int32)
-            rank[self.order] = torch.arange(self.numel, dtype=torch.int32)
-            self._rank = rank
-        return self._rank
+    rank: torch.Tensor = field(repr=False)
 
     @property
     def numel(self) -> int:
@@ -53,18 +46,24 @@ class LayerRanking:
 
     def mask(self, k: int, storage_shape: torch.Size) -> torch.Tensor:
         """bool mask in storage layout, True = keep, with the first ``k`` weights of the order pruned."""
-        keep = torch.ones(self.numel, dtype=torch.bool)
-        keep[self.order[:k]] = False
-        return keep.view(storage_shape)
+        return (self.rank >= k).view(storage_shape)
 
 
 def rank_scores(scores: torch.Tensor) -> LayerRanking:
     """Rank a score tensor (any shape, storage layout) from least to most important, ties by index."""
-    flat = scores.detach().reshape(-1).to(torch.float32)
-    if flat.numel() >= 2**31:
-        raise ValueError(f"a layer of {flat.numel()} weights is too large to rank with int32 indices")
-    sorted_scores, order = torch.sort(flat, stable=True)
-    return LayerRanking(order=order.to(torch.int32), sorted_scores=sorted_scores)
+    # "+ 0.0" turns -0.0 into +0.0 so that equal scores have equal bits.
+    flat = scores.detach().reshape(-1).to(torch.float32) + 0.0
+    n = flat.numel()
+    if n >= 2**31:
+        raise ValueError(f"a layer of {n} weights is too large to rank with int32 indices")
+    if n and bool(flat.min() >= 0):
+        # Non-negative floats sort like their int32 bit patterns, and torch sorts int32 keys (radix) ~4x faster.
+        order = torch.sort(flat.view(torch.int32), stable=True).indices
+    else:
+        order = torch.sort(flat, stable=True).indices
+    rank = torch.empty(n, dtype=torch.int32)
+    rank.index_copy_(0, order, torch.arange(n, dtype=torch.int32))
+    return LayerRanking(order=order.to(torch.int32), sorted_scores=flat[order], rank=rank)
 
 
 def magnitude_ranking(weight_storage: torch.Tensor) -> LayerRanking:
@@ -111,7 +110,11 @@ class GlobalRanking:
         self.names = [layer.name for layer in layers]
         self._rankings = rankings
         if self.names:
-            self.sorted_scores = torch.sort(torch.cat([rankings[n].sorted_scores for n in self.names])).values
+            merged = torch.cat([rankings[n].sorted_scores for n in self.names])
+            if bool(merged.min() >= 0):  # int32 bit patterns sort like non-negative floats, and faster
+                self.sorted_scores = torch.sort(merged.view(torch.int32)).values.view(torch.float32)
+            else:
+                self.sorted_scores = torch.sort(merged).values
         else:
             self.sorted_scores = torch.empty(0)
 

@@ -14,7 +14,7 @@ Any other mask (Wanda, N:M, structured) is kept as a bool tensor.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -54,8 +54,17 @@ class DenseModel:
             self._rankings[name] = magnitude_ranking(self.storage(name))
         return self._rankings[name]
 
-    def rankings(self, layers: Iterable[PrunableLayer]) -> dict[str, LayerRanking]:
-        return {layer.name: self.ranking(layer.name) for layer in layers}
+    def rankings(
+        self, layers: Iterable[PrunableLayer], progress: Callable[[float], None] | None = None
+    ) -> dict[str, LayerRanking]:
+        """Rankings of ``layers`` (computed where missing), reporting the share done to ``progress``."""
+        layers = list(layers)
+        out = {}
+        for i, layer in enumerate(layers):
+            out[layer.name] = self.ranking(layer.name)
+            if progress:
+                progress((i + 1) / len(layers))
+        return out
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in {id(p): p for p in self.model.parameters()}.values())
@@ -76,8 +85,9 @@ def working_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
-# Above this share of a layer's weights, a slider move rewrites the layer instead of scattering the change.
-DELTA_SHARE = 1 / 16
+# Above this share of a layer's weights, a slider move rewrites the layer instead of scattering the change
+# (measured: a random scatter costs ~2.5x a sequential pass per weight touched).
+DELTA_SHARE = 1 / 4
 _ZERO = torch.zeros(())
 
 
@@ -167,13 +177,15 @@ class PruningState:
             if old is not None and old.k is not None and abs(k - old.k) <= DELTA_SHARE * ranking.numel:
                 # Small move: touch only the weights between the old and the new cut.
                 if k > old.k:
-                    own[ranking.order[old.k : k]] = 0.0
+                    own.index_fill_(0, ranking.order[old.k : k].long(), 0.0)
                 elif k < old.k:
-                    idx = ranking.order[k : old.k]
-                    own[idx] = dense_w[idx]
+                    idx = ranking.order[k : old.k].long()
+                    own.index_copy_(0, idx, dense_w.index_select(0, idx))
             else:
-                # Large move: one sequential pass beats scattering into most cache lines.
-                torch.where(ranking.rank >= k, dense_w, _ZERO, out=own)
+                # Large move: one sequential pass beats scattering into most cache lines. (torch.where is
+                # several times slower than a multiply by the bool mask on CPU; "+ 0.0" turns the -0.0 of
+                # negative pruned weights into the +0.0 the small-move path writes.)
+                torch.mul(dense_w, ranking.rank.view(-1) >= k, out=own).add_(0.0)
             self._pruned[name] = _Pruned(k=k)
 
     def apply_masks(self, masks: dict[str, torch.Tensor]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from prune_explorer.layers import DEFAULT_KINDS, EXTRA_KINDS, PrunableLayer, select
+from prune_explorer.methods import parse_pattern
 from prune_explorer.models import LOADERS
 from prune_explorer.pruning import POLICIES, MagnitudeSettings
 from prune_explorer.state import DenseModel, PruningState
@@ -19,8 +20,22 @@ POLICY_HELP = (
     "Same sparsity: every selected layer loses the same share of its smallest weights. "
     "Global threshold: one |w| cut-off over all selected layers, placed so the total share is the slider's; "
     "layers with many small weights lose more. Typed threshold: every weight with |w| at or below the number "
-    "you type goes, in every selected layer."
+    "you type goes, in every selected layer. (Magnitude, unstructured only: other methods and patterns "
+    "have their own comparison groups.)"
 )
+SPARSITY_HELP = {
+    "unstructured": "Share of the selected weights set to zero.",
+    "neurons": "Share of each block's MLP neurons removed whole.",
+    "heads": "Share of each block's attention heads removed whole.",
+    "n:m": "N:M patterns fix the sparsity at 1 − N/M; the slider does not apply.",
+}
+SPARSITY_CAPTIONS = {
+    "random": "Random: the same share of every selected layer, chosen at random (seeded).",
+    "wanda": "Wanda: the same share of every output row, lowest |W|·‖X‖ first.",
+    "sparsegpt": "SparseGPT: the same share of every layer, the rest of the row updated to compensate.",
+    "neurons": "Whole MLP neurons: the slider is the share of neurons removed in each block.",
+    "heads": "Whole attention heads: the slider is the share of heads removed in each block.",
+}
 
 
 def _on_builtin() -> None:
@@ -70,8 +85,17 @@ def model_picker(dense: DenseModel) -> None:
     )
 
 
-def pruning_controls(dense: DenseModel) -> MagnitudeSettings:
-    """The global pruning controls; returns the settings they describe (not yet validated or applied)."""
+def pruning_controls(
+    dense: DenseModel, method: str = "magnitude", pattern: str = "unstructured"
+) -> MagnitudeSettings:
+    """The global pruning controls; returns the settings they describe (not yet validated or applied).
+
+    Policies and per-layer overrides belong to the magnitude slider path (magnitude + unstructured); for any
+    other method or pattern they are shown disabled. An N:M pattern fixes the sparsity, so the slider is
+    disabled too (the pattern picker moves it to 1 − N/M).
+    """
+    incremental = method == "magnitude" and pattern == "unstructured"
+    fixed = parse_pattern(pattern).fixed_sparsity
     policy = st.radio(
         "Policy",
         POLICIES,
@@ -79,21 +103,28 @@ def pruning_controls(dense: DenseModel) -> MagnitudeSettings:
         key=session.POLICY,
         help=POLICY_HELP,
         on_change=_on_policy,
+        disabled=not incremental,
     )
     percent = st.slider(
         "Global sparsity",
         min_value=0,
         max_value=100,
-        value=0,
         step=1,
         format="%d%%",
         key=session.SPARSITY,
-        disabled=policy == "threshold",
-        help="Share of the selected weights set to zero, smallest |w| first.",
+        disabled=fixed is not None or (incremental and policy == "threshold"),
+        help=SPARSITY_HELP.get(pattern if fixed is None else "n:m", SPARSITY_HELP["unstructured"]),
     )
+    if fixed is not None:
+        n, m = pattern.split(":")
+        st.caption(
+            f"{pattern} keeps {n} of every {m} consecutive weights of a row: sparsity fixed at {fixed:.0%}."
+        )
+    elif not incremental:
+        st.caption(SPARSITY_CAPTIONS.get(pattern if pattern in SPARSITY_CAPTIONS else method, ""))
     threshold_note = st.empty()
     threshold = 0.0
-    if policy == "threshold":
+    if incremental and policy == "threshold":
         threshold = st.number_input(
             "Prune every |w| at or below",
             value=0.0,
@@ -120,16 +151,20 @@ def pruning_controls(dense: DenseModel) -> MagnitudeSettings:
         help="Off by default: these layers are small in number but every token passes through them.",
     )
     chosen = tuple(k for k in present if k in (kinds or ())) + (tuple(extras) if include_extras else ())
-    if policy == "threshold":
+    if incremental and policy == "threshold":
         top = data.largest_magnitude(dense, select(dense.layers, chosen))
         threshold_note.caption(f"Largest |w| in the selected layers: {top:.5f}")
-    overrides = _overrides(select(dense.layers, chosen))
+    overrides = _overrides(select(dense.layers, chosen), disabled=not incremental)
     return MagnitudeSettings(
-        sparsity=percent / 100.0, policy=policy, threshold=float(threshold), kinds=chosen, overrides=overrides
+        sparsity=(percent / 100.0) if fixed is None else fixed,
+        policy=policy,
+        threshold=float(threshold),
+        kinds=chosen,
+        overrides=overrides,
     )
 
 
-def _overrides(candidates: list[PrunableLayer]) -> dict[str, float]:
+def _overrides(candidates: list[PrunableLayer], disabled: bool = False) -> dict[str, float]:
     names = [layer.name for layer in candidates]
     by_name = {layer.name: layer for layer in candidates}
     # Layers that left the selection leave the overrides too (set before the widget exists).
@@ -143,10 +178,20 @@ def _overrides(candidates: list[PrunableLayer]) -> dict[str, float]:
             names,
             format_func=lambda n: data.short_name(by_name[n]),
             key=session.OVERRIDE_LAYERS,
+            disabled=disabled,
         )
         percent = st.slider(
-            "Sparsity of these layers", 0, 100, 50, step=1, format="%d%%", key="sidebar_override_percent"
+            "Sparsity of these layers",
+            0,
+            100,
+            50,
+            step=1,
+            format="%d%%",
+            key="sidebar_override_percent",
+            disabled=disabled,
         )
+        if disabled:
+            st.caption("Overrides apply to magnitude pruning with the unstructured pattern.")
     return {name: percent / 100.0 for name in chosen}
 
 

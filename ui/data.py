@@ -210,3 +210,50 @@ def weight_patch(
     dense_w = layer.weight(state.dense.model)[:rows, :cols]
     pruned_w = state.weight(name)[:rows, :cols]
     return dense_w.detach().float().numpy().copy(), pruned_w.detach().float().numpy().copy()
+
+
+LOSS_LIMIT = 3.0  # nats at which the token colour saturates
+
+
+def _loss_colour(rise: float, limit: float) -> str:
+    strength = min(1.0, abs(rise) / limit) * 0.85
+    rgb = "228, 87, 86" if rise > 0 else "76, 120, 168"
+    return f"rgba({rgb}, {strength:.2f})"
+
+
+def loss_rise_html(
+    pieces: Sequence[str], dense_nll: Sequence[float], pruned_nll: Sequence[float], limit: float = LOSS_LIMIT
+) -> str:
+    """Tokens of a text as HTML spans coloured by how much their loss rose under the pruned model.
+
+    Red: the pruned model finds the token harder (saturating at ``limit`` nats), blue: easier, clear: the
+    same. Hovering shows both losses. ``pieces[i]`` is the token predicted with losses ``dense_nll[i]`` and
+    ``pruned_nll[i]``.
+    """
+    spans = []
+    for piece, d, p in zip(pieces, dense_nll, pruned_nll, strict=True):
+        rise = float(p) - float(d)
+        title = f"{piece!r}: dense {float(d):.2f} → pruned {float(p):.2f} nats ({rise:+.2f})"
+        spans.append(
+            f'<span class="pe-tok" title="{html.escape(title)}" data-rise="{rise:.3f}" style="background: '
+            f'{_loss_colour(rise, limit)}; border-radius: 2px;">{html.escape(piece)}</span>'
+        )
+    return (
+        '<div class="pe-loss" style="white-space: pre-wrap; line-height: 1.8; font-size: 1.0rem; '
+        "padding: 0.6rem 0.8rem; border: 1px solid rgba(128,128,128,0.35); border-radius: 0.5rem; "
+        f'max-height: 22rem; overflow-y: auto;">{"".join(spans)}</div>'
+    )
+
+
+def loss_legend_html(limit: float = LOSS_LIMIT) -> str:
+    """A colour bar for :func:`loss_rise_html`: blue = easier after pruning, red = harder."""
+    return (
+        '<div class="pe-loss-legend" style="display: flex; align-items: center; gap: 0.5rem; '
+        'font-size: 0.85rem; margin: 0.3rem 0;">'
+        f"<span>loss fell ≥ {limit:g} nats</span>"
+        '<span style="flex: 0 0 14rem; height: 0.8rem; border-radius: 3px; border: 1px solid '
+        "rgba(128,128,128,0.4); background: linear-gradient(to right, rgba(76,120,168,0.85), "
+        'rgba(255,255,255,0), rgba(228,87,86,0.85));"></span>'
+        f"<span>rose ≥ {limit:g} nats</span>"
+        "<span style='opacity: 0.7'>(hover a token for its losses)</span></div>"
+    )

@@ -14,6 +14,9 @@ from dataclasses import dataclass, replace
 import torch
 
 from prune_explorer import evaluate, sweep, texts, timing
+from prune_explorer.calibration import CalibrationBatch
+from prune_explorer.layers import select
+from prune_explorer.methods import CALIBRATED, mask_overlap, parse_pattern, prune_masks, reconstruction_errors
 from prune_explorer.pruning import MagnitudeSettings
 from prune_explorer.state import DenseModel, PruningState
 from ui import session
@@ -131,17 +134,198 @@ def _sweep_key(settings: MagnitudeSettings | None) -> tuple:
     return ("sweep", session.settings_key(replace(settings, sparsity=0.0, threshold=0.0)), SWEEP_SPARSITIES)
 
 
+def _method_sweep(dense: DenseModel, settings: MagnitudeSettings | None) -> list[tuple] | None:
+    """Compare-page point keys of the sweep for a method other than magnitude + unstructured, else None.
+
+    N:M has one sparsity, so its sweep is the same method unstructured (the N:M point sits beside it).
+    """
+    if settings is None or getattr(settings, "incremental", True):
+        return None
+    pattern = "unstructured" if parse_pattern(settings.pattern).kind == "n:m" else settings.pattern
+    batch = session.calibration()[0]
+    return [
+        point_key(settings.method, pattern, s, settings.kinds, batch, settings.seed) for s in SWEEP_SPARSITIES
+    ]
+
+
 def cached_sweep(dense: DenseModel, settings: MagnitudeSettings | None) -> list[sweep.SweepPoint] | None:
+    keys = _method_sweep(dense, settings)
+    if keys is not None:
+        points = [cached_point(dense, key) for key in keys]
+        return None if missing_points(dense, keys) else [p for p in points if p is not None]
     return session.peek_shared(dense, _sweep_key(settings))
 
 
 def perplexity_sweep(
     dense: DenseModel, settings: MagnitudeSettings | None, progress: Progress = None
 ) -> list[sweep.SweepPoint]:
-    """Perplexity at 0–90% sparsity with the session's kinds, policy and overrides; shared by all sessions."""
+    """Perplexity at 0–90% sparsity with the session's method, pattern, kinds, policy and overrides; shared by
+    all sessions (a method's points are the Compare page's)."""
+    keys = _method_sweep(dense, settings)
+    if keys is not None:
+        batch = session.calibration()[0]
+        for i, key in enumerate(missing_points(dense, keys)):
+            compute_point(dense, key, batch, lambda f, i=i: progress and progress((i + f) / len(keys)))
+        return [p for p in (cached_point(dense, key) for key in keys) if p is not None]
     ids = eval_ids(dense)
     return session.shared(
         dense,
         _sweep_key(settings),
         lambda: sweep.perplexity_sweep(dense, ids, SWEEP_SPARSITIES, settings, progress=progress),
     )
+
+
+# ----- methods side by side (Compare page): every finished point is stored at once, so a stop keeps it
+
+
+def point_key(
+    method: str,
+    pattern: str,
+    sparsity: float,
+    kinds: tuple[str, ...],
+    batch: CalibrationBatch | None,
+    seed: int = 0,
+) -> tuple:
+    """(method, pattern, sparsity, kinds, calibration key or None, seed); N:M's sparsity is its fixed one."""
+    fixed = parse_pattern(pattern).fixed_sparsity
+    calib = (batch.key if batch is not None else "missing") if method in CALIBRATED else None
+    return (method, pattern, round(fixed if fixed is not None else sparsity, 4), tuple(kinds), calib, seed)
+
+
+def _store(dense: DenseModel, name: str) -> dict:
+    """A process-wide dict on the dense model for small results (floats), never evicted."""
+    return dense.cache.setdefault(("ui", "store", name), {})
+
+
+def cached_point(dense: DenseModel, key: tuple) -> sweep.SweepPoint | None:
+    """A finished point, or None (not computed yet, or it failed: see :func:`point_error`)."""
+    value = _store(dense, "points").get(key)
+    return value if isinstance(value, sweep.SweepPoint) else None
+
+
+def point_error(dense: DenseModel, key: tuple) -> str | None:
+    value = _store(dense, "points").get(key)
+    return value if isinstance(value, str) else None
+
+
+def missing_points(dense: DenseModel, keys: list[tuple]) -> list[tuple]:
+    store = _store(dense, "points")
+    return [key for key in keys if key not in store]
+
+
+def compute_point(
+    dense: DenseModel, key: tuple, batch: CalibrationBatch | None, progress: Progress = None
+) -> sweep.SweepPoint | None:
+    """Prune a scratch state to one point and score the held-out text; stores the point (or the error)."""
+    method, pattern, sparsity, kinds, _, seed = key
+    half = (lambda f: progress(f / 2)) if progress else None
+    try:
+        result = _result(dense, key, batch, half)
+    except ValueError as exc:
+        _store(dense, "points")[key] = str(exc)
+        return None
+    scratch = PruningState(dense)
+    result.apply(scratch)
+    ppl = evaluate.perplexity(
+        scratch.model, eval_ids(dense), progress=(lambda f: progress(0.5 + f / 2)) if progress else None
+    )
+    achieved = scratch.overall_sparsity(select(dense.layers, kinds))
+    point = sweep.SweepPoint(sparsity=sparsity, achieved=achieved, ppl=ppl.ppl)
+    _store(dense, "points")[key] = point
+    return point
+
+
+def _result(dense: DenseModel, key: tuple, batch: CalibrationBatch | None, progress: Progress = None):
+    method, pattern, sparsity, kinds, _, seed = key
+    return prune_masks(
+        dense,
+        method,
+        pattern,
+        sparsity,
+        kinds=kinds,
+        calibration=batch if method in CALIBRATED else None,
+        seed=seed,
+        progress=progress,
+    )
+
+
+@dataclass(frozen=True)
+class LayerViews:
+    """Per-layer numbers of several methods at one pattern and sparsity."""
+
+    errors: dict[str, dict[str, float]]  # method -> layer -> relative ‖WX − W'X‖ / ‖WX‖
+    overlap: dict[str, float] | None  # layer -> Jaccard of the pruned weights of the chosen pair
+    failed: dict[str, str]  # method -> why it could not run
+
+
+def _views_key(kind: str, key: tuple, batch: CalibrationBatch) -> tuple:
+    return (kind, key, batch.key)
+
+
+def cached_layer_views(
+    dense: DenseModel, keys: dict[str, tuple], pair: tuple[str, str], batch: CalibrationBatch
+) -> LayerViews | None:
+    """The per-layer views if every part was computed before (keys: method -> point key), else None."""
+    store = _store(dense, "layers")
+    wanted = [_views_key("errors", k, batch) for k in keys.values()]
+    wanted.append(_views_key("overlap", (keys[pair[0]], keys[pair[1]]), batch))
+    if any(w not in store for w in wanted):
+        return None
+    return layer_views(dense, keys, pair, batch)
+
+
+def layer_views(
+    dense: DenseModel,
+    keys: dict[str, tuple],
+    pair: tuple[str, str],
+    batch: CalibrationBatch,
+    progress: Progress = None,
+) -> LayerViews:
+    """Reconstruction error per layer for each method, and the Jaccard overlap of ``pair``'s masks.
+
+    Errors are measured on the dense model's inputs of each layer over the calibration batch. ``keys`` maps
+    each method (the pair included) to its point key; every finished part is stored at once.
+    """
+    store = _store(dense, "layers")
+    errors, failed, masks = {}, {}, {}
+    overlap_key = _views_key("overlap", (keys[pair[0]], keys[pair[1]]), batch)
+    todo = list(keys)
+    for i, method in enumerate(todo):
+
+        def step(f: float, i: int = i) -> None:
+            if progress:
+                progress((i + f) / len(todo))
+
+        error_key = _views_key("errors", keys[method], batch)
+        need_mask = method in pair and overlap_key not in store
+        if error_key in store and not need_mask:
+            errors[method] = store[error_key]
+            continue
+        try:
+            result = _result(dense, keys[method], batch, lambda f, step=step: step(f / 2))
+        except ValueError as exc:
+            failed[method] = str(exc)
+            continue
+        if error_key not in store:
+            store[error_key] = reconstruction_errors(
+                dense, result, calibration=batch, progress=lambda f, step=step: step(0.5 + f / 2)
+            )
+        errors[method] = store[error_key]
+        if need_mask:
+            masks[method] = result.masks
+    if overlap_key not in store and all(m in masks for m in pair):
+        store[overlap_key] = mask_overlap(masks[pair[0]], masks[pair[1]])
+    return LayerViews(errors=errors, overlap=store.get(overlap_key), failed=failed)
+
+
+def token_losses(state: PruningState, n_tokens: int) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """The first ``n_tokens`` of the evaluation text and each predicted token's NLL (float32 (n-1,), nats)
+    under the dense and the session's pruned model."""
+    dense = state.dense
+    ids = eval_ids(dense)[: min(n_tokens, evaluate.context_length(dense.model))]
+    t = torch.tensor(ids, dtype=torch.long)
+    dense_nll = session.shared(dense, ("token_nll", len(ids)), lambda: evaluate.token_nll(dense.model, t))
+    if session.nothing_pruned():
+        return ids, dense_nll, dense_nll
+    key = (session.pruned_key(), len(ids))
+    return ids, dense_nll, session.memo("token_nll", key, lambda: evaluate.token_nll(state.model, t))

@@ -1,8 +1,10 @@
 """Streamlit glue: one dense model per process (``st.cache_resource``), one pruning state per session.
 
 The dense model is shared by every session and never written. Each session keeps in ``st.session_state``:
-its :class:`PruningState`, the settings last applied to it, the last load error, and a small memo of
-results computed for the current settings (so a rerun that moves nothing recomputes nothing).
+its :class:`PruningState`, the settings last applied to it (magnitude settings, or
+``ui.methods.PruneSettings`` which add method, pattern and calibration), what the last method reported, its
+calibration batch, the last load error, and a small memo of results computed for the current settings (so a
+rerun that moves nothing recomputes nothing).
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from typing import Any
 
 import streamlit as st
 
+from prune_explorer.calibration import CalibrationBatch
+from prune_explorer.layers import select
+from prune_explorer.methods import PruneResult
 from prune_explorer.models import LOADERS, STORIES260K, ModelLoadError, load_model
 from prune_explorer.pruning import MagnitudeSettings, apply_magnitude
 from prune_explorer.state import DenseModel, PruningState
@@ -28,6 +33,11 @@ APPLIED = "pruning_applied"
 LOAD_ERROR = "load_error"
 MEMO = "memo"
 RUN_LOCK = "run_lock"
+APPLIED_INFO = (
+    "pruning_applied_info"  # the PruneResult.info of the method applied last (None: magnitude path)
+)
+CALIBRATION = "calibration_batch"  # (CalibrationBatch or None, error message or None), set by the sidebar
+APPLY_REQUESTED = "apply_requested"  # a page asked the sidebar to apply its settings now (e.g. slow methods)
 
 # Sidebar widget keys reset when the model changes or the user resets to dense.
 SPARSITY = "sidebar_sparsity"
@@ -36,6 +46,8 @@ POLICY = "sidebar_policy"
 KINDS = "sidebar_kinds"
 EXTRAS = "sidebar_extras"
 OVERRIDE_LAYERS = "sidebar_override_layers"
+METHOD = "sidebar_method"
+PATTERN = "sidebar_pattern"
 MODEL = "sidebar_model"
 SOURCE = "sidebar_source"
 SHARED_LIMIT = 32
@@ -47,6 +59,8 @@ MODEL_DEPENDENT_KEYS = (
     "layers_layer_chosen",
     "learn_layer",
     "learn_layer_chosen",
+    "sidebar_calib_seq_len",
+    "compare_point",
 )
 
 
@@ -62,7 +76,13 @@ def load_dense(source: str) -> DenseModel:
         bar.progress(min(1.0, max(0.0, fraction)), text=f"Loading {source}: {stage}")
 
     try:
-        return load_model(source, progress=progress)
+        dense = load_model(source, progress=progress)
+        # Sort every default layer's |w| now, once for all sessions, so no slider move waits for it.
+        dense.rankings(
+            select(dense.layers),
+            progress=lambda f: bar.progress(f, text=f"Ranking the weights of {source} by |w| (once)"),
+        )
+        return dense
     finally:
         bar.empty()
 
@@ -90,6 +110,7 @@ def _start(dense: DenseModel, source: str) -> None:
     st.session_state[ACTIVE] = source
     st.session_state[STATE] = PruningState(dense)
     st.session_state[APPLIED] = None
+    st.session_state[APPLIED_INFO] = None
     st.session_state[MEMO] = {}
 
 
@@ -110,8 +131,17 @@ def dense() -> DenseModel:
 
 
 def applied() -> MagnitudeSettings | None:
-    """The settings the session's state was last brought to (None: dense, nothing applied yet)."""
+    """The settings the session's state was last brought to (None: dense, nothing applied yet).
+
+    From the sidebar this is a ``ui.methods.PruneSettings``: magnitude settings plus method, pattern and
+    calibration.
+    """
     return st.session_state.get(APPLIED)
+
+
+def applied_info() -> dict | None:
+    """What the method applied last reported (``PruneResult.info``), or None for the magnitude slider path."""
+    return st.session_state.get(APPLIED_INFO)
 
 
 def active_source() -> str:
@@ -156,7 +186,9 @@ def _switch_model(source: str) -> bool:
         st.session_state[LOAD_ERROR] = None
         if new is not previous:
             _start(new, source)
-            _reset_widgets((SPARSITY, THRESHOLD, KINDS, EXTRAS, OVERRIDE_LAYERS, *MODEL_DEPENDENT_KEYS))
+            _reset_widgets(
+                (SPARSITY, THRESHOLD, KINDS, EXTRAS, OVERRIDE_LAYERS, METHOD, PATTERN, *MODEL_DEPENDENT_KEYS)
+            )
         st.session_state[MODEL] = source if source in LOADERS else None
         return new is not previous
     st.session_state[MODEL] = previous_source if previous_source in LOADERS else None
@@ -176,17 +208,35 @@ def apply(settings: MagnitudeSettings) -> str | None:
     except ValueError as exc:
         return f"{_sentence(exc)}. The previous pruning is kept."
     st.session_state[APPLIED] = settings
+    st.session_state[APPLIED_INFO] = None
     return None
 
 
+def apply_result(settings: MagnitudeSettings, result: PruneResult) -> None:
+    """Bring the session's state to a method's result: layers it does not name go back to dense first."""
+    current = state()
+    current.reset([layer.name for layer in current.dense.layers if layer.name not in result.masks])
+    result.apply(current)
+    st.session_state[APPLIED] = settings
+    st.session_state[APPLIED_INFO] = result.info
+
+
+def error_message(exc: BaseException) -> str:
+    """A library error as the sidebar shows it, saying that nothing changed."""
+    return f"{_sentence(exc)}. The previous pruning is kept."
+
+
 def reset_to_dense() -> None:
-    """Button callback: exact dense weights back, sliders to zero, overrides cleared."""
+    """Button callback: exact dense weights back, sliders to zero, magnitude method, overrides cleared."""
     with exclusive():
         state().reset()
     st.session_state[APPLIED] = None
+    st.session_state[APPLIED_INFO] = None
     st.session_state[SPARSITY] = 0
     st.session_state[THRESHOLD] = 0.0
     st.session_state[OVERRIDE_LAYERS] = []
+    st.session_state[METHOD] = "magnitude"
+    st.session_state[PATTERN] = "unstructured"
 
 
 def settings_key(settings: MagnitudeSettings | None) -> tuple:
@@ -199,7 +249,13 @@ def settings_key(settings: MagnitudeSettings | None) -> tuple:
         settings.threshold if settings.policy == "threshold" else 0.0,
         settings.kinds,
         tuple(sorted(settings.overrides.items())),
+        *getattr(settings, "method_key", ()),
     )
+
+
+def calibration() -> tuple[CalibrationBatch | None, str | None]:
+    """The calibration batch the sidebar built this run, or (None, why not)."""
+    return st.session_state.get(CALIBRATION, (None, "no calibration text chosen yet"))
 
 
 def nothing_pruned() -> bool:

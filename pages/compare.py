@@ -1,0 +1,186 @@
+"""Compare: methods and patterns side by side on the loaded model — perplexity curves, per-layer
+reconstruction error and mask overlap, the tokens that suffer; any point can be applied to the live model."""
+
+import streamlit as st
+
+from prune_explorer.layers import DEFAULT_KINDS
+from prune_explorer.methods import CALIBRATED, METHODS, PATTERNS, parse_pattern
+from ui import charts, data, methods, outputs, session
+
+GRID = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+
+state = session.state()
+dense = state.dense
+applied = session.applied()
+small = outputs.is_small(dense)
+batch, calib_error = session.calibration()
+kinds = applied.kinds if applied is not None else tuple(data.present_kinds(dense, DEFAULT_KINDS))
+
+st.title("Compare methods")
+st.caption(
+    f"Every point prunes a scratch copy of **{dense.name}** (your model is untouched until you apply one) "
+    "and scores the held-out evaluation text, which never overlaps the calibration text. Layer kinds and "
+    "calibration come from the sidebar."
+)
+
+# ----- perplexity against sparsity
+left, mid, right = st.columns([2, 2, 3])
+chosen = left.multiselect(
+    "Methods", METHODS, default=["magnitude", "wanda"], format_func=methods.SHORT_LABELS.get,
+    key="compare_methods", persist_state="session",
+)  # fmt: skip
+patterns = mid.multiselect(
+    "Patterns", PATTERNS, default=["unstructured"], format_func=methods.PATTERN_LABELS.get,
+    key="compare_patterns", persist_state="session",
+)  # fmt: skip
+percents = right.pills(
+    "Sparsities (%)", GRID, selection_mode="multi", default=[20, 40, 50, 60, 70, 80], key="compare_grid",
+    persist_state="session", help="N:M patterns have one fixed sparsity, so one point per method.",
+)  # fmt: skip
+skipped = [m for m in chosen if m in CALIBRATED and batch is None]
+if skipped:
+    st.warning(f"{calib_error} — {', '.join(skipped)} left out until the sidebar's calibration text works.")
+combos = [
+    (m, p)
+    for m in chosen
+    for p in patterns
+    if m not in skipped and not (m == "sparsegpt" and parse_pattern(p).structured)
+]
+if any(m == "sparsegpt" for m in chosen) and any(parse_pattern(p).structured for p in patterns):
+    st.caption(
+        "SparseGPT prunes unstructured and N:M patterns only; its neuron and head curves are left out."
+    )
+keys = list(
+    dict.fromkeys(outputs.point_key(m, p, s / 100, kinds, batch) for m, p in combos for s in sorted(percents))
+)
+if not keys:
+    st.info("Pick at least one method, one pattern and one sparsity.")
+    st.stop()
+
+missing = outputs.missing_points(dense, keys)
+stopped = st.session_state.get("compare_stopped") == keys
+if missing:
+    go = (small and not stopped) or st.button(
+        f"Compute {len(missing)} missing point{'s' * (len(missing) > 1)}",
+        key="compare_compute", type="primary", icon=":material/play_arrow:",
+    )  # fmt: skip
+    if go:
+        st.session_state.pop("compare_stopped", None)
+        stop = st.empty()
+        stop.button("Stop", key="compare_stop", icon=":material/stop:", on_click=methods.stop, args=(keys,))
+        bar = st.progress(0.0, text="Pruning and scoring…")
+        for i, key in enumerate(missing):
+            text = f"{methods.point_label(key)} ({i + 1} of {len(missing)})"
+            outputs.compute_point(
+                dense, key, batch, lambda f, i=i, text=text: bar.progress((i + f) / len(missing), text=text)
+            )
+        bar.empty()
+        stop.empty()
+    elif stopped:
+        st.caption("Stopped: the points already finished are kept. Press the button to compute the rest.")
+    else:
+        st.caption("Each point prunes and scores the whole model; finished points are kept if you stop.")
+
+done = [key for key in keys if outputs.cached_point(dense, key) is not None]
+for key in keys:
+    if outputs.point_error(dense, key):
+        st.caption(f"{methods.point_label(key)}: {outputs.point_error(dense, key)}")
+table = methods.points_table(dense, done)
+chart_slot = st.container()
+if done:
+    pick, button = st.columns([3, 1], vertical_alignment="bottom")
+    point = pick.selectbox(
+        "Point to apply to your model", done, format_func=methods.point_label, key="compare_point"
+    )
+    button.button(
+        "Apply this point", key="compare_apply", type="primary", icon=":material/check:",
+        on_click=methods.apply_point, args=("compare_point",),
+    )  # fmt: skip
+    chosen_point = outputs.cached_point(dense, point)
+    dense_ppl = outputs.dense_perplexity(dense) if small else outputs.cached_dense_perplexity(dense)
+    ppl = outputs.pruned_perplexity(state) if small else outputs.cached_pruned_perplexity(state)
+    current = (state.overall_sparsity(data.selected(dense, applied)), ppl.ppl) if ppl else None
+    chart_slot.plotly_chart(
+        charts.method_curves(
+            table,
+            dense_ppl.ppl if dense_ppl else None,
+            highlight=(chosen_point.achieved, chosen_point.ppl),
+            current=current,
+        ),
+        key="compare_curves",
+    )
+    chart_slot.caption(
+        "Lower is better. The x axis is the share of zeros in the sidebar's layer kinds (neuron and head "
+        "patterns prune only their own layers). The star is your model now."
+    )
+
+# ----- per layer
+st.subheader("Per layer: reconstruction error and mask overlap")
+view_methods = [m for m in chosen if m not in skipped]
+a, b, c, d = st.columns(4)
+view_pattern = a.selectbox(
+    "Pattern",
+    patterns or ["unstructured"],
+    format_func=methods.PATTERN_LABELS.get,
+    key="compare_view_pattern",
+)
+fixed = parse_pattern(view_pattern).fixed_sparsity
+view_percent = b.select_slider(
+    "Sparsity",
+    GRID,
+    value=50,
+    format_func=lambda p: f"{p}%",
+    key="compare_view_sparsity",
+    disabled=fixed is not None,
+)
+view_sparsity = fixed if fixed is not None else view_percent / 100
+if parse_pattern(view_pattern).structured:
+    view_methods = [m for m in view_methods if m != "sparsegpt"]
+first = c.selectbox("Overlap of", view_methods, format_func=methods.SHORT_LABELS.get, key="compare_pair_a")
+second = d.selectbox(
+    "and",
+    [m for m in view_methods if m != first],
+    format_func=methods.SHORT_LABELS.get,
+    key="compare_pair_b",
+)
+if batch is None:
+    st.warning(f"{calib_error} — reconstruction errors need the sidebar's calibration text.")
+elif not view_methods:
+    st.info("Pick at least one method above.")
+else:
+    view_keys = {
+        m: outputs.point_key(m, view_pattern, view_percent / 100, kinds, batch) for m in view_methods
+    }
+    pair = (first, second) if second else (first, first)
+    views = outputs.cached_layer_views(dense, view_keys, pair, batch)
+    if views is None and (small or st.button("Compute per-layer views", key="compare_layers_go")):
+        bar = st.progress(0.0, text="Pruning and measuring each layer…")
+        views = outputs.layer_views(dense, view_keys, pair, batch, lambda f: bar.progress(f))
+        bar.empty()
+    if views is not None:
+        methods.show_layer_views(dense, views, pair if second else None, view_sparsity)
+    else:
+        st.caption("Press the button: each method prunes the model once, then every layer is measured.")
+
+# ----- tokens
+st.subheader("Which tokens suffer")
+if session.nothing_pruned():
+    st.info(
+        "Your model is dense now. Apply a pruning (sidebar, or a point above) to see which tokens suffer."
+    )
+    st.stop()
+n_tokens = st.select_slider("Tokens shown", [64, 128, 256, 512], value=256, key="compare_tokens")
+ids, dense_nll, pruned_nll = outputs.token_losses(state, n_tokens)
+rise = pruned_nll - dense_nll
+x, y, z = st.columns(3)
+x.metric("Mean loss, dense", f"{float(dense_nll.mean()):.3f} nats")
+y.metric(
+    "Mean loss, pruned",
+    f"{float(pruned_nll.mean()):.3f} nats",
+    delta=f"{float(rise.mean()):+.3f}",
+    delta_color="inverse",
+)
+z.metric("Tokens 1+ nat harder", f"{float((rise > 1).float().mean()):.0%}")
+st.html(data.loss_legend_html())
+st.html(data.loss_rise_html(dense.tokenizer.token_pieces(ids[1:]), dense_nll.tolist(), pruned_nll.tolist()))
+st.caption(f"Your model now: {methods.describe(applied)}. Each token is coloured by pruned − dense loss.")

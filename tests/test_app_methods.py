@@ -1,0 +1,209 @@
+"""The sidebar's method and pattern pickers and the Compare page, through AppTest on stories260K."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+from test_app import captions, generation, metric, set_sparsity, start
+
+from ui.testing import navigation_not_pages_folder
+
+PRUNED = "Pruned (selected layers)"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _navigation_not_pages_folder():
+    with navigation_not_pages_folder():
+        yield
+
+
+def choose(at: AppTest, method: str | None = None, pattern: str | None = None) -> AppTest:
+    if method is not None:
+        at.selectbox(key="sidebar_method").set_value(method)
+    if pattern is not None:
+        at.selectbox(key="sidebar_pattern").set_value(pattern)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def pruned_counts(at: AppTest) -> dict[str, int]:
+    state = at.session_state["pruning_state"]
+    return {layer.name: state.pruned_count(layer.name) for layer in state.dense.layers}
+
+
+def errors(at: AppTest) -> str:
+    return " ".join(e.value for e in at.error)
+
+
+@pytest.mark.parametrize(
+    ("method", "pattern"), [("wanda", None), ("sparsegpt", None), ("magnitude", "2:4"), ("wanda", "heads")]
+)
+def test_a_method_or_pattern_applies(method, pattern):
+    at = start()
+    set_sparsity(at, 30)
+    before_text, before_share = generation(at, "pruned"), metric(at, PRUNED)
+    state = at.session_state["pruning_state"]
+    before_weights = {n: state.weight(n).clone() for n in pruned_counts(at)}
+
+    at.slider(key="sidebar_sparsity").set_value(60)
+    choose(at, method, pattern)
+    assert not at.error, errors(at)
+    applied = at.session_state["pruning_applied"]
+    assert (applied.method, applied.pattern) == (method, pattern or "unstructured")
+    assert metric(at, PRUNED) != before_share
+    assert generation(at, "pruned") != before_text
+    assert any(not torch.equal(state.weight(n), w) for n, w in before_weights.items())
+    assert f"Applied: {'SparseGPT' if method == 'sparsegpt' else ''}" in captions(at)
+    assert any("\\begin{gathered}" in latex.value for latex in at.latex)  # the method's formula
+
+    at.button(key="sidebar_reset").click().run()  # back to dense and to the magnitude slider path
+    assert not at.exception, at.exception
+    assert at.selectbox(key="sidebar_method").value == "magnitude"
+    assert at.selectbox(key="sidebar_pattern").value == "unstructured"
+    assert metric(at, PRUNED) == "0.0%"
+    assert generation(at, "dense") == generation(at, "pruned")
+
+
+def test_n_m_disables_the_slider_and_shows_its_sparsity():
+    at = start()
+    set_sparsity(at, 20)
+    choose(at, "wanda", "2:4")
+    slider = at.slider(key="sidebar_sparsity")
+    assert slider.disabled and slider.value == 50
+    assert "sparsity fixed at 50%" in captions(at)
+    assert metric(at, PRUNED) == "50.0%"
+    state = at.session_state["pruning_state"]
+    mask = state.mask("model.layers.0.mlp.up_proj")
+    assert torch.equal(
+        mask.view(mask.shape[0], -1, 4).sum(-1), torch.full((mask.shape[0], mask.shape[1] // 4), 2)
+    )
+
+    choose(at, pattern="unstructured")
+    assert not at.slider(key="sidebar_sparsity").disabled
+
+
+def test_too_short_calibration_text_keeps_the_previous_state():
+    at = start()
+    at.slider(key="sidebar_sparsity").set_value(50)
+    choose(at, "wanda")
+    before, applied = pruned_counts(at), at.session_state["pruning_applied"]
+    text = generation(at, "pruned")
+    state, layer = at.session_state["pruning_state"], "model.layers.1.mlp.down_proj"
+    mask = state.mask(layer).clone()
+
+    at.button_group(key="sidebar_calib_source").set_value("paste").run()
+    at.text_area(key="sidebar_calib_text").input("Once upon a time there was a cat.").run()
+    assert not at.exception, at.exception
+    assert "tokens but one sequence" in errors(at) and "previous pruning is kept" in errors(at)
+    assert pruned_counts(at) == before
+    assert at.session_state["pruning_applied"] == applied
+    assert generation(at, "pruned") == text
+
+    at.number_input(key="sidebar_calib_seq_len").set_value(8).run()  # short sequences fit: Wanda reruns
+    assert not at.error, errors(at)
+    assert at.session_state["pruning_applied"].calibration.source == "pasted text"
+    assert not torch.equal(state.mask(layer), mask)  # other activations, other weights kept per row
+
+
+@pytest.fixture
+def fresh_points(stories):
+    """Compare-page points live on the shared dense model: start each Compare test without them."""
+    at = start()
+    dense = at.session_state["pruning_state"].dense
+    for key in [k for k in dense.cache if k[:2] == ("ui", "store")]:
+        del dense.cache[key]
+    return at
+
+
+def point_key(at: AppTest, method: str, pattern: str, sparsity: float) -> tuple:
+    """The key the Compare page gives a point, with the sidebar's layer kinds and calibration."""
+    from ui import outputs
+
+    kinds = tuple(at.pills(key="sidebar_kinds").value)
+    return outputs.point_key(method, pattern, sparsity, kinds, at.session_state["calibration_batch"][0])
+
+
+def test_compare_page_curves_layers_tokens_and_apply(fresh_points):
+    at = fresh_points
+    at.switch_page("pages/compare.py").run()
+    at.multiselect(key="compare_methods").set_value(["magnitude", "wanda"])
+    at.multiselect(key="compare_patterns").set_value(["unstructured"])
+    at.button_group(key="compare_grid").set_value([30, 60])
+    at.run()
+    assert not at.exception, at.exception
+    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    assert len(specs) == 3  # curves, reconstruction error, Jaccard
+    assert "Magnitude · Unstructured" in specs[0] and "Wanda · Unstructured" in specs[0]
+    assert "‖WX − W′X‖" in specs[1] and "Jaccard" in specs[2]
+    assert "Magnitude vs Wanda" in specs[2]
+    assert [i.value for i in at.info if "dense now" in i.value]  # nothing to colour yet
+    options = at.selectbox(key="compare_point").options
+    assert len(options) == 4
+
+    assert "Wanda · unstructured · 60%" in options
+    at.selectbox(key="compare_point").set_value(point_key(at, "wanda", "unstructured", 0.6))
+    at.button(key="compare_apply").click().run()
+    assert not at.exception, at.exception
+    applied = at.session_state["pruning_applied"]
+    assert (applied.method, applied.sparsity) == ("wanda", 0.6), applied
+    assert at.selectbox(key="sidebar_method").value == "wanda"
+    assert at.slider(key="sidebar_sparsity").value == 60
+    assert metric(at, PRUNED) == "60.0%"
+    assert [h for h in at.html if "pe-loss" in h.value and "pe-tok" in h.value]
+    assert float(metric(at, "Mean loss, pruned").split()[0]) > float(
+        metric(at, "Mean loss, dense").split()[0]
+    )
+
+    at.switch_page("pages/prune.py").run()
+    assert not at.exception, at.exception
+    assert metric(at, PRUNED) == "60.0%"
+    assert generation(at, "dense") != generation(at, "pruned")
+
+
+def test_big_models_compute_on_request_and_keep_finished_points(fresh_points, monkeypatch):
+    from ui import outputs
+
+    at = fresh_points
+    monkeypatch.setattr(sys.modules["ui.outputs"], "SMALL_MODEL", 0)  # stories260K as a big model
+    dense = at.session_state["pruning_state"].dense
+    at.switch_page("pages/compare.py").run()
+    at.multiselect(key="compare_methods").set_value(["magnitude", "random"])
+    at.multiselect(key="compare_patterns").set_value(["unstructured", "2:4"])
+    at.button_group(key="compare_grid").set_value([40, 70])
+    at.run()
+    assert not at.exception, at.exception
+    assert at.button(key="compare_compute").label == "Compute 6 missing points"  # 2:4 is one point each
+    assert not at.get("plotly_chart")
+
+    # A stopped run leaves what it finished: one point done, the chart shows it, the button offers the rest.
+    outputs.compute_point(dense, point_key(at, "random", "unstructured", 0.4), None)
+    at.run()
+    assert at.button(key="compare_compute").label == "Compute 5 missing points"
+    assert "Random · Unstructured" in at.get("plotly_chart")[0].proto.spec
+
+    at.button(key="compare_compute").click().run()
+    assert not at.exception, at.exception
+    assert not [b for b in at.button if b.key == "compare_compute"]
+    assert len(at.selectbox(key="compare_point").options) == 6
+
+    # SparseGPT waits for its Apply button on a big model.
+    before = pruned_counts(at)
+    at.slider(key="sidebar_sparsity").set_value(50)
+    choose(at, "sparsegpt")
+    assert pruned_counts(at) == before
+    at.button(key="sidebar_apply").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["pruning_applied"].method == "sparsegpt"
+    assert metric(at, PRUNED) == "50.0%"

@@ -1,0 +1,398 @@
+"""Pruning methods in the sidebar: method and pattern pickers, calibration settings, and applying a choice.
+
+Magnitude + unstructured keeps the incremental slider path (``pruning.apply_magnitude``, via
+:func:`ui.session.apply`). Every other choice goes through ``methods.prune_masks`` and ``PruneResult.apply``
+with a progress bar; Wanda's activation statistics are cached on the dense model per calibration batch, so a
+slider move only re-ranks. SparseGPT on a big model runs only when the user presses Apply.
+
+What was applied is a :class:`PruneSettings` (magnitude settings + method, pattern, calibration), kept by
+``ui.session`` so cached pruned outputs are keyed by all of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, replace
+
+import pandas as pd
+import streamlit as st
+
+from prune_explorer import texts
+from prune_explorer.calibration import DEFAULT_SEQ_LEN, CalibrationBatch, calibration_batch
+from prune_explorer.evaluate import context_length
+from prune_explorer.layers import PrunableLayer
+from prune_explorer.methods import (
+    CALIBRATED,
+    FORMULAS,
+    METHODS,
+    PATTERNS,
+    VARIANTS,
+    parse_pattern,
+    prune_masks,
+)
+from prune_explorer.pruning import MagnitudeSettings
+from prune_explorer.state import DenseModel
+from ui import charts, outputs, session
+
+SHORT_LABELS = {"magnitude": "Magnitude", "random": "Random", "wanda": "Wanda", "sparsegpt": "SparseGPT"}
+METHOD_LABELS = {
+    "magnitude": "Magnitude |w|",
+    "random": "Random (baseline)",
+    "wanda": "Wanda |w|·‖x‖",
+    "sparsegpt": "SparseGPT (OBS update)",
+}
+PATTERN_LABELS = {
+    "unstructured": "Unstructured",
+    "2:4": "2:4 (keep 2 of every 4)",
+    "4:8": "4:8 (keep 4 of every 8)",
+    "neurons": "Whole MLP neurons",
+    "heads": "Whole attention heads",
+}
+SOURCES = {"builtin": "Built-in text", "paste": "Paste", "upload": "Upload .txt"}
+CALIB_SOURCE = "sidebar_calib_source"
+CALIB_TEXT = "sidebar_calib_text"
+CALIB_FILE = "sidebar_calib_file"
+CALIB_SEQUENCES = "sidebar_calib_sequences"
+CALIB_SEQ_LEN = "sidebar_calib_seq_len"
+DEFAULT_SEQUENCES = 32
+
+
+@dataclass(frozen=True)
+class CalibrationSpec:
+    """Which calibration batch a pruning used: a label for people and the batch's content key."""
+
+    source: str
+    key: tuple
+    n_sequences: int
+    seq_len: int
+
+    @classmethod
+    def of(cls, batch: CalibrationBatch) -> CalibrationSpec:
+        return cls(batch.source, batch.key, batch.n_sequences, batch.seq_len)
+
+
+@dataclass(frozen=True)
+class PruneSettings(MagnitudeSettings):
+    """Magnitude settings plus the method, the pattern and (for calibrated methods) the calibration batch.
+
+    For anything but magnitude + unstructured, ``policy`` is "uniform" and ``overrides`` empty (they belong to
+    the slider path); for N:M ``sparsity`` is the fixed 1 − N/M.
+    """
+
+    method: str = "magnitude"
+    pattern: str = "unstructured"
+    calibration: CalibrationSpec | None = None
+    seed: int = 0
+
+    @property
+    def incremental(self) -> bool:
+        """Magnitude + unstructured: the fast slider path with policies and overrides."""
+        return self.method == "magnitude" and self.pattern == "unstructured"
+
+    @property
+    def method_key(self) -> tuple:
+        return (self.method, self.pattern, self.calibration.key if self.calibration else None, self.seed)
+
+
+def prune_settings(
+    settings: MagnitudeSettings, method: str, pattern: str, batch: CalibrationBatch | None
+) -> PruneSettings:
+    """Combine the sidebar's magnitude settings with the method choice (ignored fields normalised away)."""
+    calib = CalibrationSpec.of(batch) if method in CALIBRATED and batch is not None else None
+    out = PruneSettings(**vars(settings), method=method, pattern=pattern, calibration=calib)
+    if not out.incremental:
+        out = replace(out, policy="uniform", threshold=0.0, overrides={})
+    return out
+
+
+def describe(settings: MagnitudeSettings | None) -> str:
+    """One line for people: "Wanda · 2:4 · 50% · calibration 6 × 128 tokens (built-in …)"."""
+    if settings is None:
+        return "nothing (dense)"
+    method = getattr(settings, "method", "magnitude")
+    pattern = getattr(settings, "pattern", "unstructured")
+    parts = [METHOD_LABELS.get(method, method), PATTERN_LABELS.get(pattern, pattern)]
+    if getattr(settings, "incremental", True):
+        parts[1] = f"{settings.policy} policy"
+    if not (getattr(settings, "incremental", True) and settings.policy == "threshold"):
+        parts.append(f"{settings.sparsity:.0%}")
+    calib = getattr(settings, "calibration", None)
+    if calib is not None:
+        parts.append(f"calibration {calib.n_sequences} × {calib.seq_len} tokens ({calib.source})")
+    return " · ".join(parts)
+
+
+# ----- widgets
+
+
+def _on_pattern() -> None:
+    """N:M fixes the sparsity: move the (then disabled) slider there so it shows what is pruned."""
+    fixed = parse_pattern(st.session_state.get(session.PATTERN, "unstructured")).fixed_sparsity
+    if fixed is not None:
+        st.session_state[session.SPARSITY] = round(100 * fixed)
+
+
+def method_picker() -> tuple[str, str]:
+    """Method and pattern selectboxes; returns (method, pattern)."""
+    method = st.selectbox(
+        "Method",
+        METHODS,
+        format_func=METHOD_LABELS.get,
+        key=session.METHOD,
+        help="Magnitude keeps the live slider path. Random is the baseline; Wanda and SparseGPT read "
+        "activations on calibration text (see Calibration below).",
+    )
+    pattern = st.selectbox(
+        "Pattern",
+        PATTERNS,
+        format_func=PATTERN_LABELS.get,
+        key=session.PATTERN,
+        on_change=_on_pattern,
+        help="Unstructured: any weight may go. N:M: N kept in every M consecutive inputs of a row (hardware "
+        "sparse kernels). Neurons/heads: whole rows and columns go, so matrices could shrink.",
+    )
+    return method, pattern
+
+
+def calibration_controls(dense: DenseModel, needed: bool) -> tuple[CalibrationBatch | None, str | None]:
+    """Calibration text source, number of sequences and their length, in an expander.
+
+    Returns (batch, None), or (None, the user-facing reason) when the text cannot make a batch. The batch is
+    also kept for the pages (:func:`ui.session.calibration`).
+    """
+    text_set = dense.info.get("text_set", "stories")
+    context = context_length(dense.model)
+    label = "Calibration text" + ("" if needed else " (Wanda, SparseGPT, Compare)")
+    with st.expander(label, expanded=needed and st.session_state.get(CALIB_SOURCE, "builtin") != "builtin"):
+        source = st.segmented_control(
+            "Source",
+            list(SOURCES),
+            format_func=SOURCES.get,
+            default="builtin",
+            key=CALIB_SOURCE,
+            required=True,
+        )
+        upload, text, name = None, "", "pasted text"
+        if source == "paste":
+            text = st.text_area("Calibration text", key=CALIB_TEXT, height=120, persist_state="session") or ""
+        elif source == "upload":
+            upload = st.file_uploader("A .txt file", type=["txt"], key=CALIB_FILE)
+            name = f"uploaded {upload.name}" if upload is not None else "uploaded file"
+        else:
+            text, name = texts.calibration_text(text_set), f"built-in {text_set} text"
+        left, right = st.columns(2)
+        n_sequences = left.number_input(
+            "Sequences (at most)", 1, 128, DEFAULT_SEQUENCES, key=CALIB_SEQUENCES, persist_state="session",
+            help="As many as the text holds, up to this number. The papers use 128 × 2048 tokens of C4.",
+        )  # fmt: skip
+        seq_len = right.number_input(
+            "Tokens each",
+            8,
+            context,
+            min(DEFAULT_SEQ_LEN, context),
+            key=CALIB_SEQ_LEN,
+            persist_state="session",
+        )
+        try:
+            if upload is not None:
+                text = _read_upload(upload.getvalue())
+            batch = _batch(dense, text, name, int(seq_len), int(n_sequences))
+        except ValueError as exc:
+            result: tuple[CalibrationBatch | None, str | None] = (None, f"Calibration: {exc}")
+            if not needed:  # a method that needs it reports the error where the sidebar shows errors
+                st.warning(result[1])
+        else:
+            result = (batch, None)
+            st.caption(
+                f"Using {batch.n_sequences} × {batch.seq_len} = {batch.n_tokens:,} tokens of the "
+                f"{batch.text_tokens:,} in the {name}."
+                + (" The built-in text never overlaps the evaluation text." if source == "builtin" else "")
+            )
+    st.session_state[session.CALIBRATION] = result
+    return result
+
+
+def _read_upload(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError("the uploaded file is not UTF-8 text") from exc
+
+
+def _batch(dense: DenseModel, text: str, source: str, seq_len: int, n_sequences: int) -> CalibrationBatch:
+    digest = hashlib.sha1(text.encode()).hexdigest()
+    return session.memo(
+        "calibration",
+        (id(dense), digest, source, seq_len, n_sequences),
+        lambda: calibration_batch(dense.tokenizer, text, seq_len, n_sequences, source=source),
+    )
+
+
+# ----- applying
+
+
+def request_apply(method: str, pattern: str, percent: int) -> None:
+    """Callback for pages: set the sidebar to a method, pattern and sparsity and apply it on this rerun."""
+    st.session_state[session.METHOD] = method
+    st.session_state[session.PATTERN] = pattern
+    st.session_state[session.SPARSITY] = int(percent)
+    if method == "magnitude" and pattern == "unstructured":
+        st.session_state[session.POLICY] = "uniform"
+        st.session_state[session.OVERRIDE_LAYERS] = []
+    st.session_state[session.APPLY_REQUESTED] = True
+
+
+def apply(settings: PruneSettings, calib_error: str | None) -> str | None:
+    """Bring the session's state to ``settings``; on any error keep the previous state and return why.
+
+    Draws a progress bar while a method runs, and an Apply button instead of running SparseGPT on a big model.
+    """
+    requested = st.session_state.pop(session.APPLY_REQUESTED, False)
+    if settings == session.applied():
+        return None
+    if settings.incremental:
+        return session.apply(settings)
+    if settings.method in CALIBRATED and settings.calibration is None:
+        return f"{calib_error or 'No calibration text'}. The previous pruning is kept."
+    if settings.sparsity == 0.0:  # no method prunes anything at 0% (N:M's sparsity is never 0)
+        session.state().reset()
+        st.session_state[session.APPLIED] = settings
+        st.session_state[session.APPLIED_INFO] = None
+        return None
+    dense = session.dense()
+    if settings.method == "sparsegpt" and not outputs.is_small(dense) and not requested:
+        st.caption("SparseGPT takes a minute or two on this model; the pruning shown is still the last one.")
+        if not st.button(
+            "Apply SparseGPT", key="sidebar_apply", type="primary", icon=":material/play_arrow:"
+        ):
+            return None
+    label = METHOD_LABELS[settings.method]
+    bar = st.progress(0.0, text=f"{label}: pruning…")
+    batch, _ = session.calibration()
+    try:
+        result = prune_masks(
+            dense,
+            settings.method,
+            settings.pattern,
+            settings.sparsity,
+            kinds=settings.kinds,
+            calibration=batch if settings.method in CALIBRATED else None,
+            seed=settings.seed,
+            progress=lambda f: bar.progress(min(1.0, f), text=f"{label}: pruning… {f:.0%}"),
+        )
+    except (ValueError, RuntimeError) as exc:
+        return session.error_message(exc)
+    finally:
+        bar.empty()
+    session.apply_result(settings, result)
+    return None
+
+
+def details(chosen: PruneSettings) -> None:
+    """What is applied and what its method reported; the chosen method's formula and paper variant."""
+    info = session.applied_info()
+    st.caption(f"Applied: {describe(session.applied())}.")
+    messages = (info or {}).get("messages", [])
+    for message in messages[:4]:
+        st.caption(f"· {message}")
+    if len(messages) > 4:
+        st.caption(f"· …and {len(messages) - 4} more like these.")
+    structured = parse_pattern(chosen.pattern).structured and chosen.method != "sparsegpt"
+    with st.expander(f"How {SHORT_LABELS[chosen.method]} decides"):
+        formula(f"structured_{chosen.method}" if structured else chosen.method)
+        if info is not None:
+            st.caption(
+                f"Last run: {info['seconds']:.2f} s; {info['sparsity']:.1%} of its layers' weights pruned."
+            )
+
+
+def formula(key: str) -> None:
+    """The method's formula (LaTeX, one statement a line so it fits the sidebar) and which variant runs."""
+    parts = [part.strip().rstrip(",;") for part in FORMULAS[key].split(r"\quad")]
+    st.latex(r"\begin{gathered}" + r" \\ ".join(p for p in parts if p) + r"\end{gathered}")
+    st.caption(VARIANTS[key])
+
+
+# ----- Compare page
+
+
+def stop(keys: list[tuple]) -> None:
+    """Stop button callback: the rerun it causes ends the computation; do not start it again by itself."""
+    st.session_state["compare_stopped"] = keys
+
+
+def apply_point(widget_key: str) -> None:
+    """ "Apply this point" callback: the point chosen in the selectbox ``widget_key`` goes to the sidebar."""
+    key = st.session_state.get(widget_key)
+    if key is not None:
+        request_apply(key[0], key[1], round(100 * key[2]))
+
+
+def point_label(key: tuple) -> str:
+    """ "Wanda · 2:4 · 50%" for a point key."""
+    method, pattern, sparsity = key[0], key[1], key[2]
+    return f"{SHORT_LABELS[method]} · {pattern} · {sparsity:.0%}"
+
+
+def points_table(dense: DenseModel, keys: list[tuple]) -> pd.DataFrame:
+    """The finished points as rows for ``charts.method_curves``."""
+    rows = []
+    for key in keys:
+        point = outputs.cached_point(dense, key)
+        label = f"{SHORT_LABELS[key[0]]} · {PATTERN_LABELS[key[1]].split(' (')[0]}"
+        rows.append(
+            dict(
+                label=label,
+                method=key[0],
+                pattern=key[1],
+                asked=point.sparsity,
+                achieved=point.achieved,
+                ppl=point.ppl,
+            )
+        )
+    return pd.DataFrame(rows, columns=["label", "method", "pattern", "asked", "achieved", "ppl"])
+
+
+def _compact(layer: PrunableLayer) -> str:
+    """``model.layers.3.self_attn.q_proj`` -> ``3.q_proj``: short enough for a chart axis."""
+    return f"{layer.block}.{layer.name.rsplit('.', 1)[-1]}" if layer.block >= 0 else layer.name
+
+
+def show_layer_views(
+    dense: DenseModel, views: outputs.LayerViews, pair: tuple[str, str] | None, sparsity: float
+) -> None:
+    """Reconstruction error by layer for each method, and the Jaccard overlap of the pair's pruned weights."""
+    for method, why in views.failed.items():
+        st.caption(f"{METHOD_LABELS[method]}: {why}")
+    names = [layer.name for layer in dense.layers if any(layer.name in e for e in views.errors.values())]
+    labels = [_compact(dense.by_name[name]) for name in names]
+    series = {SHORT_LABELS[m]: [errors.get(n, math.nan) for n in names] for m, errors in views.errors.items()}
+    colors = {SHORT_LABELS[m]: charts.METHOD_COLORS[m] for m in views.errors}
+    st.plotly_chart(
+        charts.layer_chart(labels, series, "‖WX − W′X‖ / ‖WX‖", colors), key="compare_errors_chart"
+    )
+    st.caption(
+        "Relative output error of each pruned layer on its own dense inputs over the calibration text "
+        "(0 = the layer computes what it did). Wanda and SparseGPT look at these inputs; magnitude and "
+        "random do not."
+    )
+    if pair is None or views.overlap is None:
+        st.caption("Choose two methods to see how far their masks agree.")
+        return
+    a, b = (SHORT_LABELS[m] for m in pair)
+    overlap = [views.overlap.get(n, math.nan) for n in names]
+    st.plotly_chart(
+        charts.layer_chart(
+            labels,
+            {f"{a} vs {b}": overlap},
+            "Jaccard of pruned weights",
+            y_range=(0, 1.02),
+            reference=(sparsity / (2 - sparsity), "two random masks"),
+        ),
+        key="compare_jaccard_chart",
+    )
+    st.caption(
+        f"Share of the weights pruned by {a} or {b} that both prune (1 = the same weights, 0 = disjoint). "
+        "The dashed line is what two unrelated random masks of this sparsity share: s / (2 − s)."
+    )
