@@ -1,11 +1,13 @@
 """Compare: methods and patterns side by side on the loaded model — perplexity curves, per-layer
 reconstruction error and mask overlap, the tokens that suffer; any point can be applied to the live model."""
 
+import functools
+
 import streamlit as st
 
 from prune_explorer.layers import DEFAULT_KINDS
 from prune_explorer.methods import CALIBRATED, METHODS, PATTERNS, parse_pattern
-from ui import charts, data, methods, outputs, session
+from ui import charts, compare, data, methods, outputs, session
 
 GRID = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
@@ -60,41 +62,22 @@ if not keys:
 missing = outputs.missing_points(dense, keys)
 stopped = st.session_state.get("compare_stopped") == keys
 if missing:
-    go = (small and not stopped) or st.button(
-        f"Compute {len(missing)} missing point{'s' * (len(missing) > 1)}",
-        key="compare_compute", type="primary", icon=":material/play_arrow:",
-    )  # fmt: skip
-    if go:
-        st.session_state.pop("compare_stopped", None)
-        stop = st.empty()
-        stop.button("Stop", key="compare_stop", icon=":material/stop:", on_click=methods.stop, args=(keys,))
-        bar = st.progress(0.0, text="Pruning and scoring…")
-        for i, key in enumerate(missing):
-            text = f"{methods.point_label(key)} ({i + 1} of {len(missing)})"
-            outputs.compute_point(
-                dense, key, batch, lambda f, i=i, text=text: bar.progress((i + f) / len(missing), text=text)
-            )
-        bar.empty()
-        stop.empty()
-    elif stopped:
-        st.caption("Stopped: the points already finished are kept. Press the button to compute the rest.")
-    else:
-        st.caption("Each point prunes and scores the whole model; finished points are kept if you stop.")
+    compare.compute_points(dense, keys, missing, batch, start_now=small and not stopped, stopped=stopped)
 
 done = [key for key in keys if outputs.cached_point(dense, key) is not None]
 for key in keys:
     if outputs.point_error(dense, key):
-        st.caption(f"{methods.point_label(key)}: {outputs.point_error(dense, key)}")
-table = methods.points_table(dense, done)
+        st.caption(f"{compare.point_label(key)}: {outputs.point_error(dense, key)}")
+table = compare.points_table(dense, done)
 chart_slot = st.container()
 if done:
     pick, button = st.columns([3, 1], vertical_alignment="bottom")
     point = pick.selectbox(
-        "Point to apply to your model", done, format_func=methods.point_label, key="compare_point"
+        "Point to apply to your model", done, format_func=compare.point_label, key="compare_point"
     )
     button.button(
         "Apply this point", key="compare_apply", type="primary", icon=":material/check:",
-        on_click=methods.apply_point, args=("compare_point",),
+        on_click=compare.apply_point, args=("compare_point",),
     )  # fmt: skip
     chosen_point = outputs.cached_point(dense, point)
     dense_ppl = outputs.dense_perplexity(dense) if small else outputs.cached_dense_perplexity(dense)
@@ -108,10 +91,12 @@ if done:
             current=current,
         ),
         key="compare_curves",
+        on_select=functools.partial(compare.pick_point, done, "compare_curves", "compare_point"),
+        selection_mode="points",
     )
     chart_slot.caption(
         "Lower is better. The x axis is the share of zeros in the sidebar's layer kinds (neuron and head "
-        "patterns prune only their own layers). The star is your model now."
+        "patterns prune only their own layers). The star is your model now; click a point to choose it."
     )
 
 # ----- per layer
@@ -123,6 +108,7 @@ view_pattern = a.selectbox(
     patterns or ["unstructured"],
     format_func=methods.PATTERN_LABELS.get,
     key="compare_view_pattern",
+    persist_state="session",
 )
 fixed = parse_pattern(view_pattern).fixed_sparsity
 view_percent = b.select_slider(
@@ -132,6 +118,7 @@ view_percent = b.select_slider(
     format_func=lambda p: f"{p}%",
     key="compare_view_sparsity",
     disabled=fixed is not None,
+    persist_state="session",
 )
 view_sparsity = fixed if fixed is not None else view_percent / 100
 if parse_pattern(view_pattern).structured:
@@ -158,7 +145,7 @@ else:
         views = outputs.layer_views(dense, view_keys, pair, batch, lambda f: bar.progress(f))
         bar.empty()
     if views is not None:
-        methods.show_layer_views(dense, views, pair if second else None, view_sparsity)
+        compare.show_layer_views(dense, views, pair if second else None, view_sparsity)
     else:
         st.caption("Press the button: each method prunes the model once, then every layer is measured.")
 
@@ -169,7 +156,9 @@ if session.nothing_pruned():
         "Your model is dense now. Apply a pruning (sidebar, or a point above) to see which tokens suffer."
     )
     st.stop()
-n_tokens = st.select_slider("Tokens shown", [64, 128, 256, 512], value=256, key="compare_tokens")
+n_tokens = st.select_slider(
+    "Tokens shown", [64, 128, 256, 512], value=256, key="compare_tokens", persist_state="session"
+)
 ids, dense_nll, pruned_nll = outputs.token_losses(state, n_tokens)
 rise = pruned_nll - dense_nll
 x, y, z = st.columns(3)

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from prune_explorer.evaluate import agreement, token_diff
-from ui import charts, data, outputs, session
+from ui import charts, data, methods, outputs, session
 
 state = session.state()
 dense = state.dense
@@ -125,11 +125,8 @@ else:
             [p.ppl for p in points],
             dense_ppl.ppl if dense_ppl else None,
             current,
+            name=methods.sweep_name(applied),
         ),
         key="prune_sweep_chart",
     )
-    st.caption(
-        "Each point prunes a scratch copy with your layer kinds, overrides and policy "
-        "(a typed threshold sweeps as same-sparsity-per-layer). Perplexity usually stays flat, then rises "
-        "steeply."
-    )
+    st.caption(methods.sweep_caption(applied))

@@ -4,8 +4,9 @@ Zeros stored inside a dense matrix are still multiplied, so masked dense is exac
 model only gets faster if it runs a different kernel:
 
 ``dense``     masked dense, the baseline: the session's own modules with zeros in them.
-``csr``       the (out, in) weight as a CSR matrix with int32 indices, run by ``torch.sparse.mm(W, x.T)``
-              (the fastest sparse call measured on CPU; ``F.linear(x, W_csr)`` and COO are much slower).
+``csr``       the (out, in) weight as a CSR matrix with int32 indices, run as ``W @ x.T`` (``torch.addmm``
+              into an unfilled output: the fastest sparse call measured on CPU; ``F.linear(x, W_csr)`` and
+              COO are much slower), with the residual stream stored token-fastest (:class:`TokenFastest`).
 ``compact``   structured compaction: MLP neurons and attention heads that contribute nothing are removed,
               leaving physically smaller dense layers (see :mod:`prune_explorer.compaction`).
 ``semi_2_4``  2:4 semi-structured sparsity via ``torch.sparse.to_sparse_semi_structured``: CUDA only.
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 BACKENDS = ("dense", "csr", "compact", "semi_2_4", "auto")
 DENSE = "dense matmul (F.linear)"
 DENSE_ZEROS = "dense matmul with zeros (F.linear)"
-CSR = "CSR torch.sparse.mm int32"
+CSR = "CSR torch.addmm int32 (MKL sparse × dense)"
 SEMI = "2:4 semi-structured (torch.sparse.to_sparse_semi_structured, CUDA)"
 # Below this sparsity CSR stores more bytes than dense (8 per kept weight against 4) and is never tried.
 MIN_CSR_SPARSITY = 0.5
@@ -69,25 +70,34 @@ def csr_bytes(kept: int, rows: int, index_bytes: int = 4, value_bytes: int = 4) 
 
 
 class CSRLinear(nn.Module):
-    """A pruned Linear run as ``torch.sparse.mm(W_csr, x.T).T`` with int32 CSR indices.
+    """A pruned Linear run as ``(W_csr @ x.T).T`` with int32 CSR indices (``torch.addmm``, MKL on CPU).
+
+    The product is written as (out, N) into a fresh uninitialised tensor (``beta=0``: no zero fill) and
+    returned as its (N, out) transpose, a view: elementwise ops keep that layout, so a following CSR layer
+    (MLP down after gate/up) gets its ``x.T`` contiguous for free. Attention reshapes q/k/v per head and
+    only takes the fast SDPA kernel with a contiguous head dimension, so those layers copy to row-major.
 
     Args:
         weight: float (out, in), zeros are dropped.
         bias: float (out,) or None.
+        row_major_output: return a contiguous (N, out) tensor (for q/k/v projections).
     """
 
     kernel = CSR
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor | None = None, row_major_output: bool = False
+    ):
         super().__init__()
         self.in_features = int(weight.shape[1])
         self.out_features = int(weight.shape[0])
         self.weight_csr = to_csr(weight)
         self.bias = None if bias is None else bias.detach()
+        self.row_major_output = row_major_output
 
     @classmethod
-    def from_module(cls, module: nn.Module) -> CSRLinear:
-        return cls(out_in_weight(module), module.bias)
+    def from_module(cls, module: nn.Module, row_major_output: bool = False) -> CSRLinear:
+        return cls(out_in_weight(module), module.bias, row_major_output)
 
     @property
     def kept(self) -> int:
@@ -99,7 +109,11 @@ class CSRLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        y = torch.sparse.mm(self.weight_csr, x.reshape(-1, self.in_features).T).T  # (N, out), a view
+        xt = x.reshape(-1, self.in_features).T  # (in, N)
+        y = torch.empty(self.out_features, xt.shape[1], dtype=x.dtype, device=x.device)
+        y = torch.addmm(y, self.weight_csr, xt, beta=0, out=y).T  # (N, out), a view
+        if self.row_major_output:
+            y = y.contiguous()
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*lead, self.out_features)
@@ -156,7 +170,8 @@ class SemiStructuredLinear(nn.Module):
         self.bias = None if bias is None else bias.detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, self.weight_2_4, self.bias)
+        y = nn.functional.linear(x.reshape(-1, self.in_features), self.weight_2_4, self.bias)
+        return y.reshape(*x.shape[:-1], self.out_features)
 
 
 def available_backends(device: torch.device | str = "cpu") -> dict[str, str | None]:
@@ -210,9 +225,12 @@ class LayerReport:
 
 @dataclass
 class BackendReport:
+    """What runs each layer; ``tokens``: token counts ``auto`` calibrated; ``layout``: activation layout."""
+
     backend: str
     layers: list[LayerReport]
     tokens: tuple[int, ...] = ()
+    layout: str = ""
 
     def rows(self) -> list[dict]:
         """One flat dict per layer, for a table."""
@@ -236,8 +254,9 @@ class BackendReport:
         return counts
 
     def summary(self) -> str:
-        """One line: how many layers run each kernel, most common first."""
-        return ", ".join(f"{n}× {k}" for k, n in sorted(self.kernels().items(), key=lambda kv: -kv[1]))
+        """One line: how many layers run each kernel, most common first (and the activation layout)."""
+        text = ", ".join(f"{n}× {k}" for k, n in sorted(self.kernels().items(), key=lambda kv: -kv[1]))
+        return text + ("; token-fastest residual stream" if self.layout else "")
 
 
 @dataclass
@@ -304,6 +323,13 @@ def pruned_share(state: PruningState, path: str) -> float:
     return 0.0
 
 
+def csr_for(state: PruningState, path: str) -> CSRLinear:
+    """A CSR module for the module now at ``path``; q/k/v projections return row-major outputs."""
+    kind = next((layer.kind for layer in state.dense.layers if path in layer.holders), "other")
+    row_major = kind in ("attn_q", "attn_k", "attn_v", "attn_qkv")
+    return CSRLinear.from_module(state.model.get_submodule(path), row_major_output=row_major)
+
+
 def _dense_label(sparsity: float) -> str:
     return DENSE_ZEROS if sparsity > 0 else DENSE
 
@@ -366,12 +392,35 @@ def apply_backend(
     device = next(state.model.parameters()).device
     if backend == "semi_2_4" and (reason := semi_structured_available(device)):
         raise BackendUnavailable(reason)
-    ids = None
     if verify:
         vocab = int(getattr(state.model.config, "vocab_size", 2))
         ids = torch.arange(8, device=device).view(1, -1) % vocab
         with torch.inference_mode():
             reference = state.model(input_ids=ids, use_cache=False).logits.float()
+    try:
+        report = _swap_in(state, backend, tokens, min_sparsity, margin, cache, compact)
+        if verify:
+            error = _verify(state, reference, ids)
+            if not error <= (1e-4 if next(state.model.parameters()).dtype == torch.float32 else 1e-2):
+                raise BackendUnavailable(
+                    f"backend {backend!r} changed this model's outputs (relative error {error:.2e}); "
+                    "the model is back on masked dense"
+                )
+    except BaseException:  # a half-installed backend must never stay in the session's model
+        restore(state)
+        raise
+    return report
+
+
+def _swap_in(
+    state: PruningState,
+    backend: str,
+    tokens: Sequence[int],
+    min_sparsity: float,
+    margin: float,
+    cache: dict | None,
+    compact: bool,
+) -> BackendReport:
     paths, notes = linear_layers(state)
     compact_notes: dict[str, str] = {}
     if backend == "compact" or (backend == "auto" and compact):
@@ -379,30 +428,69 @@ def apply_backend(
 
         compact_notes = compaction.compact(state)
     reports = []
+    layout = ""
     if backend == "auto":
         from prune_explorer.speed import calibrate
 
+        layout = _token_fastest(state)  # calibrate in the layout CSR layers will run in
         reports = calibrate(state, paths, tokens, min_sparsity=min_sparsity, margin=margin, cache=cache)
         for r in reports:
             r.note = "; ".join(n for n in (compact_notes.get(r.name, ""), r.note) if n)
+        if not any(r.choices and "csr" in r.choices.values() for r in reports):
+            layout = _token_fastest(state, undo=True)
     else:
         for path in paths:
             reports.append(_install(state, path, backend, compact_notes.get(path, "")))
+        if any(r.backend == "csr" for r in reports):
+            layout = _token_fastest(state)
     for path, note in notes.items():
         shape = tuple(out_in_weight(state.model.get_submodule(path)).shape)
         sparsity = pruned_share(state, path)
         reports.append(LayerReport(path, shape, sparsity, "dense", _dense_label(sparsity), note=note))
-    report = BackendReport(backend=backend, layers=reports, tokens=tuple(tokens) if backend == "auto" else ())
+    report = BackendReport(backend, reports, tuple(tokens) if backend == "auto" else (), layout)
     _SWAPS.setdefault(state.model, _Swap()).report = report
-    if verify and ids is not None:
-        error = _verify(state, reference, ids)
-        if not error <= (1e-4 if next(state.model.parameters()).dtype == torch.float32 else 1e-2):
-            restore(state)
-            raise BackendUnavailable(
-                f"backend {backend!r} changed this model's outputs (relative error {error:.2e}); "
-                "the model is back on masked dense"
-            )
     return report
+
+
+class TokenFastest(nn.Module):
+    """Wraps the input embedding so the residual stream is stored token-fastest: (B, T, H) with strides
+    (T·H, 1, T). Same values, another layout.
+
+    A CSR layer multiplies ``W @ x.T`` fastest when ``x.T`` is a contiguous (H, T) matrix, i.e. when ``x`` is
+    token-fastest; elementwise ops (norms, residual adds, SiLU·up) keep that layout, so no CSR layer has to
+    transpose its input. Dense matmuls take either layout at the same speed.
+    """
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.inner.weight
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        y = self.inner(*args, **kwargs)
+        return y.transpose(-1, -2).contiguous().transpose(-1, -2) if y.dim() >= 2 else y
+
+
+TOKEN_FASTEST = "residual stream stored token-fastest (column-major) so CSR layers need no input transpose"
+
+
+def _token_fastest(state: PruningState, undo: bool = False) -> str:
+    """Wrap (or, with ``undo``, unwrap) the working model's input embedding in :class:`TokenFastest`."""
+    get = getattr(state.model, "get_input_embeddings", None)
+    embedding = get() if get else None
+    path = next((n for n, m in state.model.named_modules() if m is embedding and n), None)
+    if path is None:
+        return ""
+    if undo:
+        if isinstance(embedding, TokenFastest):
+            _set_module(state.model, path, embedding.inner)
+            _SWAPS[state.model].originals.pop(path, None)
+        return ""
+    replace_module(state, path, TokenFastest(embedding))
+    return TOKEN_FASTEST
 
 
 def _install(state: PruningState, path: str, backend: str, note: str) -> LayerReport:
@@ -417,7 +505,7 @@ def _install(state: PruningState, path: str, backend: str, note: str) -> LayerRe
         return LayerReport(path, shape, sparsity, dense_backend, label, note=note)
     try:
         if backend == "csr":
-            new: nn.Module = CSRLinear.from_module(module)
+            new: nn.Module = csr_for(state, path)
         else:
             new = SemiStructuredLinear(out_in_weight(module), module.bias)
     except (BackendUnavailable, ValueError) as exc:

@@ -100,9 +100,10 @@ def calibrate(
 ) -> list[B.LayerReport]:
     """Pick dense or CSR for each layer and token count from timings in the running model; install it.
 
-    Layers are grouped by (shape, 5% sparsity bucket); a group takes CSR at a token count where its summed
-    median CSR time is under ``margin`` × its dense time. Results are kept in ``cache`` (default: the dense
-    model's cache) under (shape, bucket, tokens), so later calls measure only what is new.
+    Layers are grouped by (shape, 5% sparsity bucket); a group takes CSR at a token count where the mean of
+    its layers' median CSR times is under ``margin`` × the mean of their dense times. Results are kept in
+    ``cache`` (default: the dense model's cache) under (shape, bucket, tokens), so later calls measure only
+    what is new.
     """
     cache = state.dense.cache.setdefault("speed_calibration", {}) if cache is None else cache
     modules = {p: state.model.get_submodule(p) for p in paths}
@@ -110,7 +111,7 @@ def calibrate(
     key = {p: (tuple(B.out_in_weight(m).shape), _bucket(sparsity[p])) for p, m in modules.items()}
     candidates = [p for p in paths if sparsity[p] >= min_sparsity]
     todo = [p for p in candidates if any((*key[p], t) not in cache for t in tokens)]
-    csr = {p: B.CSRLinear.from_module(modules[p]) for p in todo}
+    csr = {p: B.csr_for(state, p) for p in todo}
     if todo:
         probes = {p: _Probe(modules[p], csr[p]) for p in todo}
         for p, probe in probes.items():
@@ -146,7 +147,7 @@ def calibrate(
         choice = {t: ("csr" if times[t]["csr"] < margin * times[t]["dense"] else "dense") for t in tokens}
         picked = set(choice.values())
         if "csr" in picked and p not in csr:
-            csr[p] = B.CSRLinear.from_module(module)
+            csr[p] = B.csr_for(state, p)
         if picked == {"dense"}:
             label = dense_label
         elif picked == {"csr"}:
@@ -248,7 +249,7 @@ def _linear_holders(dense: DenseModel, model: nn.Module) -> Iterator[tuple[str, 
         for holder in layer.holders:
             is_head = output is not None and dense.model.get_submodule(holder) is output
             module = model.get_submodule(holder)
-            if not isinstance(module, nn.Embedding):
+            if not isinstance(module, (nn.Embedding, B.TokenFastest)):
                 yield holder, module, is_head
 
 
@@ -278,14 +279,17 @@ def model_flops(
     return total
 
 
-def streamed_bytes(dense: DenseModel, model: nn.Module, csr: bool, kept: dict[int, int] | None = None) -> int:
-    """float32 weight bytes one decode step reads: every matrix once; pruned ones as CSR when ``csr``."""
+def streamed_bytes(dense: DenseModel, model: nn.Module, kept: dict[int, int] | None = None) -> int:
+    """float32 weight bytes one decode step reads, as ``model`` runs: CSR layers as CSR, the rest dense.
+
+    An auto layer counts the smaller of its two forms (decoding takes CSR only where that is faster).
+    """
     total = 0
     for _, module, _ in _linear_holders(dense, model):
-        numel = _out_features(module) * _in_features(module)
-        size = 4 * numel
-        if csr:
-            size = min(size, B.csr_bytes(kept_weights(module, kept), _out_features(module)))
+        size = 4 * _out_features(module) * _in_features(module)
+        if isinstance(module, (B.CSRLinear, B.AutoLinear)):
+            csr = B.csr_bytes(kept_weights(module, kept), _out_features(module))
+            size = csr if isinstance(module, B.CSRLinear) else min(size, csr)
         total += size
     return total
 
@@ -363,11 +367,7 @@ def measure(
                 model_flops(dense, dense.model, phase, False),
                 model_flops(dense, state.model, phase, kept=kept),
             )
-        csr_running = any(isinstance(m, (B.CSRLinear, B.AutoLinear)) for m in state.model.modules())
-        nbytes = (
-            streamed_bytes(dense, dense.model, False),
-            streamed_bytes(dense, state.model, csr_running, kept),
-        )
+        nbytes = (streamed_bytes(dense, dense.model), streamed_bytes(dense, state.model, kept))
     finally:
         B.restore(state)
     return CaseResult(
@@ -421,7 +421,7 @@ def layer_points(
     weight = weight.detach().float()
     out_f, in_f = weight.shape
     copies = max(1, min(64, math.ceil(working_set_bytes / (4 * weight.numel()))))
-    x = torch.randn(tokens, in_f)
+    x = torch.randn(in_f, tokens).T  # token-fastest, as CSR runs inside a model (backends.TokenFastest)
     for s in sparsities:
         pruned = torch.where(magnitude_mask(weight, s), weight, torch.zeros(()))
         for backend in backends:
@@ -450,19 +450,26 @@ def layer_points(
 
 
 def break_even(points: Sequence[LayerPoint], backend: str = "csr") -> float | None:
-    """Lowest sparsity where ``backend`` is as fast as dense (linear interpolation), or None if never."""
+    """Sparsity from which ``backend`` stays at least as fast as dense (linear interpolation), or None.
+
+    Read from the top: the crossing below the highest run of sparsities where ``backend`` wins, so one
+    noisy point at low sparsity does not move it.
+    """
     dense = {p.sparsity: p.median_ms for p in points if p.backend == "dense"}
-    other = sorted(
+    ratios = sorted(
         (p.sparsity, p.median_ms / dense[p.sparsity])
         for p in points
         if p.backend == backend and p.sparsity in dense
     )
-    for (s0, r0), (s1, r1) in zip([(None, None), *other[:-1]], other, strict=True):
-        if r1 <= 1.0:
-            if s0 is None or r0 == r1:
-                return s1
-            return s0 + (r0 - 1.0) * (s1 - s0) / (r0 - r1)
-    return None
+    i = len(ratios)
+    while i > 0 and ratios[i - 1][1] <= 1.0:
+        i -= 1
+    if i == len(ratios):
+        return None
+    if i == 0:
+        return ratios[0][0]
+    (s0, r0), (s1, r1) = ratios[i - 1], ratios[i]
+    return s0 + (r0 - 1.0) * (s1 - s0) / (r0 - r1)
 
 
 def ideal_ms(dense_ms: float, sparsity: float) -> float:

@@ -47,6 +47,20 @@ def test_csr_linear_matches_masked_linear(sparsity):
         torch.testing.assert_close(csr(x), lin(x), rtol=1e-5, atol=1e-6)
 
 
+def test_csr_layouts_for_attention_and_mlp(llama_dense):
+    state = PruningState(llama_dense)
+    apply_magnitude(state, MagnitudeSettings(sparsity=0.9))
+    q = B.csr_for(state, "model.layers.0.self_attn.q_proj")
+    up = B.csr_for(state, "model.layers.0.mlp.up_proj")
+    assert q.row_major_output and not up.row_major_output
+    x = torch.randn(1, 7, 32)
+    assert q(x).is_contiguous()  # attention views it per head: SDPA's fast path wants a contiguous head dim
+    assert up(x).transpose(-1, -2).is_contiguous()  # (N, out) view of the (out, N) product
+    down = B.csr_for(state, "model.layers.0.mlp.down_proj")
+    h = up(x)
+    torch.testing.assert_close(down(h), down(h.contiguous()), rtol=1e-6, atol=1e-6)
+
+
 def test_csr_takes_conv1d_in_out_storage():
     torch.manual_seed(0)
     conv = Conv1D(23, 17)  # storage (in=17, out=23)
@@ -156,6 +170,22 @@ def test_auto_dispatches_by_token_count(llama_dense):
     B.restore(state)
 
 
+@pytest.mark.parametrize("model_fixture", ["llama_dense", "gpt2_dense"])
+def test_csr_stores_the_residual_stream_token_fastest(request, model_fixture):
+    dense = request.getfixturevalue(model_fixture)
+    state = PruningState(dense)
+    apply_magnitude(state, MagnitudeSettings(sparsity=0.9))
+    embedding = state.model.get_input_embeddings()
+    report = B.apply_backend(state, "csr")
+    wrapped = state.model.get_input_embeddings()
+    assert isinstance(wrapped, B.TokenFastest) and wrapped.inner is embedding
+    assert report.layout == B.TOKEN_FASTEST and "token-fastest" in report.summary()
+    y = wrapped(IDS)
+    assert torch.equal(y, embedding(IDS)) and y.transpose(-1, -2).is_contiguous()
+    B.restore(state)
+    assert state.model.get_input_embeddings() is embedding
+
+
 def test_semi_structured_unavailable_on_cpu(llama_dense):
     reason = B.available_backends("cpu")["semi_2_4"]
     assert reason and "CUDA" in reason
@@ -253,3 +283,32 @@ def test_tiny_llama_generation_matches_with_cache():
     B.apply_backend(state, "csr")
     assert greedy_generate(state.model, IDS[0], max_new_tokens=10) == expected
     B.restore(state)
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_smollm2_backends_match_masked_dense():
+    from prune_explorer import smollm2
+    from prune_explorer.compaction import neuron_masks
+
+    dense = smollm2.load_smollm2()
+    ids = torch.tensor([dense.tokenizer.encode("Once upon a time there was a little robot")])
+    state = PruningState(dense)
+    apply_magnitude(state, MagnitudeSettings(sparsity=0.9))
+    masked = _logits(state.model, ids)
+    for backend in ("csr", "auto"):
+        B.apply_backend(state, backend, tokens=(16,))
+        torch.testing.assert_close(_logits(state.model, ids), masked, rtol=1e-4, atol=1e-3)
+        B.restore(state)
+    state.reset()
+    state.apply_masks(neuron_masks(dense, 0.5))
+    masked = _logits(state.model, ids)
+    report = B.apply_backend(state, "compact")
+    assert sum(r.backend == "compact" for r in report.layers) == 3 * 30
+    torch.testing.assert_close(_logits(state.model, ids), masked, rtol=1e-4, atol=1e-3)
+    B.restore(state)
+    state.reset()
+    assert all(
+        torch.equal(a.view(torch.uint8), b.view(torch.uint8))
+        for a, b in zip(state.model.state_dict().values(), dense.model.state_dict().values(), strict=True)
+    )

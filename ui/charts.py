@@ -95,6 +95,7 @@ def sweep_chart(
     dense_ppl: float | None = None,
     current: tuple[float, float] | None = None,
     height: int = 340,
+    name: str = "sweep",
 ) -> go.Figure:
     """Perplexity against sparsity (log y), with the dense level and the session's current point.
 
@@ -109,7 +110,7 @@ def sweep_chart(
             x=[100 * s for s in sparsity],
             y=list(ppl),
             mode="lines+markers",
-            name="sweep",
+            name=name,
             line_color=DENSE_COLOR,
         )
     )
@@ -209,7 +210,8 @@ def method_curves(
 
     Args:
         points: one row per point with columns ``label`` (curve name), ``method``, ``pattern``,
-            ``achieved`` (sparsity of the selected layers, in [0, 1]), ``asked`` (in [0, 1]) and ``ppl``.
+            ``achieved`` (sparsity of the selected layers, in [0, 1]), ``asked`` (in [0, 1]), ``ppl`` and
+            ``point`` (an id handed back in a selection event's ``customdata[1]``).
             Colour follows the method, line dash and marker the pattern.
         highlight: (sparsity, perplexity) of the point chosen for applying, ringed.
         current: (sparsity, perplexity) of the session's model now.
@@ -223,13 +225,13 @@ def method_curves(
             go.Scatter(
                 x=100 * curve["achieved"],
                 y=curve["ppl"],
-                customdata=100 * curve["asked"],
+                customdata=np.stack([100 * curve["asked"], curve["point"]], axis=-1),
                 mode="lines+markers",
                 name=label,
                 line=dict(color=METHOD_COLORS.get(method, DENSE_COLOR), dash=dash, width=2),
                 marker=dict(symbol=symbol, size=9),
                 hovertemplate=(
-                    f"{label}<br>asked %{{customdata:.0f}}%<br>achieved %{{x:.1f}}%"
+                    f"{label}<br>asked %{{customdata[0]:.0f}}%<br>achieved %{{x:.1f}}%"
                     "<br>perplexity %{y:.2f}<extra></extra>"
                 ),
             )

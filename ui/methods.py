@@ -12,16 +12,13 @@ What was applied is a :class:`PruneSettings` (magnitude settings + method, patte
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, replace
 
-import pandas as pd
 import streamlit as st
 
 from prune_explorer import texts
 from prune_explorer.calibration import DEFAULT_SEQ_LEN, CalibrationBatch, calibration_batch
 from prune_explorer.evaluate import context_length
-from prune_explorer.layers import PrunableLayer
 from prune_explorer.methods import (
     CALIBRATED,
     FORMULAS,
@@ -33,7 +30,7 @@ from prune_explorer.methods import (
 )
 from prune_explorer.pruning import MagnitudeSettings
 from prune_explorer.state import DenseModel
-from ui import charts, outputs, session
+from ui import outputs, session
 
 SHORT_LABELS = {"magnitude": "Magnitude", "random": "Random", "wanda": "Wanda", "sparsegpt": "SparseGPT"}
 METHOD_LABELS = {
@@ -121,6 +118,34 @@ def describe(settings: MagnitudeSettings | None) -> str:
     if calib is not None:
         parts.append(f"calibration {calib.n_sequences} × {calib.seq_len} tokens ({calib.source})")
     return " · ".join(parts)
+
+
+def _sweep_pattern(settings: MagnitudeSettings | None) -> str:
+    pattern = getattr(settings, "pattern", "unstructured")
+    return "unstructured" if parse_pattern(pattern).kind == "n:m" else pattern
+
+
+def sweep_name(settings: MagnitudeSettings | None) -> str:
+    """Legend name of the Prune page's sweep: "sweep" on the slider path, else "Wanda · unstructured"."""
+    if settings is None or getattr(settings, "incremental", True):
+        return "sweep"
+    return f"{SHORT_LABELS[settings.method]} · {_sweep_pattern(settings)}"
+
+
+def sweep_caption(settings: MagnitudeSettings | None) -> str:
+    """What the Prune page's sweep shows for the settings applied."""
+    if settings is None or getattr(settings, "incremental", True):
+        return (
+            "Each point prunes a scratch copy with your layer kinds, overrides and policy (a typed threshold "
+            "sweeps as same-sparsity-per-layer). Perplexity usually stays flat, then rises steeply."
+        )
+    text = f"Each point prunes a scratch copy with {sweep_name(settings)} and your layer kinds."
+    if parse_pattern(settings.pattern).kind == "n:m":
+        text += (
+            f" {settings.pattern} has one sparsity, so the curve is the same method unstructured; the "
+            "diamond shows what the fixed pattern costs against a free choice of weights."
+        )
+    return text + " The Compare page puts several methods on one chart."
 
 
 # ----- widgets
@@ -301,6 +326,10 @@ def details(chosen: PruneSettings) -> None:
     structured = parse_pattern(chosen.pattern).structured and chosen.method != "sparsegpt"
     with st.expander(f"How {SHORT_LABELS[chosen.method]} decides"):
         formula(f"structured_{chosen.method}" if structured else chosen.method)
+        if chosen.incremental and chosen.policy != "uniform":
+            st.caption(
+                "With this policy the comparison group is all selected layers together, not each layer."
+            )
         if info is not None:
             st.caption(
                 f"Last run: {info['seconds']:.2f} s; {info['sparsity']:.1%} of its layers' weights pruned."
@@ -312,87 +341,3 @@ def formula(key: str) -> None:
     parts = [part.strip().rstrip(",;") for part in FORMULAS[key].split(r"\quad")]
     st.latex(r"\begin{gathered}" + r" \\ ".join(p for p in parts if p) + r"\end{gathered}")
     st.caption(VARIANTS[key])
-
-
-# ----- Compare page
-
-
-def stop(keys: list[tuple]) -> None:
-    """Stop button callback: the rerun it causes ends the computation; do not start it again by itself."""
-    st.session_state["compare_stopped"] = keys
-
-
-def apply_point(widget_key: str) -> None:
-    """ "Apply this point" callback: the point chosen in the selectbox ``widget_key`` goes to the sidebar."""
-    key = st.session_state.get(widget_key)
-    if key is not None:
-        request_apply(key[0], key[1], round(100 * key[2]))
-
-
-def point_label(key: tuple) -> str:
-    """ "Wanda · 2:4 · 50%" for a point key."""
-    method, pattern, sparsity = key[0], key[1], key[2]
-    return f"{SHORT_LABELS[method]} · {pattern} · {sparsity:.0%}"
-
-
-def points_table(dense: DenseModel, keys: list[tuple]) -> pd.DataFrame:
-    """The finished points as rows for ``charts.method_curves``."""
-    rows = []
-    for key in keys:
-        point = outputs.cached_point(dense, key)
-        label = f"{SHORT_LABELS[key[0]]} · {PATTERN_LABELS[key[1]].split(' (')[0]}"
-        rows.append(
-            dict(
-                label=label,
-                method=key[0],
-                pattern=key[1],
-                asked=point.sparsity,
-                achieved=point.achieved,
-                ppl=point.ppl,
-            )
-        )
-    return pd.DataFrame(rows, columns=["label", "method", "pattern", "asked", "achieved", "ppl"])
-
-
-def _compact(layer: PrunableLayer) -> str:
-    """``model.layers.3.self_attn.q_proj`` -> ``3.q_proj``: short enough for a chart axis."""
-    return f"{layer.block}.{layer.name.rsplit('.', 1)[-1]}" if layer.block >= 0 else layer.name
-
-
-def show_layer_views(
-    dense: DenseModel, views: outputs.LayerViews, pair: tuple[str, str] | None, sparsity: float
-) -> None:
-    """Reconstruction error by layer for each method, and the Jaccard overlap of the pair's pruned weights."""
-    for method, why in views.failed.items():
-        st.caption(f"{METHOD_LABELS[method]}: {why}")
-    names = [layer.name for layer in dense.layers if any(layer.name in e for e in views.errors.values())]
-    labels = [_compact(dense.by_name[name]) for name in names]
-    series = {SHORT_LABELS[m]: [errors.get(n, math.nan) for n in names] for m, errors in views.errors.items()}
-    colors = {SHORT_LABELS[m]: charts.METHOD_COLORS[m] for m in views.errors}
-    st.plotly_chart(
-        charts.layer_chart(labels, series, "‖WX − W′X‖ / ‖WX‖", colors), key="compare_errors_chart"
-    )
-    st.caption(
-        "Relative output error of each pruned layer on its own dense inputs over the calibration text "
-        "(0 = the layer computes what it did). Wanda and SparseGPT look at these inputs; magnitude and "
-        "random do not."
-    )
-    if pair is None or views.overlap is None:
-        st.caption("Choose two methods to see how far their masks agree.")
-        return
-    a, b = (SHORT_LABELS[m] for m in pair)
-    overlap = [views.overlap.get(n, math.nan) for n in names]
-    st.plotly_chart(
-        charts.layer_chart(
-            labels,
-            {f"{a} vs {b}": overlap},
-            "Jaccard of pruned weights",
-            y_range=(0, 1.02),
-            reference=(sparsity / (2 - sparsity), "two random masks"),
-        ),
-        key="compare_jaccard_chart",
-    )
-    st.caption(
-        f"Share of the weights pruned by {a} or {b} that both prune (1 = the same weights, 0 = disjoint). "
-        "The dashed line is what two unrelated random masks of this sparsity share: s / (2 − s)."
-    )
