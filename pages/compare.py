@@ -159,7 +159,14 @@ if session.nothing_pruned():
 n_tokens = st.select_slider(
     "Tokens shown", [64, 128, 256, 512], value=256, key="compare_tokens", persist_state="session"
 )
-ids, dense_nll, pruned_nll = outputs.token_losses(state, n_tokens)
+losses = outputs.cached_token_losses(state, n_tokens)
+if losses is None and (small or st.button("Score the tokens", key="compare_tokens_go")):
+    with st.spinner("Scoring each token with both models…"):
+        losses = outputs.token_losses(state, n_tokens)
+if losses is None:
+    st.caption("Press the button to score the evaluation text token by token with both models.")
+    st.stop()
+ids, dense_nll, pruned_nll = losses
 rise = pruned_nll - dense_nll
 x, y, z = st.columns(3)
 x.metric("Mean loss, dense", f"{float(dense_nll.mean()):.3f} nats")

@@ -213,6 +213,11 @@ def test_big_models_compute_on_request_and_keep_finished_points(fresh_points, mo
     assert at.session_state["pruning_applied"].method == "sparsegpt"
     assert metric(at, PRUNED) == "50.0%"
 
+    assert not [h for h in at.html if "pe-tok" in h.value]  # token losses wait for their button too
+    at.button(key="compare_tokens_go").click().run()
+    assert not at.exception, at.exception
+    assert [h for h in at.html if "pe-tok" in h.value]
+
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_a_model_change_clears_the_method_and_other_architectures_work(tmp_path, arch):

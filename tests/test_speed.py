@@ -120,7 +120,7 @@ def test_calibration_is_cached_by_shape_bucket_and_tokens(llama_dense):
     cache: dict = {}
     reports = speed.calibrate(state, paths, tokens=(8,), cache=cache, warmup=1, repeats=2)
     assert {k for k in cache} == {(r.shape, 0.9, 8) for r in reports if r.choices}
-    assert all(set(v) == {"dense", "csr"} for v in cache.values())
+    assert all(set(v) == {"dense", "csr", "dense_min", "csr_min"} for v in cache.values())
     B.restore(state)
 
 

@@ -288,7 +288,7 @@ def layer_chart(
         layers: layer labels in model order (the x axis, categorical).
         series: {name: values aligned with ``layers``} (NaN where a series has no value).
         colors: {name: colour}.
-        reference: (y, label) of a dashed horizontal reference line.
+        reference: (y, label) of a dashed horizontal reference line across the layers.
     """
     colors = colors or {}
     bars = len(layers) <= 40
@@ -302,12 +302,16 @@ def layer_chart(
             fig.add_trace(
                 go.Scatter(**common, mode="lines+markers", line=dict(color=color), marker=dict(size=5))
             )
-    if reference is not None:
-        fig.add_hline(
-            y=reference[0],
-            line=dict(color="gray", dash="dash", width=1.5),
-            annotation_text=reference[1],
-            annotation_position="top left",
+    if reference is not None:  # a trace, not a shape, so the legend names it and bars do not hide it
+        fig.add_trace(
+            go.Scatter(
+                x=[layers[0], layers[-1]] if layers else [],
+                y=[reference[0], reference[0]],
+                mode="lines",
+                name=reference[1],
+                line=dict(color="black", dash="dash", width=1.5),
+                hoverinfo="skip",
+            )
         )
     fig.update_layout(barmode="group")
     fig.update_xaxes(title_text="layer (block.module)", type="category", tickangle=-45)

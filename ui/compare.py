@@ -119,7 +119,8 @@ def show_layer_views(
         charts.layer_chart(labels, series, "‖WX − W′X‖ / ‖WX‖", colors), key="compare_errors_chart"
     )
     st.caption(
-        "Relative output error of each pruned layer on its own dense inputs over the calibration text "
+        f"Relative output error of each pruned layer on its own dense inputs over (up to) "
+        f"{outputs.MEASURE_SEQUENCES} calibration sequences "
         "(0 = the layer computes what it did). Wanda and SparseGPT look at these inputs; magnitude and "
         "random do not."
     )

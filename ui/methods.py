@@ -12,6 +12,7 @@ What was applied is a :class:`PruneSettings` (magnitude settings + method, patte
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, replace
 
 import streamlit as st
@@ -31,6 +32,8 @@ from prune_explorer.methods import (
 from prune_explorer.pruning import MagnitudeSettings
 from prune_explorer.state import DenseModel
 from ui import outputs, session
+
+log = logging.getLogger(__name__)
 
 SHORT_LABELS = {"magnitude": "Magnitude", "random": "Random", "wanda": "Wanda", "sparsegpt": "SparseGPT"}
 METHOD_LABELS = {
@@ -306,7 +309,9 @@ def apply(settings: PruneSettings, calib_error: str | None) -> str | None:
             seed=settings.seed,
             progress=lambda f: bar.progress(min(1.0, f), text=f"{label}: pruning… {f:.0%}"),
         )
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError) as exc:  # RuntimeError: e.g. a Cholesky failure inside torch
+        if isinstance(exc, RuntimeError):
+            log.warning("%s failed: %s", settings.method, exc)
         return session.error_message(exc)
     finally:
         bar.empty()

@@ -24,6 +24,7 @@ from ui import session
 # Models up to this size are measured on every change; bigger ones wait for a button.
 SMALL_MODEL = 5_000_000
 SWEEP_SPARSITIES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+MEASURE_SEQUENCES = 8  # calibration sequences the per-layer reconstruction errors are measured on
 Progress = Callable[[float], None] | None
 
 
@@ -283,10 +284,13 @@ def layer_views(
 ) -> LayerViews:
     """Reconstruction error per layer for each method, and the Jaccard overlap of ``pair``'s masks.
 
-    Errors are measured on the dense model's inputs of each layer over the calibration batch. ``keys`` maps
+    Errors are measured on the dense model's inputs of each layer over the first ``MEASURE_SEQUENCES``
+    sequences of the calibration batch (the methods prune with all of it). ``keys`` maps
     each method (the pair included) to its point key; every finished part is stored at once.
     """
     store = _store(dense, "layers")
+    # The measurement reruns the model once per block: a few sequences give stable relative errors.
+    measure = replace(batch, ids=batch.ids[:MEASURE_SEQUENCES])
     errors, failed, masks = {}, {}, {}
     overlap_key = _views_key("overlap", (keys[pair[0]], keys[pair[1]]), batch)
     todo = list(keys)
@@ -308,7 +312,7 @@ def layer_views(
             continue
         if error_key not in store:
             store[error_key] = reconstruction_errors(
-                dense, result, calibration=batch, progress=lambda f, step=step: step(0.5 + f / 2)
+                dense, result, calibration=measure, progress=lambda f, step=step: step(0.5 + f / 2)
             )
         errors[method] = store[error_key]
         if need_mask:
@@ -318,11 +322,28 @@ def layer_views(
     return LayerViews(errors=errors, overlap=store.get(overlap_key), failed=failed)
 
 
+def _token_ids(dense: DenseModel, n_tokens: int) -> list[int]:
+    return eval_ids(dense)[: min(n_tokens, evaluate.context_length(dense.model))]
+
+
+def cached_token_losses(
+    state: PruningState, n_tokens: int
+) -> tuple[list[int], torch.Tensor, torch.Tensor] | None:
+    ids = _token_ids(state.dense, n_tokens)
+    dense_nll = session.peek_shared(state.dense, ("token_nll", len(ids)))
+    if dense_nll is None:
+        return None
+    if session.nothing_pruned():
+        return ids, dense_nll, dense_nll
+    pruned_nll = session.peek("token_nll", (session.pruned_key(), len(ids)))
+    return None if pruned_nll is None else (ids, dense_nll, pruned_nll)
+
+
 def token_losses(state: PruningState, n_tokens: int) -> tuple[list[int], torch.Tensor, torch.Tensor]:
     """The first ``n_tokens`` of the evaluation text and each predicted token's NLL (float32 (n-1,), nats)
     under the dense and the session's pruned model."""
     dense = state.dense
-    ids = eval_ids(dense)[: min(n_tokens, evaluate.context_length(dense.model))]
+    ids = _token_ids(dense, n_tokens)
     t = torch.tensor(ids, dtype=torch.long)
     dense_nll = session.shared(dense, ("token_nll", len(ids)), lambda: evaluate.token_nll(dense.model, t))
     if session.nothing_pruned():

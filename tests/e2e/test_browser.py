@@ -155,3 +155,47 @@ def test_slider_prunes_in_a_real_browser(app_url):
             page.screenshot(path=str(ARTIFACTS / "layers.png"))
         finally:
             browser.close()
+
+
+def test_compare_page_applies_a_clicked_point(app_url):
+    """Click a point of the Wanda curve, apply it: the sidebar and the token view follow."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2400})
+            page.goto(app_url)
+            page.locator(".pe-gen-pruned").wait_for(timeout=WAIT_MS)
+            _settle(page)
+            _go(page, "Compare")
+            page.locator(".js-plotly-plot").first.wait_for(timeout=WAIT_MS)
+            _settle(page)
+            x, y = page.evaluate(
+                """() => {
+                    const gd = document.querySelector('.js-plotly-plot');
+                    const trace = gd._fullData.find(t => t.name.startsWith('Wanda'));
+                    const i = trace.x.length - 3, L = gd._fullLayout, box = gd.getBoundingClientRect();
+                    return [L.xaxis.l2p(trace.x[i]) + L._size.l + box.left,
+                            L.yaxis.l2p(Math.log10(trace.y[i])) + L._size.t + box.top];
+                }"""
+            )
+            page.mouse.click(x, y)
+            _settle(page)
+            main = page.get_by_test_id("stMain")
+            chosen = (
+                main.get_by_test_id("stSelectbox").filter(has_text="Point to apply").get_by_role("combobox")
+            )
+            assert chosen.input_value().startswith("Wanda · unstructured")
+
+            main.get_by_role("button", name="Apply this point").click()
+            _settle(page)
+            sidebar = page.get_by_test_id("stSidebar")
+            method = sidebar.get_by_test_id("stSelectbox").filter(has_text="Method").get_by_role("combobox")
+            assert method.input_value().startswith("Wanda")
+            assert "0.0%" not in sidebar.get_by_test_id("stMetric").first.inner_text()
+            page.locator(".pe-loss .pe-tok").first.wait_for(timeout=WAIT_MS)
+            page.screenshot(path=str(ARTIFACTS / "compare.png"))
+        finally:
+            browser.close()
