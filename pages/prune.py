@@ -21,7 +21,15 @@ left, right = st.columns([3, 1])
 prompt = left.text_area(
     "Prompt", value=outputs.default_prompt(dense), key="prune_prompt", height=80, persist_state="session"
 )
-max_new = right.slider("New tokens", 8, 120, 40, step=4, key="prune_new_tokens", persist_state="session")
+max_new = right.slider(
+    "New tokens",
+    8,
+    120,
+    outputs.default_new_tokens(dense),
+    step=4,
+    key="prune_new_tokens",
+    persist_state="session",
+)
 ids = outputs.prompt_ids(dense, prompt)
 if len(ids) < 1:
     st.warning("Type a prompt.")

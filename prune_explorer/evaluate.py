@@ -115,7 +115,46 @@ def top_k(logits: torch.Tensor, k: int = 10) -> list[tuple[int, float]]:
     return [(int(i), float(v)) for i, v in zip(idx, values)]
 
 
+@dataclass(frozen=True)
+class Continuation:
+    """A greedy continuation and, from the same first forward pass, the logits at every prompt position."""
+
+    tokens: list[int]
+    prompt_logits: torch.Tensor  # float32 (T, vocab)
+
+
 @torch.inference_mode()
+def continue_greedily(
+    model: nn.Module,
+    ids: Sequence[int] | torch.Tensor,
+    max_new_tokens: int = 40,
+    stop_ids: Sequence[int] = (),
+    on_token: Callable[[int], bool | None] | None = None,
+) -> Continuation:
+    """Greedy continuation of ``ids`` (new tokens only), stopping after any of ``stop_ids``.
+
+    Uses the model's KV cache; deterministic, so dense and pruned differ only because of the weights. The
+    prompt's logits come with it at no extra forward pass (what the next-token views need).
+    ``on_token(token)`` is called for each new token; returning True stops the generation early.
+    """
+    ids = torch.as_tensor(ids, dtype=torch.long).view(1, -1)
+    room = context_length(model) - ids.shape[1]
+    steps = max(0, min(max_new_tokens, room))
+    result = model(input_ids=ids, use_cache=True)
+    prompt_logits = result.logits[0].float()
+    out: list[int] = []
+    for step in range(steps):
+        if step:
+            result = model(
+                input_ids=torch.tensor([[out[-1]]]), cache=result.cache, use_cache=True, logits_to_keep=1
+            )
+        token = int(result.logits[0, -1].argmax())
+        out.append(token)
+        if token in stop_ids or (on_token is not None and on_token(token)):
+            break
+    return Continuation(tokens=out, prompt_logits=prompt_logits)
+
+
 def greedy_generate(
     model: nn.Module,
     ids: Sequence[int] | torch.Tensor,
@@ -123,27 +162,8 @@ def greedy_generate(
     stop_ids: Sequence[int] = (),
     on_token: Callable[[int], bool | None] | None = None,
 ) -> list[int]:
-    """Greedy continuation of ``ids`` (new tokens only), stopping after any of ``stop_ids``.
-
-    Uses the model's KV cache and computes logits for the last position only; deterministic, so dense and
-    pruned differ only because of the weights. ``on_token(token)`` is called for each new token; returning
-    True stops the generation early (e.g. when the user has moved on).
-    """
-    ids = torch.as_tensor(ids, dtype=torch.long).view(1, -1)
-    room = context_length(model) - ids.shape[1]
-    steps = max(0, min(max_new_tokens, room))
-    out: list[int] = []
-    cache = None
-    step_input = ids
-    for _ in range(steps):
-        result = model(input_ids=step_input, cache=cache, use_cache=True, logits_to_keep=1)
-        cache = result.cache
-        token = int(result.logits[0, -1].argmax())
-        out.append(token)
-        if token in stop_ids or (on_token is not None and on_token(token)):
-            break
-        step_input = torch.tensor([[token]])
-    return out
+    """The new tokens of :func:`continue_greedily`."""
+    return continue_greedily(model, ids, max_new_tokens, stop_ids, on_token).tokens
 
 
 def probabilities(logits: torch.Tensor, ids: Sequence[int]) -> list[float]:

@@ -32,6 +32,11 @@ def is_small(dense: DenseModel) -> bool:
     return session.shared(dense, ("num_parameters",), dense.num_parameters) <= SMALL_MODEL
 
 
+def default_new_tokens(dense: DenseModel) -> int:
+    """A generation that refreshes within a slider move: long on tiny models, short on big ones."""
+    return 40 if is_small(dense) else 12
+
+
 def default_prompt(dense: DenseModel) -> str:
     if dense.info.get("chat"):
         return "Write one sentence about the sea."
@@ -59,18 +64,25 @@ class Generation:
 
 
 def generations(state: PruningState, ids: list[int], max_new: int) -> Generation:
-    """Greedy continuations of ``ids`` by the dense and the session's pruned model."""
+    """Greedy continuations of ``ids`` by the dense and the session's pruned model.
+
+    The prompt logits computed on the way are kept for :func:`next_token_logits`, so a slider move runs the
+    pruned prompt once, not twice.
+    """
     dense = state.dense
     stops = stop_ids(dense)
 
-    def run(model) -> list[int]:
-        return evaluate.greedy_generate(model, ids, max_new_tokens=max_new, stop_ids=stops)
+    def run(model) -> evaluate.Continuation:
+        return evaluate.continue_greedily(model, ids, max_new_tokens=max_new, stop_ids=stops)
 
-    dense_out = session.shared(dense, ("generate", tuple(ids), max_new), lambda: run(dense.model))
+    dense_cont = session.shared(dense, ("continue", tuple(ids), max_new), lambda: run(dense.model))
+    session.shared(dense, ("logits", tuple(ids)), lambda: dense_cont.prompt_logits)
     if session.nothing_pruned():
-        return Generation(dense=dense_out, pruned=dense_out)
+        return Generation(dense=dense_cont.tokens, pruned=dense_cont.tokens)
     key = (session.pruned_key(), tuple(ids), max_new)
-    return Generation(dense=dense_out, pruned=session.memo("generate", key, lambda: run(state.model)))
+    pruned_cont = session.memo("continue", key, lambda: run(state.model))
+    session.memo("logits", (session.pruned_key(), tuple(ids)), lambda: pruned_cont.prompt_logits)
+    return Generation(dense=dense_cont.tokens, pruned=pruned_cont.tokens)
 
 
 def next_token_logits(state: PruningState, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -55,6 +55,7 @@ _SHARED_LOCK = threading.Lock()
 # Page widgets whose defaults depend on the model.
 MODEL_DEPENDENT_KEYS = (
     "prune_prompt",
+    "prune_new_tokens",
     "layers_layer",
     "layers_layer_chosen",
     "learn_layer",

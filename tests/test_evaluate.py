@@ -1,0 +1,83 @@
+"""Evaluation functions against direct computations with transformers and torch."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from prune_explorer.evaluate import (
+    agreement,
+    continue_greedily,
+    greedy_generate,
+    next_token_logits,
+    perplexity,
+    probabilities,
+    token_diff,
+    top_k,
+)
+from prune_explorer.pruning import MagnitudeSettings, apply_magnitude
+from prune_explorer.state import PruningState
+
+
+def test_greedy_continuation_matches_transformers_generate(stories):
+    ids = stories.tokenizer.encode("Once upon a time, there was a")
+    ref = stories.model.generate(torch.tensor([ids]), max_new_tokens=25, do_sample=False)[
+        0, len(ids) :
+    ].tolist()
+    cont = continue_greedily(stories.model, ids, max_new_tokens=25)
+    assert cont.tokens == ref
+    assert greedy_generate(stories.model, ids, max_new_tokens=25) == ref
+    assert torch.allclose(cont.prompt_logits, next_token_logits(stories.model, ids), atol=1e-5)
+
+
+def test_generation_stops_at_a_stop_token_and_on_request(stories):
+    ids = stories.tokenizer.encode("Once upon a time")
+    free = greedy_generate(stories.model, ids, max_new_tokens=20)
+    stop = free[5]
+    assert (
+        greedy_generate(stories.model, ids, max_new_tokens=20, stop_ids=(stop,))
+        == free[: free.index(stop) + 1]
+    )
+    seen = []
+    assert (
+        len(greedy_generate(stories.model, ids, 20, on_token=lambda t: seen.append(t) or len(seen) == 3)) == 3
+    )
+
+
+def test_perplexity_equals_the_mean_cross_entropy(stories):
+    ids = stories.tokenizer.encode("One day, a clever fox found a shiny key under the old oak tree.")
+    result = perplexity(stories.model, ids)
+    logits = stories.model(torch.tensor([ids])).logits[0, :-1]
+    nll = F.cross_entropy(logits, torch.tensor(ids[1:]), reduction="sum").item()
+    assert result.tokens == len(ids) - 1
+    assert result.nll == pytest.approx(nll, rel=1e-5)
+    assert result.ppl == pytest.approx(math.exp(nll / (len(ids) - 1)), rel=1e-5)
+
+
+def test_windows_score_every_token_but_each_window_start(stories):
+    ids = list(range(3, 203))
+    assert perplexity(stories.model, ids, window=64).tokens == 200 - math.ceil(199 / 64)
+    with pytest.raises(ValueError, match="two tokens"):
+        perplexity(stories.model, [1])
+
+
+def test_agreement_is_zero_kl_for_identical_and_grows_with_pruning(stories):
+    ids = stories.tokenizer.encode("The little dog ran to the park")
+    dense = next_token_logits(stories.model, ids)
+    same = agreement(dense, dense)
+    assert same.kl == pytest.approx(0.0, abs=1e-6) and same.top1 == 1.0
+    state = PruningState(stories)
+    kls = []
+    for s in (0.2, 0.6, 0.9):
+        apply_magnitude(state, MagnitudeSettings(sparsity=s))
+        kls.append(agreement(dense, next_token_logits(state.model, ids)).kl)
+    assert 0 < kls[0] < kls[1] < kls[2]
+
+
+def test_top_k_probabilities_and_token_diff():
+    logits = torch.tensor([0.0, 2.0, 1.0, -1.0])
+    probs = F.softmax(logits, -1)
+    assert top_k(logits, 2) == [(1, pytest.approx(probs[1].item())), (2, pytest.approx(probs[2].item()))]
+    assert probabilities(logits, [3, 0]) == [pytest.approx(probs[3].item()), pytest.approx(probs[0].item())]
+    assert token_diff([1, 2, 3], [1, 5, 3, 4]) == [True, False, True, False]
