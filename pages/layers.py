@@ -31,15 +31,30 @@ log_x, log_y = controls.histogram_scales("layers")
 hist = data.magnitude_histogram(dense, layer.name, log_x)
 threshold = data.layer_threshold(state, layer.name)
 pruned = state.pruned_count(layer.name)
+by_magnitude = state.pruned_by_magnitude(layer.name)
 st.plotly_chart(
-    charts.magnitude_histogram(hist.edges, hist.counts, threshold, log_x=log_x, log_y=log_y),
+    charts.magnitude_histogram(
+        hist.edges,
+        hist.counts,
+        threshold if by_magnitude else 0.0,
+        log_x=log_x,
+        log_y=log_y,
+        pruned=None if by_magnitude else data.pruned_counts(state, layer.name, hist.edges),
+    ),
     key="layers_histogram",
 )
-st.caption(
-    f"Current threshold for {data.short_name(layer)}: |w| ≤ {threshold:.6f} · "
-    f"{pruned:,} of {layer.numel:,} weights pruned ({state.sparsity(layer.name):.1%}). "
-    "Red: the pruned share, the smallest magnitudes."
-)
+if by_magnitude:
+    st.caption(
+        f"Current threshold for {data.short_name(layer)}: |w| ≤ {threshold:.6f} · "
+        f"{pruned:,} of {layer.numel:,} weights pruned ({state.sparsity(layer.name):.1%}). "
+        "Red: the pruned share, the smallest magnitudes."
+    )
+else:
+    st.caption(
+        f"{data.short_name(layer)}: {pruned:,} of {layer.numel:,} weights pruned "
+        f"({state.sparsity(layer.name):.1%}) by a method that does not cut at one |w|: red shows where the "
+        "pruned weights sit in the |w| distribution (some large ones go, some small ones stay)."
+    )
 if dense.info.get("quantized_note"):
     st.caption(f"Note: {dense.info['quantized_note']}.")
 

@@ -48,9 +48,16 @@ with text:
     )
 with live:
     hist = data.magnitude_histogram(dense, layer.name, log_x=False)
-    threshold = data.layer_threshold(state, layer.name)
+    by_magnitude = state.pruned_by_magnitude(layer.name)
     st.plotly_chart(
-        charts.magnitude_histogram(hist.edges, hist.counts, threshold, log_y=True, height=240),
+        charts.magnitude_histogram(
+            hist.edges,
+            hist.counts,
+            data.layer_threshold(state, layer.name) if by_magnitude else 0.0,
+            log_y=True,
+            height=240,
+            pruned=None if by_magnitude else data.pruned_counts(state, layer.name, hist.edges),
+        ),
         key="learn_hist",
     )
     agree = agreement(*outputs.next_token_logits(state, ids))

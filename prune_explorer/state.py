@@ -114,6 +114,11 @@ class PruningState:
             return p.k
         return int(p.mask.numel() - p.mask.sum())
 
+    def pruned_by_magnitude(self, name: str) -> bool:
+        """Whether layer ``name``'s pruned weights are exactly its smallest |w| (a prefix of the ranking)."""
+        p = self._pruned.get(name)
+        return p is None or p.k is not None
+
     def sparsity(self, name: str) -> float:
         return self.pruned_count(name) / self.dense.by_name[name].numel
 

@@ -80,3 +80,21 @@ def stories():
     from prune_explorer.models import load_stories260k
 
     return load_stories260k()
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run faster on one torch thread, and the CPU may be shared with other work."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def app_navigation():
+    """AppTest routed through app.py's st.navigation on every rerun, as a real server does."""
+    from ui.testing import navigation_not_pages_folder
+
+    with navigation_not_pages_folder():
+        yield

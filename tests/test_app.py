@@ -9,25 +9,11 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from ui.testing import navigation_not_pages_folder
-
 APP = Path(__file__).resolve().parents[1] / "app.py"
 TIMEOUT = 120
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread, and the CPU is shared with other work."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _navigation_not_pages_folder():
-    with navigation_not_pages_folder():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread", "app_navigation")
 
 
 def start() -> AppTest:

@@ -9,23 +9,10 @@ import torch
 from streamlit.testing.v1 import AppTest
 from test_app import captions, generation, metric, set_sparsity, start
 
-from ui.testing import navigation_not_pages_folder
-
 PRUNED = "Pruned (selected layers)"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _navigation_not_pages_folder():
-    with navigation_not_pages_folder():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread", "app_navigation")
 
 
 def choose(at: AppTest, method: str | None = None, pattern: str | None = None) -> AppTest:

@@ -36,6 +36,7 @@ def magnitude_histogram(
     log_y: bool = False,
     height: int = 320,
     title: str | None = None,
+    pruned: np.ndarray | None = None,
 ) -> go.Figure:
     """|w| histogram of one layer; bins at or below ``threshold`` (the pruned share) drawn red and shaded.
 
@@ -43,6 +44,8 @@ def magnitude_histogram(
         edges: float (bins + 1,) ascending bin edges in |w|.
         counts: int (bins,) weights per bin.
         threshold: largest pruned |w| (0 when nothing is pruned).
+        pruned: int (bins,) pruned weights per bin, for masks that are not a magnitude cut-off (Wanda,
+            SparseGPT, N:M, structured); drawn red instead of the threshold.
     """
     counts = np.asarray(counts, dtype=float)
     if log_y:
@@ -53,7 +56,14 @@ def magnitude_histogram(
     fig.add_trace(
         go.Scatter(x=x, y=y, mode="lines", fill="tozeroy", name="kept", line=dict(color=KEPT_COLOR, width=1))
     )
-    if threshold > 0:
+    if pruned is not None:
+        x, y = _steps(edges, np.asarray(pruned, dtype=float))
+        fig.add_trace(
+            go.Scatter(
+                x=x, y=y, mode="lines", fill="tozeroy", name="pruned", line=dict(color=PRUNED_COLOR, width=1)
+            )
+        )
+    elif threshold > 0:
         # The pruned share: every bin left of the threshold, the bin holding it cut at the threshold.
         inside = int(np.searchsorted(edges, threshold, side="right"))
         cut_edges = np.append(edges[:inside], min(threshold, float(edges[-1])))

@@ -149,6 +149,15 @@ def latency_reading(dense_t: Timing, pruned_t: Timing) -> str:
     )
 
 
+def pruned_counts(state: PruningState, name: str, edges: np.ndarray) -> np.ndarray:
+    """int64 (bins,): how many of the weights the current mask removes fall in each |w| bin."""
+    layer = state.dense.by_name[name]
+    dense_w = layer.weight(state.dense.model).detach()
+    gone = dense_w[~state.mask(name)].abs().numpy()
+    counts, _ = np.histogram(np.clip(gone, edges[0], edges[-1]), bins=edges)
+    return counts.astype(np.int64)
+
+
 def layer_threshold(state: PruningState, name: str) -> float:
     """The largest |w| pruned in layer ``name`` now (0.0 when nothing is)."""
     return state.dense.ranking(name).threshold_for(state.pruned_count(name))
