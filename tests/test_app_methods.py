@@ -236,3 +236,21 @@ def test_a_model_change_clears_the_method_and_other_architectures_work(tmp_path,
     assert not at.exception, at.exception
     assert len(at.get("plotly_chart")) == 3
     assert [h for h in at.html if "pe-tok" in h.value]
+
+
+def test_layers_histogram_shows_where_a_method_pruned():
+    """Wanda's pruned weights are not the smallest |w|: the Layers page says so instead of a threshold."""
+    at = start()
+    at.slider(key="sidebar_sparsity").set_value(50)
+    choose(at, "wanda")
+    at.switch_page("pages/layers.py").run()
+    assert not at.exception, at.exception
+    text = captions(at)
+    assert "does not cut at one |w|" in text and "Current threshold" not in text
+    figure = at.get("plotly_chart")[0].proto.spec
+    assert '"name":"pruned"' in figure.replace(" ", "") and "threshold" not in figure
+    state = at.session_state["pruning_state"]
+    name = state.dense.layers[1].name
+    assert not state.pruned_by_magnitude(name)
+    choose(at, "magnitude")
+    assert "Current threshold" in captions(at)
