@@ -57,7 +57,7 @@ def rank_scores(scores: torch.Tensor) -> LayerRanking:
     if n >= 2**31:
         raise ValueError(f"a layer of {n} weights is too large to rank with int32 indices")
     if n and bool(flat.min() >= 0):
-        # Non-negative floats sort like their int32 bit patterns, and torch sorts int32 keys (radix) ~4x faster.
+        # Non-negative floats sort like their int32 bit patterns; torch sorts int32 keys (radix) ~4x faster.
         order = torch.sort(flat.view(torch.int32), stable=True).indices
     else:
         order = torch.sort(flat, stable=True).indices
