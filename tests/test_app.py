@@ -192,6 +192,40 @@ def test_failed_load_keeps_previous_model(source, message):
     assert generation(at, "dense") != generation(at, "pruned")
 
 
+def _assert_load_refused(at: AppTest, source: str, message: str) -> None:
+    at.text_input(key="sidebar_source").input(source)
+    at.button(key="sidebar_load").click().run()
+    assert not at.exception, at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert "Could not load" in errors and message in errors and "Still using stories260K" in errors
+    assert metric(at, "Pruned (selected layers)") == "20.0%"
+    set_sparsity(at, 40)
+    assert metric(at, "Pruned (selected layers)") == "40.0%"
+
+
+def test_corrupt_checkpoint_is_refused_and_the_session_goes_on(tmp_path):
+    folder = tmp_path / "corrupt"
+    _tiny_model("llama").save_pretrained(folder)
+    _tokenizer(folder, chat=False)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    at = start()
+    set_sparsity(at, 20)
+    _assert_load_refused(at, str(folder), "could not load the weights")
+
+
+def test_model_too_big_for_free_memory_is_refused_before_loading(tmp_path, monkeypatch):
+    import prune_explorer.models as models
+
+    folder = tmp_path / "big"
+    _tiny_model("llama").save_pretrained(folder)
+    _tokenizer(folder, chat=False)
+    at = start()
+    set_sparsity(at, 20)
+    monkeypatch.setattr(models, "available_memory_bytes", lambda: 1000)
+    _assert_load_refused(at, str(folder), "of memory is free")
+
+
 def test_sessions_are_isolated_and_the_dense_model_is_unchanged():
     first, second = start(), start()
     dense = first.session_state["pruning_state"].dense
