@@ -18,6 +18,7 @@ from typing import Any
 
 import streamlit as st
 
+from prune_explorer import kernels
 from prune_explorer.calibration import CalibrationBatch
 from prune_explorer.layers import select
 from prune_explorer.methods import PruneResult
@@ -83,6 +84,7 @@ def load_dense(source: str) -> DenseModel:
             select(dense.layers),
             progress=lambda f: bar.progress(f, text=f"Ranking the weights of {source} by |w| (once)"),
         )
+        kernels.warm_up()
         return dense
     finally:
         bar.empty()

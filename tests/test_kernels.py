@@ -1,0 +1,38 @@
+"""The fused slider kernels against the torch operations they replace."""
+
+import pytest
+import torch
+
+from prune_explorer import kernels
+
+
+def test_masked_copy_equals_where_with_positive_zero():
+    torch.manual_seed(0)
+    dense = torch.randn(10_001)
+    rank = torch.randperm(10_001).to(torch.int32)
+    out = torch.full((10_001,), float("nan"))
+    kernels.masked_copy(dense, rank, 4_000, out)
+    expected = torch.where(rank >= 4_000, dense, torch.zeros(()))
+    assert torch.equal(out.view(torch.int32), expected.view(torch.int32))  # +0.0, never -0.0
+
+
+def test_scatters_touch_exactly_the_given_indices():
+    torch.manual_seed(1)
+    dense = torch.randn(5_000)
+    out = dense.clone()
+    idx = torch.randperm(5_000)[:1_234].to(torch.int32)
+    kernels.zero_at(out, idx)
+    expected = dense.clone()
+    expected[idx.long()] = 0.0
+    assert torch.equal(out.view(torch.int32), expected.view(torch.int32))
+    kernels.copy_at(out, dense, idx)
+    assert torch.equal(out.view(torch.int32), dense.view(torch.int32))
+
+
+def test_kernels_refuse_wrong_dtypes_and_layouts():
+    with pytest.raises(ValueError, match="float32"):
+        kernels.zero_at(torch.zeros(4, dtype=torch.float64), torch.arange(2, dtype=torch.int32))
+    with pytest.raises(ValueError, match="int32"):
+        kernels.zero_at(torch.zeros(4), torch.arange(2))
+    with pytest.raises(ValueError, match="1-D"):
+        kernels.masked_copy(torch.zeros(2, 2), torch.zeros(4, dtype=torch.int32), 1, torch.zeros(4))
