@@ -41,7 +41,7 @@ def time_slider(dense, policy: str) -> dict:
     """Median times of a slider move over a drag session.
 
     ``masks``: new bool masks for all prunable layers (counts from the precomputed rankings, then
-    ``rank >= k`` per layer), what ``l1_unstructured`` computes with a fresh top-k.
+    ``LayerRanking.mask``: one byte compared per weight), what ``l1_unstructured`` computes with a fresh top-k.
     ``apply``: the app's move, the session's working weights brought to the new masks (the masks stay
     implicit as counts; only the weights between the old and new cut change, or a layer is rewritten).
     """
@@ -54,7 +54,9 @@ def time_slider(dense, policy: str) -> dict:
         settings = MagnitudeSettings(sparsity=s, policy=policy)
         start = time.perf_counter()
         counts = magnitude_counts(dense, settings)
-        masks = {name: dense.ranking(name).rank >= k for name, k in counts.items() if k}
+        masks = {
+            name: dense.ranking(name).mask(k, dense.storage(name).shape) for name, k in counts.items() if k
+        }
         masks_ms.append(ms_since(start))
         del masks
         start = time.perf_counter()

@@ -1,9 +1,12 @@
 """Fused CPU loops for the slider path, compiled with numba.
 
-A slider move writes up to every prunable weight of the model. In torch that is three passes per layer
-(compare the ranks, multiply by the bool mask, fix the sign of zero), each a separate kernel; one fused loop
-reads the dense weight and its rank once and writes the result once, about three times faster on
-SmolLM2-135M. The scatters run in parallel over their indices (they touch distinct weights).
+A slider move changes the weights whose position in the pruning order lies between the old and the new cut.
+Each weight carries a one-byte bucket (its slice of the order, see ``ranking.LayerRanking``): one loop reads
+the buckets and writes only the weights of the buckets wholly inside the move (zeroed, or restored from
+dense), so a move costs one byte read per weight plus the cache lines that change; in torch the same is
+three or four full passes (compare, multiply by the mask, fix the sign of zero). The few weights of the two
+partial buckets at the ends are scattered through the order; scatters run in parallel over their indices
+(they touch distinct weights).
 
 numba's default threading layer must not be entered from two threads at once, and Streamlit serves each
 browser session on its own thread: every call here holds one process-wide lock.
@@ -21,9 +24,29 @@ _LOCK = threading.Lock()
 
 
 @njit(parallel=True, cache=True)
-def _masked_copy(dense: np.ndarray, rank: np.ndarray, k: int, out: np.ndarray) -> None:
+def _masked_copy(dense: np.ndarray, bucket: np.ndarray, b: int, out: np.ndarray) -> None:
     for i in prange(dense.shape[0]):
-        out[i] = dense[i] if rank[i] >= k else 0.0
+        out[i] = dense[i] if bucket[i] >= b else 0.0
+
+
+@njit(parallel=True, cache=True)
+def _keep_from(bucket: np.ndarray, b: int, keep: np.ndarray) -> None:
+    for i in prange(bucket.shape[0]):
+        keep[i] = bucket[i] >= b
+
+
+@njit(parallel=True, cache=True)
+def _zero_buckets(out: np.ndarray, bucket: np.ndarray, b0: int, b1: int) -> None:
+    for i in prange(out.shape[0]):
+        if b0 <= bucket[i] < b1:
+            out[i] = 0.0
+
+
+@njit(parallel=True, cache=True)
+def _restore_buckets(out: np.ndarray, dense: np.ndarray, bucket: np.ndarray, b0: int, b1: int) -> None:
+    for i in prange(out.shape[0]):
+        if b0 <= bucket[i] < b1:
+            out[i] = dense[i]
 
 
 @njit(parallel=True, cache=True)
@@ -44,10 +67,32 @@ def _flat(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
     return t.detach().numpy()
 
 
-def masked_copy(dense: torch.Tensor, rank: torch.Tensor, k: int, out: torch.Tensor) -> None:
-    """``out = where(rank >= k, dense, +0.0)``: float32 (n,) dense, int32 (n,) rank, float32 (n,) out."""
+def masked_copy(dense: torch.Tensor, bucket: torch.Tensor, b: int, out: torch.Tensor) -> None:
+    """``out = where(bucket >= b, dense, +0.0)``: float32 (n,) dense, uint8 (n,) bucket, float32 (n,) out."""
     with _LOCK:
-        _masked_copy(_flat(dense, torch.float32), _flat(rank, torch.int32), k, _flat(out, torch.float32))
+        _masked_copy(_flat(dense, torch.float32), _flat(bucket, torch.uint8), b, _flat(out, torch.float32))
+
+
+def keep_from(bucket: torch.Tensor, b: int) -> torch.Tensor:
+    """bool (n,) ``bucket >= b`` for uint8 (n,) bucket; ``b`` may be 256 (nothing kept)."""
+    keep = torch.empty(bucket.shape, dtype=torch.bool)
+    with _LOCK:
+        _keep_from(_flat(bucket, torch.uint8), b, _flat(keep, torch.bool))
+    return keep
+
+
+def zero_buckets(out: torch.Tensor, bucket: torch.Tensor, b0: int, b1: int) -> None:
+    """``out[(b0 <= bucket) & (bucket < b1)] = +0.0``: float32 (n,) out, uint8 (n,) bucket."""
+    with _LOCK:
+        _zero_buckets(_flat(out, torch.float32), _flat(bucket, torch.uint8), b0, b1)
+
+
+def restore_buckets(out: torch.Tensor, dense: torch.Tensor, bucket: torch.Tensor, b0: int, b1: int) -> None:
+    """``out[sel] = dense[sel]`` where ``sel = (b0 <= bucket) & (bucket < b1)``: float32 (n,), uint8 (n,)."""
+    with _LOCK:
+        _restore_buckets(
+            _flat(out, torch.float32), _flat(dense, torch.float32), _flat(bucket, torch.uint8), b0, b1
+        )
 
 
 def zero_at(out: torch.Tensor, idx: torch.Tensor) -> None:
@@ -66,6 +111,10 @@ def warm_up() -> None:
     """Compile (or load from numba's cache) every kernel now, so no slider move waits for it."""
     dense, out = torch.ones(4), torch.empty(4)
     idx = torch.arange(2, dtype=torch.int32)
-    masked_copy(dense, torch.arange(4, dtype=torch.int32), 2, out)
+    bucket = torch.arange(4, dtype=torch.uint8)
+    masked_copy(dense, bucket, 2, out)
+    keep_from(bucket, 2)
+    zero_buckets(out, bucket, 1, 3)
+    restore_buckets(out, dense, bucket, 1, 3)
     zero_at(out, idx)
     copy_at(out, dense, idx)

@@ -24,8 +24,8 @@ STORIES260K = "stories260K"
 BUILTINS = (STORIES260K, SMOLLM2)
 # Headroom on top of the weights: activations, the session copies of pruned layers, the Python process.
 MEMORY_HEADROOM = 1.5
-# What the shared magnitude rankings cost per prunable weight: int32 order + float32 sorted |w| + int32 rank.
-RANKING_BYTES = 12
+# What the shared magnitude rankings cost per prunable weight: int32 order + float32 sorted |w| + uint8 bucket.
+RANKING_BYTES = 9
 
 
 class ModelLoadError(Exception):

@@ -2,18 +2,25 @@
 
 Unstructured pruning at any sparsity removes a *prefix* of the weights sorted by score. Sorting once per model
 turns every later move into arithmetic on counts: the mask for k pruned weights is "the first k of the order",
-and moving from k to k' touches only the weights between them. Ties are broken by flat storage index
+and moving from k to k' touches only the weights between them, found by a one-byte bucket per weight. Ties are broken by flat storage index
 (a stable sort), so the same k always names the same weights.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from prune_explorer import kernels
 from prune_explorer.layers import PrunableLayer
+
+
+# Each layer's order is cut into this many equal slices ("buckets"); every weight carries its slice number in
+# one byte. A slider move then reads one byte per weight to find what changes, instead of a four-byte rank.
+BUCKETS = 256
 
 
 @dataclass(frozen=True)
@@ -23,13 +30,17 @@ class LayerRanking:
     Attributes:
         order: int32 (numel,), flat *storage* indices from least to most important.
         sorted_scores: float32 (numel,), the scores in that order (ascending).
-        rank: int32 (numel,), each weight's position in the order (the inverse permutation), so "the first k
-            of the order" is the sequential test ``rank < k``.
+        bucket: uint8 (numel,), storage layout: which of the ``BUCKETS`` consecutive slices of the order each
+            weight falls in. Bucket ``b`` holds the positions ``bounds[b] .. bounds[b + 1] - 1`` of the order,
+            so "the first k of the order" is every weight of the buckets below ``bucket_at(k)`` plus the
+            positions ``bounds[bucket_at(k)] .. k - 1``, a short slice of ``order``.
+        bounds: ``BUCKETS + 1`` ascending positions in the order, from 0 to numel.
     """
 
     order: torch.Tensor
     sorted_scores: torch.Tensor
-    rank: torch.Tensor = field(repr=False)
+    bucket: torch.Tensor = field(repr=False)
+    bounds: tuple[int, ...] = field(repr=False)
 
     @property
     def numel(self) -> int:
@@ -44,9 +55,34 @@ class LayerRanking:
         t = torch.tensor([threshold], dtype=self.sorted_scores.dtype)
         return int(torch.searchsorted(self.sorted_scores, t, right=True))
 
+    def whole_buckets(self, lo: int, hi: int) -> tuple[int, int]:
+        """The buckets ``b0 .. b1 - 1`` that lie wholly inside positions ``lo .. hi - 1`` of the order.
+
+        The rest of the range, positions ``lo .. bounds[b0] - 1`` and ``bounds[b1] .. hi - 1`` (or all of it
+        when ``b0 == b1``), spans at most two buckets and is reached through ``order``.
+        """
+        b0 = bisect_left(self.bounds, lo)
+        b1 = bisect_right(self.bounds, hi) - 1
+        if b1 <= b0:
+            return b0, b0
+        return b0, b1
+
+    def edges(self, lo: int, hi: int) -> torch.Tensor:
+        """int32 storage indices of positions ``lo .. hi - 1`` outside :meth:`whole_buckets` (see there)."""
+        b0, b1 = self.whole_buckets(lo, hi)
+        if b0 == b1:
+            return self.order[lo:hi]
+        return torch.cat((self.order[lo : self.bounds[b0]], self.order[self.bounds[b1] : hi]))
+
     def mask(self, k: int, storage_shape: torch.Size) -> torch.Tensor:
         """bool mask in storage layout, True = keep, with the first ``k`` weights of the order pruned."""
-        return (self.rank >= k).view(storage_shape)
+        keep = kernels.keep_from(self.bucket, self.whole_buckets(0, k)[1])
+        keep[self.edges(0, k)] = False
+        return keep.view(storage_shape)
+
+
+def _bucket_bounds(n: int) -> tuple[int, ...]:
+    return tuple((b * n) // BUCKETS for b in range(BUCKETS + 1))
 
 
 def rank_scores(scores: torch.Tensor) -> LayerRanking:
@@ -61,9 +97,12 @@ def rank_scores(scores: torch.Tensor) -> LayerRanking:
         order = torch.sort(flat.view(torch.int32), stable=True).indices
     else:
         order = torch.sort(flat, stable=True).indices
-    rank = torch.empty(n, dtype=torch.int32)
-    rank.index_copy_(0, order, torch.arange(n, dtype=torch.int32))
-    return LayerRanking(order=order.to(torch.int32), sorted_scores=flat[order], rank=rank)
+    bounds = _bucket_bounds(n)
+    sizes = torch.tensor([bounds[b + 1] - bounds[b] for b in range(BUCKETS)])
+    in_order = torch.repeat_interleave(torch.arange(BUCKETS, dtype=torch.uint8), sizes)
+    bucket = torch.empty(n, dtype=torch.uint8)
+    bucket[order] = in_order
+    return LayerRanking(order=order.to(torch.int32), sorted_scores=flat[order], bucket=bucket, bounds=bounds)
 
 
 def magnitude_ranking(weight_storage: torch.Tensor) -> LayerRanking:

@@ -6,8 +6,8 @@ weight, written as ``where(mask, dense, 0)``. Restoring points the layer back at
 bit-exact.
 
 Magnitude-style masks (a prefix of a precomputed ranking) are kept as a count ``k``: a slider move from k to
-k' zeroes or restores only the weights between the two (a large move rewrites the layer in one pass), which
-keeps the slider fast on a 135M model.
+k' zeroes or restores only the weights between the two (found through one byte per weight, see
+``ranking.LayerRanking``), which keeps the slider fast on a 135M model.
 Any other mask (Wanda, N:M, structured) is kept as a bool tensor.
 """
 
@@ -41,13 +41,15 @@ class DenseModel:
         self.info = info
         self.layers: list[PrunableLayer] = find_layers(self.model)
         self.by_name = {layer.name: layer for layer in self.layers}
+        # The dense model's structure never changes: look modules up once (a slider move asks 200+ times).
+        self._modules = dict(self.model.named_modules())
         self._rankings: dict[str, LayerRanking] = {}
         # Other things derived once per model and shared by sessions (merged rankings, calibration...).
         self.cache: dict = {}
 
     def storage(self, name: str) -> torch.Tensor:
         """The dense weight of layer ``name`` in its storage layout (read-only by convention)."""
-        return self.model.get_submodule(name).weight
+        return self._modules[name].weight
 
     def ranking(self, name: str) -> LayerRanking:
         """Magnitude ranking of one layer, computed on first use and kept for the process."""
@@ -86,12 +88,12 @@ def working_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
-# Up to these shares of a layer's weights, a slider move scatters the change; above them one fused pass over
-# the layer is faster (measured on SmolLM2-135M, 2 threads: a full pass costs about as much as zeroing 5% by
-# scatter, or restoring 4%, which needs a gather as well).
-ZERO_SHARE = 0.05
-RESTORE_SHARE = 0.04
 _ZERO = torch.zeros(())
+# Below these shares of a layer, a move scatters through the order instead of passing over the buckets
+# (measured on SmolLM2-135M, 2 threads: a bucket pass costs about as much as zeroing 1.5% of the weights by
+# scatter, or restoring 1%, which gathers from the dense weight as well).
+ZERO_SCATTER_SHARE = 0.015
+RESTORE_SCATTER_SHARE = 0.01
 
 
 class PruningState:
@@ -101,6 +103,7 @@ class PruningState:
         self.dense = dense
         self.model = working_copy(dense.model)
         self._pruned: dict[str, _Pruned] = {}
+        self._own: dict[str, torch.Tensor] = {}  # layer -> the session's private weight (storage layout)
 
     # ----- reading
     def is_pruned(self, name: str) -> bool:
@@ -148,59 +151,67 @@ class PruningState:
 
     # ----- writing
     def _own_weight(self, name: str) -> torch.Tensor:
-        """The session's private storage for layer ``name``, created from the dense weight on first use."""
-        layer = self.dense.by_name[name]
-        dense_w = self.dense.storage(name)
-        current = self.model.get_submodule(name).weight
-        if current is not dense_w:
-            return current.data
-        own = nn.Parameter(dense_w.detach().clone(), requires_grad=False)
-        for holder in layer.holders:
-            self.model.get_submodule(holder).weight = own
-        return own.data
+        """The session's private storage for layer ``name``, created on first use (contents not set)."""
+        own = self._own.get(name)
+        if own is not None:
+            return own
+        # Every caller writes the whole tensor next, so its first contents never show.
+        param = nn.Parameter(torch.empty_like(self.dense.storage(name)), requires_grad=False)
+        for holder in self.dense.by_name[name].holders:
+            self.model.get_submodule(holder).weight = param
+        self._own[name] = param.data
+        return param.data
 
     def _share_dense(self, name: str) -> None:
-        layer = self.dense.by_name[name]
-        dense_w = self.dense.model.get_submodule(name).weight
-        for holder in layer.holders:
-            self.model.get_submodule(holder).weight = dense_w
         self._pruned.pop(name, None)
+        if self._own.pop(name, None) is None:
+            return  # already the dense tensor
+        dense_w = self.dense.storage(name)
+        for holder in self.dense.by_name[name].holders:
+            self.model.get_submodule(holder).weight = dense_w
 
     def apply_counts(self, counts: dict[str, int]) -> None:
         """Prune the ``k`` lowest-|w| weights of each named layer; layers not named are left as they are.
 
-        A layer already pruned by a ranking prefix is updated in place: a small move touches only the weights
-        between its old and new ``k``; a large one rewrites the layer in one sequential pass.
+        A layer already pruned by a ranking prefix is updated in place: only the weights between its old and
+        new ``k`` are written. Every count is checked before any weight changes.
         """
-        work = []
+        for name, k in counts.items():
+            numel = self.dense.by_name[name].numel
+            if not 0 <= k <= numel:
+                raise ValueError(f"layer {name}: cannot prune {k} of {numel} weights")
         for name, k in counts.items():
             if k == 0:
                 self._share_dense(name)
                 continue
-            ranking = self.dense.ranking(name)
-            if not 0 < k <= ranking.numel:
-                raise ValueError(f"layer {name}: cannot prune {k} of {ranking.numel} weights")
             old = self._pruned.get(name)
             old_k = old.k if old is not None else None
             if old_k == k:
                 continue
-            work.append((name, k, old_k, ranking, self._own_weight(name).view(-1)))
+            self._move_layer(name, k, old_k, self.dense.ranking(name), self._own_weight(name).view(-1))
             self._pruned[name] = _Pruned(k=k)
-        for job in work:
-            self._move_layer(*job)
 
     def _move_layer(
         self, name: str, k: int, old_k: int | None, ranking: LayerRanking, own: torch.Tensor
     ) -> None:
+        """Write ``own`` (storage layout, flat) from pruning ``old_k`` (None: any other state) to ``k``."""
         dense_w = self.dense.storage(name).detach().view(-1)
         if own.dtype != torch.float32:  # the fused kernels are float32; other dtypes take torch ops
-            torch.where(ranking.rank >= k, dense_w, _ZERO.to(own.dtype), out=own)
-        elif old_k is not None and old_k < k <= old_k + ZERO_SHARE * ranking.numel:
+            keep = ranking.mask(k, own.shape)
+            torch.where(keep, dense_w, _ZERO.to(own.dtype), out=own)
+        elif old_k is None:
+            kernels.masked_copy(dense_w, ranking.bucket, ranking.whole_buckets(0, k)[1], own)
+            kernels.zero_at(own, ranking.edges(0, k))
+        elif old_k < k <= old_k + ZERO_SCATTER_SHARE * ranking.numel:
             kernels.zero_at(own, ranking.order[old_k:k])
-        elif old_k is not None and old_k - RESTORE_SHARE * ranking.numel <= k < old_k:
+        elif old_k < k:
+            kernels.zero_buckets(own, ranking.bucket, *ranking.whole_buckets(old_k, k))
+            kernels.zero_at(own, ranking.edges(old_k, k))
+        elif k >= old_k - RESTORE_SCATTER_SHARE * ranking.numel:
             kernels.copy_at(own, dense_w, ranking.order[k:old_k])
         else:
-            kernels.masked_copy(dense_w, ranking.rank, k, own)
+            kernels.restore_buckets(own, dense_w, ranking.bucket, *ranking.whole_buckets(k, old_k))
+            kernels.copy_at(own, dense_w, ranking.edges(k, old_k))
 
     def apply_masks(self, masks: dict[str, torch.Tensor]) -> None:
         """Apply explicit bool (out, in) masks, True = keep; layers not named are left as they are."""

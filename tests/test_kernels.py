@@ -8,12 +8,27 @@ from prune_explorer import kernels
 
 def test_masked_copy_equals_where_with_positive_zero():
     torch.manual_seed(0)
-    dense = torch.randn(10_001)
-    rank = torch.randperm(10_001).to(torch.int32)
+    dense = -torch.rand(10_001)  # negative weights: a zero written as -0.0 would show in the bits
+    bucket = torch.randint(0, 256, (10_001,), dtype=torch.uint8)
     out = torch.full((10_001,), float("nan"))
-    kernels.masked_copy(dense, rank, 4_000, out)
-    expected = torch.where(rank >= 4_000, dense, torch.zeros(()))
+    kernels.masked_copy(dense, bucket, 100, out)
+    expected = torch.where(bucket >= 100, dense, torch.zeros(()))
     assert torch.equal(out.view(torch.int32), expected.view(torch.int32))  # +0.0, never -0.0
+
+
+def test_bucket_passes_touch_exactly_the_buckets_in_range():
+    torch.manual_seed(2)
+    dense = -torch.rand(9_999)
+    bucket = torch.randint(0, 256, (9_999,), dtype=torch.uint8)
+    out = dense.clone()
+    kernels.zero_buckets(out, bucket, 30, 200)
+    inside = (bucket >= 30) & (bucket < 200)
+    assert torch.equal(out.view(torch.int32), torch.where(inside, 0.0, dense).view(torch.int32))
+    kernels.restore_buckets(out, dense, bucket, 30, 100)
+    inside = (bucket >= 100) & (bucket < 200)
+    assert torch.equal(out.view(torch.int32), torch.where(inside, 0.0, dense).view(torch.int32))
+    kernels.zero_buckets(out, bucket, 5, 5)  # an empty range writes nothing
+    assert torch.equal(out.view(torch.int32), torch.where(inside, 0.0, dense).view(torch.int32))
 
 
 def test_scatters_touch_exactly_the_given_indices():
@@ -35,4 +50,6 @@ def test_kernels_refuse_wrong_dtypes_and_layouts():
     with pytest.raises(ValueError, match="int32"):
         kernels.zero_at(torch.zeros(4), torch.arange(2))
     with pytest.raises(ValueError, match="1-D"):
-        kernels.masked_copy(torch.zeros(2, 2), torch.zeros(4, dtype=torch.int32), 1, torch.zeros(4))
+        kernels.masked_copy(torch.zeros(2, 2), torch.zeros(4, dtype=torch.uint8), 1, torch.zeros(4))
+    with pytest.raises(ValueError, match="uint8"):
+        kernels.zero_buckets(torch.zeros(4), torch.zeros(4, dtype=torch.int32), 0, 1)

@@ -90,3 +90,36 @@ def test_check_mask_names_both_shapes():
     with pytest.raises(ValueError, match="torch.bool"):
         check_mask(torch.ones(4, 3), (4, 3))
     assert sparsity_of(torch.tensor([True, False, False, True])) == 0.5
+
+
+@pytest.mark.parametrize("numel", [7, 255, 256, 1_000, 40_013])
+def test_ranking_mask_is_the_first_k_of_the_order_at_every_k(numel):
+    torch.manual_seed(numel)
+    ranking = magnitude_ranking(torch.randn(numel))
+    position = torch.empty(numel, dtype=torch.long)
+    position[ranking.order.long()] = torch.arange(numel)
+    step = max(1, numel // 97)
+    for k in list(range(0, numel + 1, step)) + [numel, 1, numel - 1]:
+        assert torch.equal(ranking.mask(k, torch.Size([numel])), position >= k), k
+
+
+def test_a_drag_of_random_moves_equals_a_fresh_prune_after_every_move():
+    from prune_explorer.state import DenseModel, PruningState
+
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(300, 211, bias=False), nn.Linear(211, 5, bias=False))
+    dense = DenseModel(model, tokenizer=None)
+    state = PruningState(dense)
+    name = dense.layers[0].name
+    numel = dense.layers[0].numel
+    w = dense.storage(name).detach()
+    rng = torch.Generator().manual_seed(4)
+    k = 0
+    for _ in range(60):
+        # mostly small moves (inside one or two buckets), sometimes large jumps, both directions
+        span = numel if torch.rand(1, generator=rng) < 0.3 else numel // 100
+        k = int(min(numel, max(1, k + torch.randint(-span, span + 1, (1,), generator=rng))))
+        state.apply_counts({name: k})
+        expected = torch.where(dense.ranking(name).mask(k, w.shape), w, torch.zeros(()))
+        assert torch.equal(state.model[0].weight.view(torch.int32), expected.view(torch.int32)), k
+        assert state.pruned_count(name) == k
