@@ -41,9 +41,9 @@ def time_slider(dense, policy: str) -> dict:
     """Median times of a slider move over a drag session.
 
     ``masks``: new bool masks for all prunable layers (counts from the precomputed rankings, then
-    ``LayerRanking.mask``: one byte compared per weight), what ``l1_unstructured`` computes with a fresh top-k.
-    ``apply``: the app's move, the session's working weights brought to the new masks (the masks stay
-    implicit as counts; only the weights between the old and new cut change, or a layer is rewritten).
+    ``LayerRanking.mask``: one byte compared per weight), what ``l1_unstructured`` computes with a fresh
+    top-k. ``apply``: the app's move, the session's working weights brought to the new masks (the masks stay
+    implicit as counts; only the weights between the old and new cut are written).
     """
     state = PruningState(dense)
     apply_magnitude(

@@ -24,7 +24,7 @@ STORIES260K = "stories260K"
 BUILTINS = (STORIES260K, SMOLLM2)
 # Headroom on top of the weights: activations, the session copies of pruned layers, the Python process.
 MEMORY_HEADROOM = 1.5
-# What the shared magnitude rankings cost per prunable weight: int32 order + float32 sorted |w| + uint8 bucket.
+# The shared magnitude rankings per prunable weight: int32 order + float32 sorted |w| + uint8 bucket.
 RANKING_BYTES = 9
 
 

@@ -2,8 +2,8 @@
 
 Unstructured pruning at any sparsity removes a *prefix* of the weights sorted by score. Sorting once per model
 turns every later move into arithmetic on counts: the mask for k pruned weights is "the first k of the order",
-and moving from k to k' touches only the weights between them, found by a one-byte bucket per weight. Ties are broken by flat storage index
-(a stable sort), so the same k always names the same weights.
+and moving from k to k' touches only the weights between them, found by a one-byte bucket per weight. Ties are
+broken by flat storage index (a stable sort), so the same k always names the same weights.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import torch
 
 from prune_explorer import kernels
 from prune_explorer.layers import PrunableLayer
-
 
 # Each layer's order is cut into this many equal slices ("buckets"); every weight carries its slice number in
 # one byte. A slider move then reads one byte per weight to find what changes, instead of a four-byte rank.
