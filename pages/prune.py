@@ -18,14 +18,14 @@ st.caption(
 
 # ----- generation
 left, right = st.columns([3, 1])
-prompt = left.text_area(
-    "Prompt", value=outputs.default_prompt(dense), key="prune_prompt", height=80, persist_state="session"
-)
+# Defaults go through session state (a model change sets them anew: see session._widget_defaults).
+st.session_state.setdefault("prune_prompt", outputs.default_prompt(dense))
+st.session_state.setdefault("prune_new_tokens", outputs.default_new_tokens(dense))
+prompt = left.text_area("Prompt", key="prune_prompt", height=80, persist_state="session")
 max_new = right.slider(
     "New tokens",
     8,
     120,
-    outputs.default_new_tokens(dense),
     step=4,
     key="prune_new_tokens",
     persist_state="session",

@@ -214,11 +214,11 @@ def calibration_controls(dense: DenseModel, needed: bool) -> tuple[CalibrationBa
             "Sequences (at most)", 1, 128, DEFAULT_SEQUENCES, key=CALIB_SEQUENCES, persist_state="session",
             help="As many as the text holds, up to this number. The papers use 128 × 2048 tokens of C4.",
         )  # fmt: skip
+        st.session_state.setdefault(CALIB_SEQ_LEN, min(DEFAULT_SEQ_LEN, context))
         seq_len = right.number_input(
             "Tokens each",
             8,
             context,
-            min(DEFAULT_SEQ_LEN, context),
             key=CALIB_SEQ_LEN,
             persist_state="session",
         )

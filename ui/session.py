@@ -53,15 +53,13 @@ MODEL = "sidebar_model"
 SOURCE = "sidebar_source"
 SHARED_LIMIT = 32
 _SHARED_LOCK = threading.Lock()
-# Page widgets whose defaults depend on the model.
+# Page widgets whose options depend on the model: forgotten on a model change (their option lists change, so
+# the browser gets new widgets). Widgets whose *values* depend on it are set anew (see _widget_defaults).
 MODEL_DEPENDENT_KEYS = (
-    "prune_prompt",
-    "prune_new_tokens",
     "layers_layer",
     "layers_layer_chosen",
     "learn_layer",
     "learn_layer_chosen",
-    "sidebar_calib_seq_len",
     "compare_point",
 )
 
@@ -189,13 +187,37 @@ def _switch_model(source: str) -> bool:
         st.session_state[LOAD_ERROR] = None
         if new is not previous:
             _start(new, source)
-            _reset_widgets(
-                (SPARSITY, THRESHOLD, KINDS, EXTRAS, OVERRIDE_LAYERS, METHOD, PATTERN, *MODEL_DEPENDENT_KEYS)
-            )
+            _reset_widgets(MODEL_DEPENDENT_KEYS)
+            st.session_state.update(_widget_defaults(new))
         st.session_state[MODEL] = source if source in LOADERS else None
         return new is not previous
     st.session_state[MODEL] = previous_source if previous_source in LOADERS else None
     return False
+
+
+def _widget_defaults(dense: DenseModel) -> dict[str, Any]:
+    """Where the sidebar and page widgets start on ``dense``.
+
+    Set, not just cleared: a browser keeps showing (and sends back) a widget's old value unless the server
+    sets a new one, so a cleared prompt would stay the previous model's.
+    """
+    from prune_explorer.calibration import DEFAULT_SEQ_LEN
+    from prune_explorer.evaluate import context_length
+    from prune_explorer.layers import DEFAULT_KINDS
+    from ui import data, outputs  # both import this module
+
+    return {
+        SPARSITY: 0,
+        THRESHOLD: 0.0,
+        KINDS: data.present_kinds(dense, DEFAULT_KINDS),
+        EXTRAS: False,
+        OVERRIDE_LAYERS: [],
+        METHOD: "magnitude",
+        PATTERN: "unstructured",
+        "prune_prompt": outputs.default_prompt(dense),
+        "prune_new_tokens": outputs.default_new_tokens(dense),
+        "sidebar_calib_seq_len": min(DEFAULT_SEQ_LEN, context_length(dense.model)),
+    }
 
 
 def _sentence(exc: BaseException) -> str:

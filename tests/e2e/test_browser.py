@@ -199,3 +199,51 @@ def test_compare_page_applies_a_clicked_point(app_url):
             page.screenshot(path=str(ARTIFACTS / "compare.png"))
         finally:
             browser.close()
+
+
+@pytest.mark.real_model
+def test_a_model_switch_in_the_browser_starts_from_the_new_models_defaults(app_url):
+    """The browser sends widget values back on every rerun: after a switch to SmolLM2 it must show (and send)
+    SmolLM2's prompt and token count and a 0% slider, not the previous model's values."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from prune_explorer.smollm2 import NAME
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.goto(app_url)
+            page.locator(".pe-gen-pruned").wait_for(timeout=WAIT_MS)
+            _settle(page)
+            sidebar = page.get_by_test_id("stSidebar")
+            slider = (
+                sidebar.get_by_test_id("stSlider").filter(has_text="Global sparsity").get_by_role("slider")
+            )
+            slider.focus()
+            page.keyboard.press("PageUp")
+            _settle(page)
+            expect(sidebar.get_by_test_id("stMetric").first).to_contain_text("10.0%", timeout=WAIT_MS)
+
+            sidebar.get_by_test_id("stSelectbox").filter(has_text="Model").click()
+            page.get_by_role("option", name=NAME).click()
+            expect(sidebar.get_by_text(f"Active model: {NAME}")).to_be_visible(timeout=WAIT_MS)
+            _settle(page)
+            main = page.get_by_test_id("stMain")
+            prompt = main.get_by_test_id("stTextArea").filter(has_text="Prompt").locator("textarea")
+            expect(prompt).to_have_value("Write one sentence about the sea.", timeout=10_000)
+            tokens = main.get_by_test_id("stSlider").filter(has_text="New tokens")
+            assert tokens.get_by_test_id("stSliderThumbValue").inner_text() == "12"
+            sparsity = sidebar.get_by_test_id("stSlider").filter(has_text="Global sparsity")
+            assert sparsity.get_by_test_id("stSliderThumbValue").inner_text() == "0%"
+            expect(sidebar.get_by_test_id("stMetric").first).to_contain_text("Pruned (selected layers)0.0%")
+
+            slider.focus()
+            page.keyboard.press("PageUp")  # a rerun after the switch keeps SmolLM2's prompt
+            _settle(page)
+            assert prompt.input_value() == "Write one sentence about the sea."
+            expect(sidebar.get_by_test_id("stMetric").first).to_contain_text("10.0%", timeout=WAIT_MS)
+            page.screenshot(path=str(ARTIFACTS / "smollm2.png"))
+        finally:
+            browser.close()
