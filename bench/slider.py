@@ -103,15 +103,24 @@ def time_eval_overhead(model, ids: torch.Tensor) -> float:
             for chunk in chunks:
                 model(input_ids=chunk.view(1, -1))
 
-    ours, theirs = [], []
-    for _ in range(7):
+    def timed(run) -> float:
         start = time.perf_counter()
-        perplexity(model, ids, window=window)
-        ours.append(ms_since(start))
-        start = time.perf_counter()
-        plain()
-        theirs.append(ms_since(start))
-    return statistics.median(ours) / statistics.median(theirs)
+        run()
+        return ms_since(start)
+
+    # This machine's speed drifts by tens of percent over seconds: compare each run with its neighbour
+    # (order alternating, so neither side always goes first) and take the median of the ratios.
+    timed(plain)  # warm-up
+    ratios = []
+    for i in range(9):
+        if i % 2:
+            theirs = timed(plain)
+            ours = timed(lambda: perplexity(model, ids, window=window))
+        else:
+            ours = timed(lambda: perplexity(model, ids, window=window))
+            theirs = timed(plain)
+        ratios.append(ours / theirs)
+    return statistics.median(ratios)
 
 
 def time_rerun(model: str, moves=(30, 35, 40, 45, 50, 55)) -> float:
