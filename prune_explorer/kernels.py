@@ -73,9 +73,9 @@ def masked_copy(dense: torch.Tensor, bucket: torch.Tensor, b: int, out: torch.Te
         _masked_copy(_flat(dense, torch.float32), _flat(bucket, torch.uint8), b, _flat(out, torch.float32))
 
 
-def keep_from(bucket: torch.Tensor, b: int) -> torch.Tensor:
-    """bool (n,) ``bucket >= b`` for uint8 (n,) bucket; ``b`` may be 256 (nothing kept)."""
-    keep = torch.empty(bucket.shape, dtype=torch.bool)
+def keep_from(bucket: torch.Tensor, b: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """bool (n,) ``bucket >= b`` for uint8 (n,) bucket, written into ``out`` if given; ``b`` may be 256."""
+    keep = torch.empty(bucket.shape, dtype=torch.bool) if out is None else out
     with _LOCK:
         _keep_from(_flat(bucket, torch.uint8), b, _flat(keep, torch.bool))
     return keep

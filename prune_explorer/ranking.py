@@ -73,9 +73,14 @@ class LayerRanking:
             return self.order[lo:hi]
         return torch.cat((self.order[lo : self.bounds[b0]], self.order[self.bounds[b1] : hi]))
 
-    def mask(self, k: int, storage_shape: torch.Size) -> torch.Tensor:
-        """bool mask in storage layout, True = keep, with the first ``k`` weights of the order pruned."""
-        keep = kernels.keep_from(self.bucket, self.whole_buckets(0, k)[1])
+    def mask(self, k: int, storage_shape: torch.Size, out: torch.Tensor | None = None) -> torch.Tensor:
+        """bool mask in storage layout, True = keep, with the first ``k`` weights of the order pruned.
+
+        ``out``: a contiguous bool tensor of ``numel`` elements to write into (e.g. a mask kept from the
+        last move), instead of a new one.
+        """
+        flat = out.view(-1) if out is not None else None
+        keep = kernels.keep_from(self.bucket, self.whole_buckets(0, k)[1], out=flat)
         keep[self.edges(0, k)] = False
         return keep.view(storage_shape)
 

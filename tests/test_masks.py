@@ -99,8 +99,10 @@ def test_ranking_mask_is_the_first_k_of_the_order_at_every_k(numel):
     position = torch.empty(numel, dtype=torch.long)
     position[ranking.order.long()] = torch.arange(numel)
     step = max(1, numel // 97)
+    reused = torch.ones(numel, dtype=torch.bool)
     for k in list(range(0, numel + 1, step)) + [numel, 1, numel - 1]:
         assert torch.equal(ranking.mask(k, torch.Size([numel])), position >= k), k
+        assert torch.equal(ranking.mask(k, torch.Size([numel]), out=reused), position >= k), k
 
 
 def test_a_drag_of_random_moves_equals_a_fresh_prune_after_every_move():
