@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,20 @@ def app_url(tmp_path):
         log.close()
 
 
+@contextmanager
+def _browser_page(height: int):
+    """A page of Debian's headless chromium, 1400 px wide; screenshots go to ``ARTIFACTS``."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": height})
+        finally:
+            browser.close()
+
+
 def _settle(page) -> None:
     """Wait until the script run triggered by the last interaction has finished."""
     page.wait_for_timeout(500)
@@ -109,141 +124,113 @@ def _go(page, name: str) -> None:
 
 
 def test_slider_prunes_in_a_real_browser(app_url):
-    from playwright.sync_api import sync_playwright
+    with _browser_page(2000) as page:
+        page.goto(app_url)
+        pruned = page.locator(".pe-gen-pruned")
+        pruned.wait_for(timeout=WAIT_MS)
+        _settle(page)
+        assert pruned.inner_text() == page.locator(".pe-gen-dense").inner_text()
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 2000})
-            page.goto(app_url)
-            pruned = page.locator(".pe-gen-pruned")
-            pruned.wait_for(timeout=WAIT_MS)
-            _settle(page)
-            assert pruned.inner_text() == page.locator(".pe-gen-dense").inner_text()
+        _go(page, "Layers")
+        assert _threshold(page) == (0.0, None)
 
-            _go(page, "Layers")
-            assert _threshold(page) == (0.0, None)
+        _go(page, "Prune")
+        before = page.locator(".pe-gen-pruned").inner_text()
+        sidebar = page.get_by_test_id("stSidebar")
+        slider = sidebar.get_by_test_id("stSlider").filter(has_text="Global sparsity").get_by_role("slider")
+        slider.focus()
+        for _ in range(5):  # PageUp moves a slider by a tenth of its range
+            page.keyboard.press("PageUp")
+        page.wait_for_function(
+            "before => { const el = document.querySelector('.pe-gen-pruned');"
+            " return el && el.innerText !== before; }",
+            arg=before,
+            timeout=WAIT_MS,
+        )
+        _settle(page)
+        assert "50.0%" in sidebar.get_by_test_id("stMetric").first.inner_text()
+        assert page.locator(".pe-gen-pruned").inner_text() != page.locator(".pe-gen-dense").inner_text()
+        assert page.locator(".pe-gen-pruned .pe-diff").count() > 0
+        page.screenshot(path=str(ARTIFACTS / "prune.png"))
 
-            _go(page, "Prune")
-            before = page.locator(".pe-gen-pruned").inner_text()
-            sidebar = page.get_by_test_id("stSidebar")
-            slider = (
-                sidebar.get_by_test_id("stSlider").filter(has_text="Global sparsity").get_by_role("slider")
-            )
-            slider.focus()
-            for _ in range(5):  # PageUp moves a slider by a tenth of its range
-                page.keyboard.press("PageUp")
-            page.wait_for_function(
-                "before => { const el = document.querySelector('.pe-gen-pruned');"
-                " return el && el.innerText !== before; }",
-                arg=before,
-                timeout=WAIT_MS,
-            )
-            _settle(page)
-            assert "50.0%" in sidebar.get_by_test_id("stMetric").first.inner_text()
-            assert page.locator(".pe-gen-pruned").inner_text() != page.locator(".pe-gen-dense").inner_text()
-            assert page.locator(".pe-gen-pruned .pe-diff").count() > 0
-            page.screenshot(path=str(ARTIFACTS / "prune.png"))
-
-            _go(page, "Layers")
-            stated, drawn = _threshold(page)
-            assert stated > 0.0
-            assert drawn == pytest.approx(stated, abs=1e-6)
-            page.locator(".js-plotly-plot").nth(1).wait_for(timeout=WAIT_MS)  # the block × kind overview
-            _settle(page)
-            page.screenshot(path=str(ARTIFACTS / "layers.png"))
-        finally:
-            browser.close()
+        _go(page, "Layers")
+        stated, drawn = _threshold(page)
+        assert stated > 0.0
+        assert drawn == pytest.approx(stated, abs=1e-6)
+        page.locator(".js-plotly-plot").nth(1).wait_for(timeout=WAIT_MS)  # the block × kind overview
+        _settle(page)
+        page.screenshot(path=str(ARTIFACTS / "layers.png"))
 
 
 def test_compare_page_applies_a_clicked_point(app_url):
     """Click a point of the Wanda curve, apply it: the sidebar and the token view follow."""
-    from playwright.sync_api import sync_playwright
+    with _browser_page(2400) as page:
+        page.goto(app_url)
+        page.locator(".pe-gen-pruned").wait_for(timeout=WAIT_MS)
+        _settle(page)
+        _go(page, "Compare")
+        page.locator(".js-plotly-plot").first.wait_for(timeout=WAIT_MS)
+        _settle(page)
+        x, y = page.evaluate(
+            """() => {
+                const gd = document.querySelector('.js-plotly-plot');
+                const trace = gd._fullData.find(t => t.name.startsWith('Wanda'));
+                const i = trace.x.length - 3, L = gd._fullLayout, box = gd.getBoundingClientRect();
+                return [L.xaxis.l2p(trace.x[i]) + L._size.l + box.left,
+                        L.yaxis.l2p(Math.log10(trace.y[i])) + L._size.t + box.top];
+            }"""
+        )
+        page.mouse.click(x, y)
+        _settle(page)
+        main = page.get_by_test_id("stMain")
+        chosen = main.get_by_test_id("stSelectbox").filter(has_text="Point to apply").get_by_role("combobox")
+        assert chosen.input_value().startswith("Wanda · unstructured")
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 2400})
-            page.goto(app_url)
-            page.locator(".pe-gen-pruned").wait_for(timeout=WAIT_MS)
-            _settle(page)
-            _go(page, "Compare")
-            page.locator(".js-plotly-plot").first.wait_for(timeout=WAIT_MS)
-            _settle(page)
-            x, y = page.evaluate(
-                """() => {
-                    const gd = document.querySelector('.js-plotly-plot');
-                    const trace = gd._fullData.find(t => t.name.startsWith('Wanda'));
-                    const i = trace.x.length - 3, L = gd._fullLayout, box = gd.getBoundingClientRect();
-                    return [L.xaxis.l2p(trace.x[i]) + L._size.l + box.left,
-                            L.yaxis.l2p(Math.log10(trace.y[i])) + L._size.t + box.top];
-                }"""
-            )
-            page.mouse.click(x, y)
-            _settle(page)
-            main = page.get_by_test_id("stMain")
-            chosen = (
-                main.get_by_test_id("stSelectbox").filter(has_text="Point to apply").get_by_role("combobox")
-            )
-            assert chosen.input_value().startswith("Wanda · unstructured")
-
-            main.get_by_role("button", name="Apply this point").click()
-            _settle(page)
-            sidebar = page.get_by_test_id("stSidebar")
-            method = sidebar.get_by_test_id("stSelectbox").filter(has_text="Method").get_by_role("combobox")
-            assert method.input_value().startswith("Wanda")
-            assert "0.0%" not in sidebar.get_by_test_id("stMetric").first.inner_text()
-            page.locator(".pe-loss .pe-tok").first.wait_for(timeout=WAIT_MS)
-            page.screenshot(path=str(ARTIFACTS / "compare.png"))
-        finally:
-            browser.close()
+        main.get_by_role("button", name="Apply this point").click()
+        _settle(page)
+        sidebar = page.get_by_test_id("stSidebar")
+        method = sidebar.get_by_test_id("stSelectbox").filter(has_text="Method").get_by_role("combobox")
+        assert method.input_value().startswith("Wanda")
+        assert "0.0%" not in sidebar.get_by_test_id("stMetric").first.inner_text()
+        page.locator(".pe-loss .pe-tok").first.wait_for(timeout=WAIT_MS)
+        page.screenshot(path=str(ARTIFACTS / "compare.png"))
 
 
 @pytest.mark.real_model
 def test_a_model_switch_in_the_browser_starts_from_the_new_models_defaults(app_url):
     """The browser sends widget values back on every rerun: after a switch to SmolLM2 it must show (and send)
     SmolLM2's prompt and token count and a 0% slider, not the previous model's values."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from prune_explorer.smollm2 import NAME
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1400})
-            page.goto(app_url)
-            page.locator(".pe-gen-pruned").wait_for(timeout=WAIT_MS)
-            _settle(page)
-            sidebar = page.get_by_test_id("stSidebar")
-            slider = (
-                sidebar.get_by_test_id("stSlider").filter(has_text="Global sparsity").get_by_role("slider")
-            )
-            slider.focus()
-            page.keyboard.press("PageUp")
-            _settle(page)
-            expect(sidebar.get_by_test_id("stMetric").first).to_contain_text("10.0%", timeout=WAIT_MS)
+    with _browser_page(1400) as page:
+        page.goto(app_url)
+        page.locator(".pe-gen-pruned").wait_for(timeout=WAIT_MS)
+        _settle(page)
+        sidebar = page.get_by_test_id("stSidebar")
+        slider = sidebar.get_by_test_id("stSlider").filter(has_text="Global sparsity").get_by_role("slider")
+        slider.focus()
+        page.keyboard.press("PageUp")
+        _settle(page)
+        expect(sidebar.get_by_test_id("stMetric").first).to_contain_text("10.0%", timeout=WAIT_MS)
 
-            sidebar.get_by_test_id("stSelectbox").filter(has_text="Model").click()
-            page.get_by_role("option", name=NAME).click()
-            expect(sidebar.get_by_text(f"Active model: {NAME}")).to_be_visible(timeout=WAIT_MS)
-            _settle(page)
-            main = page.get_by_test_id("stMain")
-            prompt = main.get_by_test_id("stTextArea").filter(has_text="Prompt").locator("textarea")
-            expect(prompt).to_have_value("Write one sentence about the sea.", timeout=10_000)
-            tokens = main.get_by_test_id("stSlider").filter(has_text="New tokens")
-            assert tokens.get_by_test_id("stSliderThumbValue").inner_text() == "12"
-            sparsity = sidebar.get_by_test_id("stSlider").filter(has_text="Global sparsity")
-            assert sparsity.get_by_test_id("stSliderThumbValue").inner_text() == "0%"
-            expect(sidebar.get_by_test_id("stMetric").first).to_contain_text("Pruned (selected layers)0.0%")
+        sidebar.get_by_test_id("stSelectbox").filter(has_text="Model").click()
+        page.get_by_role("option", name=NAME).click()
+        expect(sidebar.get_by_text(f"Active model: {NAME}")).to_be_visible(timeout=WAIT_MS)
+        _settle(page)
+        main = page.get_by_test_id("stMain")
+        prompt = main.get_by_test_id("stTextArea").filter(has_text="Prompt").locator("textarea")
+        expect(prompt).to_have_value("Write one sentence about the sea.", timeout=10_000)
+        tokens = main.get_by_test_id("stSlider").filter(has_text="New tokens")
+        assert tokens.get_by_test_id("stSliderThumbValue").inner_text() == "12"
+        sparsity = sidebar.get_by_test_id("stSlider").filter(has_text="Global sparsity")
+        assert sparsity.get_by_test_id("stSliderThumbValue").inner_text() == "0%"
+        expect(sidebar.get_by_test_id("stMetric").first).to_contain_text("Pruned (selected layers)0.0%")
 
-            slider.focus()
-            page.keyboard.press("PageUp")  # a rerun after the switch keeps SmolLM2's prompt
-            _settle(page)
-            assert prompt.input_value() == "Write one sentence about the sea."
-            expect(sidebar.get_by_test_id("stMetric").first).to_contain_text("10.0%", timeout=WAIT_MS)
-            page.screenshot(path=str(ARTIFACTS / "smollm2.png"))
-        finally:
-            browser.close()
+        slider.focus()
+        page.keyboard.press("PageUp")  # a rerun after the switch keeps SmolLM2's prompt
+        _settle(page)
+        assert prompt.input_value() == "Write one sentence about the sea."
+        expect(sidebar.get_by_test_id("stMetric").first).to_contain_text("10.0%", timeout=WAIT_MS)
+        page.screenshot(path=str(ARTIFACTS / "smollm2.png"))
