@@ -6,6 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from prune_explorer import backends as B
 from prune_explorer import speed
 from prune_explorer.state import PruningState
 from ui import session
@@ -68,12 +69,20 @@ def session_model() -> None:
         st.caption("Times the current pruning with the auto backend against the dense model (a few seconds).")
         return
     r = results[key]
+    # Every layer on a dense matmul (zeros multiplied or not): the same work as dense, so any gap is noise.
+    same_kernels = set(r.report.kernels()) <= {B.DENSE, B.DENSE_ZEROS}
+    if same_kernels:
+        st.info(
+            "Every layer still runs a dense matmul (the auto backend found no faster kernel at this "
+            "sparsity), so the pruned model does exactly the dense model's work: any gap below is noise "
+            "from other work on the machine."
+        )
     cols = st.columns(2)
     for col, phase in zip(cols, ("prefill", "decode"), strict=True):
         d, a = r.timings[f"dense {phase}"], r.timings[f"case {phase}"]
         what = f"{speed.PREFILL.tokens}-token prefill" if phase == "prefill" else "one-token decode"
         # A gap smaller than the two runs' spreads is noise, not speed (e.g. the same kernel timed twice).
-        noise = abs(a.median_ms - d.median_ms) <= a.spread_ms + d.spread_ms
+        noise = same_kernels or abs(a.median_ms - d.median_ms) <= a.spread_ms + d.spread_ms
         col.metric(
             what,
             f"{a.median_ms:.1f} ms",
