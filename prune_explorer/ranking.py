@@ -31,8 +31,9 @@ class LayerRanking:
         sorted_scores: float32 (numel,), the scores in that order (ascending).
         bucket: uint8 (numel,), storage layout: which of the ``BUCKETS`` consecutive slices of the order each
             weight falls in. Bucket ``b`` holds the positions ``bounds[b] .. bounds[b + 1] - 1`` of the order,
-            so "the first k of the order" is every weight of the buckets below ``bucket_at(k)`` plus the
-            positions ``bounds[bucket_at(k)] .. k - 1``, a short slice of ``order``.
+            so "the first k of the order" is every weight of the buckets that end at or before ``k`` (one
+            byte compared per weight) plus the few positions of the bucket ``k`` falls in, a short slice of
+            ``order`` (see :meth:`whole_buckets` and :meth:`edges`).
         bounds: ``BUCKETS + 1`` ascending positions in the order, from 0 to numel.
     """
 
