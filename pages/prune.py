@@ -18,9 +18,7 @@ st.caption(
 
 # ----- generation
 left, right = st.columns([3, 1])
-# Defaults go through session state (a model change sets them anew: see session._widget_defaults).
-st.session_state.setdefault("prune_prompt", outputs.default_prompt(dense))
-st.session_state.setdefault("prune_new_tokens", outputs.default_new_tokens(dense))
+# Defaults come through session state (session.ensure_state), so a model change can set them anew.
 prompt = left.text_area("Prompt", key="prune_prompt", height=80, persist_state="session")
 max_new = right.slider(
     "New tokens",

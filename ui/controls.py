@@ -125,7 +125,6 @@ def pruning_controls(
     threshold_note = st.empty()
     threshold = 0.0
     if incremental and policy == "threshold":
-        st.session_state.setdefault(session.THRESHOLD, 0.0)
         threshold = st.number_input(
             "Prune every |w| at or below",
             step=0.001,
@@ -135,7 +134,6 @@ def pruning_controls(
             help="Starts at the median per-layer cut-off of the pruning you had when you chose this policy.",
         )
     present = data.present_kinds(dense, DEFAULT_KINDS)
-    st.session_state.setdefault(session.KINDS, present)
     kinds = st.pills(
         "Layer kinds that take part",
         present,

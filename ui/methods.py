@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import streamlit as st
 
 from prune_explorer import texts
-from prune_explorer.calibration import DEFAULT_SEQ_LEN, CalibrationBatch, calibration_batch
+from prune_explorer.calibration import CalibrationBatch, calibration_batch
 from prune_explorer.evaluate import context_length
 from prune_explorer.methods import (
     CALIBRATED,
@@ -214,7 +214,6 @@ def calibration_controls(dense: DenseModel, needed: bool) -> tuple[CalibrationBa
             "Sequences (at most)", 1, 128, DEFAULT_SEQUENCES, key=CALIB_SEQUENCES, persist_state="session",
             help="As many as the text holds, up to this number. The papers use 128 × 2048 tokens of C4.",
         )  # fmt: skip
-        st.session_state.setdefault(CALIB_SEQ_LEN, min(DEFAULT_SEQ_LEN, context))
         seq_len = right.number_input(
             "Tokens each",
             8,

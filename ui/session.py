@@ -55,6 +55,18 @@ SHARED_LIMIT = 32
 _SHARED_LOCK = threading.Lock()
 # Page widgets whose options depend on the model: forgotten on a model change (their option lists change, so
 # the browser gets new widgets). Widgets whose *values* depend on it are set anew (see _widget_defaults).
+DEFAULTED_KEYS = (
+    SPARSITY,
+    THRESHOLD,
+    KINDS,
+    EXTRAS,
+    OVERRIDE_LAYERS,
+    METHOD,
+    PATTERN,
+    "prune_prompt",
+    "prune_new_tokens",
+    "sidebar_calib_seq_len",
+)
 MODEL_DEPENDENT_KEYS = (
     "layers_layer",
     "layers_layer_chosen",
@@ -119,7 +131,11 @@ def ensure_state() -> PruningState:
     """The session's pruning state, starting on the default built-in model the first time."""
     if STATE not in st.session_state:
         _start(load_dense(default_source()), default_source())
-    return st.session_state[STATE]
+    current = st.session_state[STATE]
+    if any(key not in st.session_state for key in DEFAULTED_KEYS):
+        for key, value in _widget_defaults(current.dense).items():
+            st.session_state.setdefault(key, value)
+    return current
 
 
 def state() -> PruningState:
@@ -196,9 +212,10 @@ def _switch_model(source: str) -> bool:
 
 
 def _widget_defaults(dense: DenseModel) -> dict[str, Any]:
-    """Where the sidebar and page widgets start on ``dense``.
+    """Where the sidebar and page widgets start on ``dense`` (keys: ``DEFAULTED_KEYS``).
 
-    Set, not just cleared: a browser keeps showing (and sends back) a widget's old value unless the server
+    The widgets take their first values from session state, never from a ``value=`` argument, and a model
+    change sets these anew: a browser keeps showing (and sends back) a widget's old value unless the server
     sets a new one, so a cleared prompt would stay the previous model's.
     """
     from prune_explorer.calibration import DEFAULT_SEQ_LEN

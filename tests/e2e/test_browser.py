@@ -233,4 +233,6 @@ def test_a_model_switch_in_the_browser_starts_from_the_new_models_defaults(app_u
         _settle(page)
         assert prompt.input_value() == "Write one sentence about the sea."
         expect(sidebar.get_by_test_id("stMetric").first).to_contain_text("10.0%", timeout=WAIT_MS)
+        main.get_by_text("KL(dense ‖ pruned), next token").wait_for(timeout=WAIT_MS)
+        _settle(page)  # the run that follows the move has finished: no stale elements in the screenshot
         page.screenshot(path=str(ARTIFACTS / "smollm2.png"))
