@@ -12,11 +12,13 @@ import logging
 import sys
 import time
 
-from prune_explorer.evaluate import perplexity
-from prune_explorer.layers import ALL_KINDS, DEFAULT_KINDS, select
-from prune_explorer.methods import METHODS, prune_masks
-from prune_explorer.models import ModelLoadError, load_model
-from prune_explorer.pruning import POLICIES, MagnitudeSettings, apply_magnitude
+from prune_explorer.measure.evaluate import perplexity
+from prune_explorer.models.errors import ModelLoadError
+from prune_explorer.models.layers import ALL_KINDS, DEFAULT_KINDS, select
+from prune_explorer.models.loading import load_model
+from prune_explorer.pruning.methods import METHODS
+from prune_explorer.pruning.policies import POLICIES, MagnitudeSettings
+from prune_explorer.pruning.settings import apply_settings, prune_settings
 from prune_explorer.state import PruningState
 from prune_explorer.texts import eval_text
 
@@ -30,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     prune.add_argument("--policy", choices=POLICIES, default="uniform")
     prune.add_argument("--threshold", type=float, default=0.0, help="|w| threshold for --policy threshold")
     prune.add_argument("--kinds", nargs="+", choices=ALL_KINDS, default=list(DEFAULT_KINDS))
-    prune.add_argument("--method", choices=METHODS, default="magnitude")
+    prune.add_argument("--method", choices=list(METHODS), default="magnitude")
     prune.add_argument(
         "--pattern", default="unstructured", help="unstructured, N:M (e.g. 2:4), neurons, heads"
     )
@@ -56,16 +58,10 @@ def _prune(args: argparse.Namespace) -> int:
     ids = dense.tokenizer.encode(text)
     state = PruningState(dense)
     start = time.perf_counter()
-    if args.method == "magnitude" and args.pattern == "unstructured":
-        apply_magnitude(state, settings)
-    else:
-        calibration = _read(args.calib_text) if args.calib_text else None
-        result = prune_masks(
-            dense, args.method, args.pattern, args.sparsity, kinds=settings.kinds, calibration=calibration
-        )
-        result.apply(state)
-        for message in result.info.get("messages", []):
-            print(f"note: {message}", file=sys.stderr)
+    calibration = _read(args.calib_text) if args.calib_text else None
+    info = apply_settings(state, prune_settings(settings, args.method, args.pattern), calibration)
+    for message in (info or {}).get("messages", []):
+        print(f"note: {message}", file=sys.stderr)
     prune_ms = (time.perf_counter() - start) * 1000
     before = perplexity(dense.model, ids)
     after = perplexity(state.model, ids)

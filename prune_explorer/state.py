@@ -9,68 +9,30 @@ Magnitude-style masks (a prefix of a precomputed ranking) are kept as a count ``
 k' zeroes or restores only the weights between the two (found through one byte per weight, see
 ``ranking.LayerRanking``), which keeps the slider fast on a 135M model.
 Any other mask (Wanda, N:M, structured) is kept as a bool tensor.
+
+The state guards itself. Every write holds its lock, so writes from two threads (a slider move and a
+measurement of the same session) never interleave. A measurement may swap other modules into the working
+model for a while (CSR, compacted, auto: :mod:`prune_explorer.execution.backends`); the state records every
+swap, and a write while modules are swapped is refused with :class:`ModulesSwappedError`. Use
+``execution.backends.running_on`` to hold the lock for the whole swap: writes from other threads then wait
+until the masked-dense modules are back.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from prune_explorer import kernels
-from prune_explorer.layers import PrunableLayer, find_layers
-from prune_explorer.masks import check_mask
-from prune_explorer.ranking import LayerRanking, magnitude_ranking
-
-
-class DenseModel:
-    """A loaded dense model plus what every session can share: its layers and their magnitude rankings.
-
-    Treat it as read-only; :class:`PruningState` is the way to change weights.
-    """
-
-    def __init__(self, model: nn.Module, tokenizer, name: str = "model", **info):
-        self.model = model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        self.tokenizer = tokenizer
-        self.name = name
-        self.info = info
-        self.layers: list[PrunableLayer] = find_layers(self.model)
-        self.by_name = {layer.name: layer for layer in self.layers}
-        # The dense model's structure never changes: look modules up once (a slider move asks 200+ times).
-        self._modules = dict(self.model.named_modules())
-        self._rankings: dict[str, LayerRanking] = {}
-        # Other things derived once per model and shared by sessions (merged rankings, calibration...).
-        self.cache: dict = {}
-
-    def storage(self, name: str) -> torch.Tensor:
-        """The dense weight of layer ``name`` in its storage layout (read-only by convention)."""
-        return self._modules[name].weight
-
-    def ranking(self, name: str) -> LayerRanking:
-        """Magnitude ranking of one layer, computed on first use and kept for the process."""
-        if name not in self._rankings:
-            self._rankings[name] = magnitude_ranking(self.storage(name))
-        return self._rankings[name]
-
-    def rankings(
-        self, layers: Iterable[PrunableLayer], progress: Callable[[float], None] | None = None
-    ) -> dict[str, LayerRanking]:
-        """Rankings of ``layers`` (computed where missing), reporting the share done to ``progress``."""
-        layers = list(layers)
-        out = {}
-        for i, layer in enumerate(layers):
-            out[layer.name] = self.ranking(layer.name)
-            if progress:
-                progress((i + 1) / len(layers))
-        return out
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in {id(p): p for p in self.model.parameters()}.values())
+from prune_explorer.models.dense import DenseModel, working_copy
+from prune_explorer.models.layers import PrunableLayer
+from prune_explorer.pruning import kernels
+from prune_explorer.pruning.masks import check_mask
+from prune_explorer.pruning.ranking import LayerRanking, layer_ranking
 
 
 @dataclass
@@ -81,13 +43,6 @@ class _Pruned:
     mask: torch.Tensor | None = None  # bool, storage layout
 
 
-def working_copy(model: nn.Module) -> nn.Module:
-    """A structural copy of ``model`` whose parameters and buffers are the *same* tensors."""
-    memo = {id(t): t for t in model.parameters()}
-    memo.update({id(t): t for t in model.buffers()})
-    return copy.deepcopy(model, memo)
-
-
 _ZERO = torch.zeros(())
 # Below these shares of a layer, a move scatters through the order instead of passing over the buckets
 # (measured on SmolLM2-135M, 2 threads: a bucket pass costs about as much as zeroing 1.5% of the weights by
@@ -96,14 +51,90 @@ ZERO_SCATTER_SHARE = 0.015
 RESTORE_SCATTER_SHARE = 0.01
 
 
+class ModulesSwappedError(RuntimeError):
+    """A write was asked while other modules are swapped into the session's model."""
+
+
+@dataclass
+class _Swap:
+    """Modules and attributes swapped into the working model, with what to put back."""
+
+    originals: dict[str, nn.Module] = field(default_factory=dict)
+    attrs: list[tuple[nn.Module, str, object]] = field(default_factory=list)
+    report: object = None
+
+
 class PruningState:
     """One session's pruning of a :class:`DenseModel`."""
 
     def __init__(self, dense: DenseModel):
         self.dense = dense
         self.model = working_copy(dense.model)
+        # The working model's own (masked-dense) modules: weights are written here even while a backend has
+        # other modules at these paths.
+        self._modules = dict(self.model.named_modules())
         self._pruned: dict[str, _Pruned] = {}
         self._own: dict[str, torch.Tensor] = {}  # layer -> the session's private weight (storage layout)
+        self.lock = threading.RLock()
+        self._swap: _Swap | None = None
+
+    # ----- swapped modules (execution backends)
+    @property
+    def swapped(self) -> bool:
+        """Whether modules other than the masked-dense ones are swapped into the working model now."""
+        return self._swap is not None
+
+    @property
+    def swap_report(self) -> object:
+        """What the backend swapped in now reported (``execution.backends.BackendReport``), or None."""
+        return self._swap.report if self._swap else None
+
+    def swap_module(self, path: str, module: nn.Module) -> None:
+        """Put ``module`` at ``path`` in the working model, remembering the masked-dense original."""
+        with self.lock:
+            swap = self._swap = self._swap or _Swap()
+            current = self.model.get_submodule(path)
+            swap.originals.setdefault(path, current)
+            _set_module(self.model, path, module)
+
+    def unswap_module(self, path: str) -> None:
+        """Put the original module back at ``path`` alone (the rest of the swap stays)."""
+        with self.lock:
+            if self._swap is not None and path in self._swap.originals:
+                _set_module(self.model, path, self._swap.originals.pop(path))
+
+    def set_module_attribute(self, module: nn.Module, attr: str, value: object) -> None:
+        """Set ``module.attr`` (a module of the working model), remembering the old value."""
+        with self.lock:
+            swap = self._swap = self._swap or _Swap()
+            swap.attrs.append((module, attr, getattr(module, attr)))
+            setattr(module, attr, value)
+
+    def set_swap_report(self, report: object) -> None:
+        with self.lock:
+            self._swap = self._swap or _Swap()
+            self._swap.report = report
+
+    def restore_modules(self) -> None:
+        """Put the masked-dense modules and attributes back (a no-op when nothing is swapped)."""
+        with self.lock:
+            swap, self._swap = self._swap, None
+            if swap is None:
+                return
+            for module, attr, old in reversed(swap.attrs):
+                setattr(module, attr, old)
+            for path, module in swap.originals.items():
+                _set_module(self.model, path, module)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        with self.lock:
+            if self._swap is not None:
+                raise ModulesSwappedError(
+                    "this session's model is running on other modules (a speed measurement swapped them "
+                    "in); restore the masked-dense modules before pruning"
+                )
+            yield
 
     # ----- reading
     def is_pruned(self, name: str) -> bool:
@@ -134,7 +165,7 @@ class PruningState:
         if p is None:
             keep = torch.ones(storage_shape, dtype=torch.bool)
         elif p.k is not None:
-            keep = self.dense.ranking(name).mask(p.k, storage_shape)
+            keep = layer_ranking(self.dense, name).mask(p.k, storage_shape)
         else:
             keep = p.mask
         return keep.T if layer.transposed else keep
@@ -147,7 +178,9 @@ class PruningState:
 
     def weight(self, name: str) -> torch.Tensor:
         """The session's current (out, in) weight of layer ``name``."""
-        return self.dense.by_name[name].weight(self.model)
+        layer = self.dense.by_name[name]
+        w = self._modules[name].weight
+        return w.T if layer.transposed else w
 
     # ----- writing
     def _own_weight(self, name: str) -> torch.Tensor:
@@ -158,7 +191,7 @@ class PruningState:
         # Every caller writes the whole tensor next, so its first contents never show.
         param = nn.Parameter(torch.empty_like(self.dense.storage(name)), requires_grad=False)
         for holder in self.dense.by_name[name].holders:
-            self.model.get_submodule(holder).weight = param
+            self._modules[holder].weight = param
         self._own[name] = param.data
         return param.data
 
@@ -168,7 +201,7 @@ class PruningState:
             return  # already the dense tensor
         dense_w = self.dense.storage(name)
         for holder in self.dense.by_name[name].holders:
-            self.model.get_submodule(holder).weight = dense_w
+            self._modules[holder].weight = dense_w
 
     def apply_counts(self, counts: dict[str, int]) -> None:
         """Prune the ``k`` lowest-|w| weights of each named layer; layers not named are left as they are.
@@ -176,6 +209,10 @@ class PruningState:
         A layer already pruned by a ranking prefix is updated in place: only the weights between its old and
         new ``k`` are written. Every count is checked before any weight changes.
         """
+        with self._writing():
+            self._apply_counts(counts)
+
+    def _apply_counts(self, counts: dict[str, int]) -> None:
         for name, k in counts.items():
             numel = self.dense.by_name[name].numel
             if not 0 <= k <= numel:
@@ -188,7 +225,7 @@ class PruningState:
             old_k = old.k if old is not None else None
             if old_k == k:
                 continue
-            self._move_layer(name, k, old_k, self.dense.ranking(name), self._own_weight(name).view(-1))
+            self._move_layer(name, k, old_k, layer_ranking(self.dense, name), self._own_weight(name).view(-1))
             self._pruned[name] = _Pruned(k=k)
 
     def _move_layer(
@@ -215,6 +252,10 @@ class PruningState:
 
     def apply_masks(self, masks: dict[str, torch.Tensor]) -> None:
         """Apply explicit bool (out, in) masks, True = keep; layers not named are left as they are."""
+        with self._writing():
+            self._apply_masks(masks)
+
+    def _apply_masks(self, masks: dict[str, torch.Tensor]) -> None:
         for name, keep in masks.items():
             layer = self._layer(name)
             storage_keep = self._storage_mask(layer, keep)
@@ -230,6 +271,10 @@ class PruningState:
         :meth:`reset` still restores it exactly. Every named weight needs a mask; layers not named are left
         as they are. A later :meth:`apply_masks` or :meth:`apply_counts` on a layer starts again from dense.
         """
+        with self._writing():
+            self._apply_weights(weights, masks)
+
+    def _apply_weights(self, weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> None:
         for name, new in weights.items():
             layer = self._layer(name)
             if name not in masks:
@@ -261,8 +306,9 @@ class PruningState:
 
     def reset(self, names: Iterable[str] | None = None) -> None:
         """Return the named layers (default: all) to the exact dense weights."""
-        for name in list(self._pruned if names is None else names):
-            self._share_dense(name)
+        with self._writing():
+            for name in list(self._pruned if names is None else names):
+                self._share_dense(name)
 
     def private_bytes(self) -> int:
         """Bytes this session holds beyond the shared dense model (own weights and explicit masks)."""
@@ -272,3 +318,8 @@ class PruningState:
             if p.mask is not None:
                 total += p.mask.numel()
         return total
+
+
+def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, leaf = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)

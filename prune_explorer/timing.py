@@ -1,7 +1,13 @@
-"""Forward latency, measured honestly: warm up, repeat, report the median, and name the kernel that ran."""
+"""The one timer: warm up, repeat, report the median and spread, and carry the label of what ran.
+
+Every latency the library reports comes from :func:`time_call` or :func:`time_interleaved` (several calls run
+in turn, repeat by repeat, so noise from other work on the machine hits all alike). The labels name kernels
+(``execution.labels``); this module only measures.
+"""
 
 from __future__ import annotations
 
+import inspect
 import statistics
 import time
 from collections.abc import Callable
@@ -9,11 +15,6 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-
-DENSE = "dense matmul (torch.nn.functional.linear)"
-MASKED_DENSE = (
-    "dense matmul (torch.nn.functional.linear; pruned weights are stored zeros and still multiplied)"
-)
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,10 @@ class Timing:
         return statistics.median(self.runs_ms)
 
     @property
+    def min_ms(self) -> float:
+        return min(self.runs_ms)
+
+    @property
     def spread_ms(self) -> float:
         """Half the inter-quartile range: the noise to read a difference against."""
         if len(self.runs_ms) < 4:
@@ -36,45 +41,46 @@ class Timing:
         return (q[2] - q[0]) / 2
 
 
-def time_call(
-    fn: Callable[[], object], warmup: int = 3, repeats: int = 15, kernel: str = MASKED_DENSE
-) -> Timing:
+def time_call(fn: Callable[[], object], kernel: str, warmup: int = 3, repeats: int = 15) -> Timing:
     """Median wall time of ``fn()`` after ``warmup`` untimed calls."""
+    return time_interleaved({"call": fn}, {"call": kernel}, warmup, repeats)["call"]
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], kernels: dict[str, str], warmup: int = 2, repeats: int = 7
+) -> dict[str, Timing]:
+    """Median wall time of each function, run in turn repeat by repeat so machine noise hits all alike."""
     for _ in range(warmup):
-        fn()
-    runs = []
+        for fn in fns.values():
+            fn()
+    runs: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        runs.append((time.perf_counter() - start) * 1000.0)
-    return Timing(runs_ms=runs, kernel=kernel)
+        for k, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            runs[k].append((time.perf_counter() - start) * 1000.0)
+    return {k: Timing(runs[k], kernels[k]) for k in fns}
 
 
-def time_forward(
-    model: nn.Module, input_ids: torch.Tensor, warmup: int = 3, repeats: int = 15, kernel: str = MASKED_DENSE
-) -> Timing:
-    """Median latency of one full forward pass over ``input_ids`` ((1, T) int64), no KV cache."""
+def forward_kwargs(model: nn.Module, **kwargs) -> dict:
+    """The keyword arguments among ``kwargs`` that ``model.forward`` takes."""
+    params = inspect.signature(model.forward).parameters
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+def synthetic_ids(model: nn.Module, tokens: int) -> torch.Tensor:
+    """int64 (1, tokens) token ids spread over the vocabulary, for timing (the values do not matter)."""
+    vocab = int(getattr(model.config, "vocab_size", 2))
+    device = next(model.parameters()).device
+    return (torch.arange(tokens, device=device).view(1, -1) * 7 + 3) % vocab
+
+
+def forward_runner(model: nn.Module, input_ids: torch.Tensor) -> Callable[[], object]:
+    """A no-argument function running one full forward over ``input_ids`` ((1, T) int64), no KV cache."""
+    kwargs = forward_kwargs(model, use_cache=False)
 
     @torch.inference_mode()
     def forward() -> None:
-        model(input_ids=input_ids, use_cache=False)
+        model(input_ids=input_ids, **kwargs)
 
-    return time_call(forward, warmup=warmup, repeats=repeats, kernel=kernel)
-
-
-def time_pair(
-    dense: nn.Module, pruned: nn.Module, input_ids: torch.Tensor, warmup: int = 3, repeats: int = 15
-) -> tuple[Timing, Timing]:
-    """Time two models on the same input, interleaved run by run so machine noise hits both alike."""
-    for _ in range(warmup):
-        with torch.inference_mode():
-            dense(input_ids=input_ids, use_cache=False)
-            pruned(input_ids=input_ids, use_cache=False)
-    dense_runs, pruned_runs = [], []
-    for _ in range(repeats):
-        for model, runs in ((dense, dense_runs), (pruned, pruned_runs)):
-            start = time.perf_counter()
-            with torch.inference_mode():
-                model(input_ids=input_ids, use_cache=False)
-            runs.append((time.perf_counter() - start) * 1000.0)
-    return Timing(dense_runs, DENSE), Timing(pruned_runs, MASKED_DENSE)
+    return forward

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from prune_explorer.ranking import count_for_sparsity
+from prune_explorer.pruning.ranking import count_for_sparsity
 
 log = logging.getLogger(__name__)
 

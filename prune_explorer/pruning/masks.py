@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from prune_explorer.ranking import count_for_sparsity, rank_scores
+from prune_explorer.pruning.ranking import count_for_sparsity, rank_scores, sort_keys
 
 
 def check_mask(mask: torch.Tensor, shape: tuple[int, ...], name: str = "mask") -> None:
@@ -76,10 +76,7 @@ def per_row_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     k = count_for_sparsity(scores.shape[1], sparsity)
     keep = torch.ones(scores.shape, dtype=torch.bool)
     if k:
-        keys = scores.detach().to(torch.float32) + 0.0  # -0.0 -> +0.0, so equal scores have equal bits
-        if bool(keys.min() >= 0):
-            keys = keys.view(torch.int32)  # same order for non-negative floats; torch sorts int32 ~4x faster
-        order = torch.sort(keys, dim=1, stable=True).indices
+        order = torch.sort(sort_keys(scores), dim=1, stable=True).indices
         keep.scatter_(1, order[:, :k], False)
     return keep
 

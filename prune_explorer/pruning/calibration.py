@@ -9,10 +9,8 @@ Forward hooks are registered on the modules that hold the chosen weights (``nn.L
 ``Conv1D``: both receive (..., in) inputs) and are removed in ``finally``. Embeddings have no input
 activations and are refused.
 
-Sequential methods (SparseGPT) need each block's inputs *after* the earlier blocks are pruned. Rather than
-rerunning the whole model for every block (quadratic in depth), :func:`capture_block_inputs` records once what
-enters a transformer block (hidden states, plus every other argument each block receives: masks, rotary
-embeddings), and :func:`run_block` pushes the hidden states through one block at a time, as the papers' code.
+The sequential procedure (each block calibrated on the already-pruned earlier blocks) is in
+:mod:`prune_explorer.pruning.sequential`.
 """
 
 from __future__ import annotations
@@ -25,7 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from prune_explorer.layers import PrunableLayer
+from prune_explorer import texts
+from prune_explorer.models.dense import DenseModel, context_length, working_copy
+from prune_explorer.models.layers import PrunableLayer
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class LayerStats:
         self.n_tokens += int(x.shape[0])
 
 
-def _empty_stats(layers: Sequence[PrunableLayer], gram: bool) -> dict[str, LayerStats]:
+def empty_stats(layers: Sequence[PrunableLayer], gram: bool) -> dict[str, LayerStats]:
     return {
         layer.name: LayerStats(
             sq_norms=torch.zeros(layer.shape[1], dtype=torch.float64),
@@ -157,11 +157,11 @@ def _empty_stats(layers: Sequence[PrunableLayer], gram: bool) -> dict[str, Layer
     }
 
 
-class _StopForward(Exception):
+class StopForward(Exception):
     """Raised by a hook once every hooked layer has seen its input: the rest of the forward is not needed."""
 
 
-def _hooked_module(model: nn.Module, layer: PrunableLayer) -> nn.Module:
+def hooked_module(model: nn.Module, layer: PrunableLayer) -> nn.Module:
     module = model.get_submodule(layer.name)
     if isinstance(module, nn.Embedding):
         raise ValueError(
@@ -205,8 +205,8 @@ def collect_stats(
         raise ValueError(
             f"calibration ids must be int64 (n_sequences, seq_len), got {ids.dtype} {tuple(ids.shape)}"
         )
-    modules = {layer.name: _hooked_module(model, layer) for layer in layers}
-    stats = _empty_stats(layers, gram)
+    modules = {layer.name: hooked_module(model, layer) for layer in layers}
+    stats = empty_stats(layers, gram)
     seen: set[str] = set()
 
     def make_hook(name: str, cols: int):
@@ -217,7 +217,7 @@ def collect_stats(
             stats[name].add(x.reshape(-1, cols))
             seen.add(name)
             if stop_early and len(seen) == len(modules):
-                raise _StopForward
+                raise StopForward
 
         return hook
 
@@ -230,7 +230,7 @@ def collect_stats(
             seen.clear()
             try:
                 model(input_ids=batch, use_cache=False)
-            except _StopForward:
+            except StopForward:
                 pass
             if progress:
                 progress((i + 1) / len(batches))
@@ -240,123 +240,71 @@ def collect_stats(
     return stats
 
 
-def block_name(layer: PrunableLayer) -> str | None:
-    """Module path of the transformer block holding ``layer`` (the path up to its first numeric part)."""
-    parts = layer.name.split(".")
-    for i, part in enumerate(parts):
-        if part.isdigit():
-            return ".".join(parts[: i + 1])
-    return None
+def default_calibration(
+    dense: DenseModel, seq_len: int = DEFAULT_SEQ_LEN, n_sequences: int | None = None
+) -> CalibrationBatch:
+    """The built-in calibration text of the model's text set (disjoint from its evaluation text), cut into
+    ``n_sequences`` × ``seq_len`` tokens (None: as many as it holds, at most 128)."""
+    text_set = dense.info.get("text_set", "stories")
+    seq_len = min(seq_len, context_length(dense.model))
+    return calibration_batch(
+        dense.tokenizer,
+        texts.calibration_text(text_set),
+        seq_len,
+        n_sequences,
+        source=f"built-in {text_set} calibration text",
+    )
 
 
-@dataclass
-class BlockInputs:
-    """What enters transformer blocks during calibration, batch by batch.
-
-    Attributes:
-        hidden: float (batch, seq, hidden) per calibration batch, entering the first captured block.
-        calls: {block path: per batch, (positional arguments after the hidden states, keyword arguments)}.
-        keyword: the hidden states are passed as ``hidden_states=`` rather than positionally.
-    """
-
-    hidden: list[torch.Tensor]
-    calls: dict[str, list[tuple[tuple, dict]]]
-    keyword: bool = False
-
-
-@torch.inference_mode()
-def capture_block_inputs(
-    model: nn.Module, blocks: Sequence[str], ids: torch.Tensor, batch_size: int = 8
-) -> BlockInputs:
-    """Run ``model`` once per batch, recording the hidden states entering ``blocks[0]`` and the other
-    arguments every block in ``blocks`` receives (forward pre-hooks, removed in ``finally``; the forward stops
-    at the last block).
+def resolve_calibration(dense: DenseModel, calibration: CalibrationBatch | str | None) -> CalibrationBatch:
+    """A batch from what a caller gave: a batch (checked against the model's context), a text (cut into
+    sequences of 128 tokens), or None for :func:`default_calibration`.
 
     Raises:
-        ValueError: a block received no hidden-state tensor (first positional or ``hidden_states=``), or was
-            not called.
+        ValueError: sequences longer than the model's context, or a text too short for one sequence.
     """
-    hidden: list[torch.Tensor] = []
-    calls: dict[str, list[tuple[tuple, dict]]] = {name: [] for name in blocks}
-    keyword = [False]
-
-    def make_hook(name: str, first: bool, last: bool):
-        def hook(module: nn.Module, args: tuple, kwargs: dict):
-            if args and isinstance(args[0], torch.Tensor):
-                x, rest, kw = args[0], args[1:], dict(kwargs)
-            elif isinstance(kwargs.get("hidden_states"), torch.Tensor):
-                kw = dict(kwargs)
-                x, rest = kw.pop("hidden_states"), args
-                keyword[0] = True
-            else:
-                raise ValueError(f"block {name} received no hidden-state tensor; cannot replay it")
-            if first:
-                hidden.append(x.detach().clone())
-            calls[name].append((rest, kw))
-            if last:
-                raise _StopForward
-
-        return hook
-
-    handles = []
-    try:
-        for i, name in enumerate(blocks):
-            module = model.get_submodule(name)
-            hook = make_hook(name, i == 0, i == len(blocks) - 1)
-            handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
-        for batch in ids.split(batch_size):
-            try:
-                model(input_ids=batch, use_cache=False)
-            except _StopForward:
-                pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    for name, recorded in calls.items():
-        if len(recorded) != len(hidden):
-            raise ValueError(f"block {name} was not called once per calibration batch; cannot replay it")
-    return BlockInputs(hidden=hidden, calls=calls, keyword=keyword[0])
+    if calibration is None:
+        return default_calibration(dense)
+    if isinstance(calibration, str):
+        seq_len = min(DEFAULT_SEQ_LEN, context_length(dense.model))
+        return calibration_batch(dense.tokenizer, calibration, seq_len, source="user text")
+    if calibration.seq_len > context_length(dense.model):
+        raise ValueError(
+            f"calibration sequences of {calibration.seq_len} tokens exceed the model's context of "
+            f"{context_length(dense.model)}"
+        )
+    return calibration
 
 
-@torch.inference_mode()
-def run_block(
-    block: nn.Module, hidden: torch.Tensor, call: tuple[tuple, dict], keyword: bool = False
-) -> torch.Tensor:
-    """One block's output hidden states for recorded inputs (its first output when it returns a tuple)."""
-    rest, kwargs = call
-    out = block(*rest, hidden_states=hidden, **kwargs) if keyword else block(hidden, *rest, **kwargs)
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
-@torch.inference_mode()
-def collect_block_stats(
-    block: nn.Module,
-    model: nn.Module,
+def activation_stats(
+    dense: DenseModel,
     layers: Sequence[PrunableLayer],
-    inputs: BlockInputs,
-    block_path: str,
-    gram: bool = False,
+    calibration: CalibrationBatch,
+    progress: Progress = None,
 ) -> dict[str, LayerStats]:
-    """Input statistics of ``layers`` (all inside ``block``) from replaying the block on recorded inputs.
+    """Σ X² per input feature (no Gram) of ``layers`` on the *dense* model, shared by every session per
+    calibration batch (the dense model's cache), so moving a Wanda sparsity slider does not rerun the model.
 
-    Hooks are removed in ``finally``.
+    The returned statistics are shared: read them, never add to them.
     """
-    modules = {layer.name: _hooked_module(model, layer) for layer in layers}
-    stats = _empty_stats(layers, gram)
+    key = ("activation_stats", calibration.key, tuple(layer.name for layer in layers))
+    if key in dense.cache and progress:
+        progress(1.0)
+    # A private working copy: hooks on the shared dense model would see other sessions' forwards.
+    return dense.cache.get(
+        key, lambda: collect_stats(working_copy(dense.model), layers, calibration.ids, progress=progress)
+    )
 
-    def make_hook(name: str, cols: int):
-        def hook(module: nn.Module, args: tuple, output) -> None:
-            stats[name].add(args[0].reshape(-1, cols))
 
-        return hook
+@dataclass(frozen=True)
+class CalibrationSpec:
+    """Which calibration batch a pruning used: a label for people and the batch's content key."""
 
-    handles = []
-    try:
-        for layer in layers:
-            handles.append(modules[layer.name].register_forward_hook(make_hook(layer.name, layer.shape[1])))
-        for hidden, call in zip(inputs.hidden, inputs.calls[block_path], strict=True):
-            run_block(block, hidden, call, inputs.keyword)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return stats
+    source: str
+    key: tuple
+    n_sequences: int
+    seq_len: int
+
+    @classmethod
+    def of(cls, batch: CalibrationBatch) -> CalibrationSpec:
+        return cls(batch.source, batch.key, batch.n_sequences, batch.seq_len)

@@ -9,13 +9,14 @@ broken by flat storage index (a stable sort), so the same k always names the sam
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from prune_explorer import kernels
-from prune_explorer.layers import PrunableLayer
+from prune_explorer.models.dense import DenseModel
+from prune_explorer.models.layers import PrunableLayer
+from prune_explorer.pruning import kernels
 
 # Each layer's order is cut into this many equal slices ("buckets"); every weight carries its slice number in
 # one byte. A slider move then reads one byte per weight to find what changes, instead of a four-byte rank.
@@ -90,18 +91,23 @@ def _bucket_bounds(n: int) -> tuple[int, ...]:
     return tuple((b * n) // BUCKETS for b in range(BUCKETS + 1))
 
 
+def sort_keys(scores: torch.Tensor) -> torch.Tensor:
+    """Keys that sort like ``scores`` (float32, any shape), ties as equal: for non-negative scores their
+    int32 bit patterns, which torch sorts (radix) about 4x faster than floats; otherwise the floats."""
+    flat = scores.detach().to(torch.float32) + 0.0  # -0.0 -> +0.0, so equal scores have equal bits
+    if flat.numel() and bool(flat.min() >= 0):
+        return flat.view(torch.int32)
+    return flat
+
+
 def rank_scores(scores: torch.Tensor) -> LayerRanking:
     """Rank a score tensor (any shape, storage layout) from least to most important, ties by index."""
-    # "+ 0.0" turns -0.0 into +0.0 so that equal scores have equal bits.
-    flat = scores.detach().reshape(-1).to(torch.float32) + 0.0
-    n = flat.numel()
+    n = scores.numel()
     if n >= 2**31:
         raise ValueError(f"a layer of {n} weights is too large to rank with int32 indices")
-    if n and bool(flat.min() >= 0):
-        # Non-negative floats sort like their int32 bit patterns; torch sorts int32 keys (radix) ~4x faster.
-        order = torch.sort(flat.view(torch.int32), stable=True).indices
-    else:
-        order = torch.sort(flat, stable=True).indices
+    keys = sort_keys(scores.reshape(-1))
+    flat = keys.view(torch.float32)
+    order = torch.sort(keys, stable=True).indices
     bounds = _bucket_bounds(n)
     sizes = torch.tensor([bounds[b + 1] - bounds[b] for b in range(BUCKETS)])
     in_order = torch.repeat_interleave(torch.arange(BUCKETS, dtype=torch.uint8), sizes)
@@ -113,6 +119,33 @@ def rank_scores(scores: torch.Tensor) -> LayerRanking:
 def magnitude_ranking(weight_storage: torch.Tensor) -> LayerRanking:
     """Rank a weight by |w| (magnitude pruning, as ``torch.nn.utils.prune.l1_unstructured``)."""
     return rank_scores(weight_storage.detach().abs())
+
+
+def layer_ranking(dense: DenseModel, name: str) -> LayerRanking:
+    """Magnitude ranking of one layer of ``dense``, computed once per process and shared by every session
+    (pinned in the dense model's cache: a slider move reads it)."""
+    return dense.cache.get(("ranking", name), lambda: magnitude_ranking(dense.storage(name)), pin=True)
+
+
+def layer_rankings(
+    dense: DenseModel, layers: Iterable[PrunableLayer], progress: Callable[[float], None] | None = None
+) -> dict[str, LayerRanking]:
+    """Rankings of ``layers`` (computed where missing), reporting the share done to ``progress``."""
+    layers = list(layers)
+    out = {}
+    for i, layer in enumerate(layers):
+        out[layer.name] = layer_ranking(dense, layer.name)
+        if progress:
+            progress((i + 1) / len(layers))
+    return out
+
+
+def prefix_mask(dense: DenseModel, layer: PrunableLayer, sparsity: float) -> torch.Tensor:
+    """bool (out, in) magnitude mask of one layer from its shared ranking: the ``round(sparsity · n)``
+    smallest |w| go, ties by storage index (the same weights as the slider's uniform policy)."""
+    storage_shape = dense.storage(layer.name).shape
+    keep = layer_ranking(dense, layer.name).mask(count_for_sparsity(layer.numel, sparsity), storage_shape)
+    return keep.T.contiguous() if layer.transposed else keep
 
 
 def count_for_sparsity(numel: int, sparsity: float) -> int:
@@ -155,10 +188,7 @@ class GlobalRanking:
         self._rankings = rankings
         if self.names:
             merged = torch.cat([rankings[n].sorted_scores for n in self.names])
-            if bool(merged.min() >= 0):  # int32 bit patterns sort like non-negative floats, and faster
-                self.sorted_scores = torch.sort(merged.view(torch.int32)).values.view(torch.float32)
-            else:
-                self.sorted_scores = torch.sort(merged).values
+            self.sorted_scores = torch.sort(sort_keys(merged)).values.view(torch.float32)
         else:
             self.sorted_scores = torch.empty(0)
 

@@ -12,9 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prune_explorer.layers import DEFAULT_KINDS, PrunableLayer, select
-from prune_explorer.ranking import GlobalRanking, count_for_sparsity, threshold_counts, uniform_counts
-from prune_explorer.state import DenseModel, PruningState
+from prune_explorer.models.dense import DenseModel
+from prune_explorer.models.layers import DEFAULT_KINDS, PrunableLayer, select
+from prune_explorer.pruning.ranking import (
+    GlobalRanking,
+    count_for_sparsity,
+    layer_rankings,
+    threshold_counts,
+    uniform_counts,
+)
+from prune_explorer.pruning.target import Target
 
 POLICIES = ("uniform", "global", "threshold")
 
@@ -50,16 +57,14 @@ def selected_layers(dense: DenseModel, kinds: tuple[str, ...]) -> list[PrunableL
 def global_ranking(dense: DenseModel, layers: list[PrunableLayer]) -> GlobalRanking:
     """The merged ranking of ``layers``, built once per model and selection."""
     key = ("global_ranking", tuple(layer.name for layer in layers))
-    if key not in dense.cache:
-        dense.cache[key] = GlobalRanking(dense.rankings(layers), layers)
-    return dense.cache[key]
+    return dense.cache.get(key, lambda: GlobalRanking(layer_rankings(dense, layers), layers))
 
 
 def magnitude_counts(dense: DenseModel, settings: MagnitudeSettings) -> dict[str, int]:
     """How many weights to prune in every prunable layer (0 for layers not selected)."""
     settings.validate(dense)
     layers = selected_layers(dense, settings.kinds)
-    rankings = dense.rankings(layers)
+    rankings = layer_rankings(dense, layers)
     if settings.policy == "uniform":
         counts = uniform_counts(rankings, layers, settings.sparsity)
     elif settings.policy == "global":
@@ -71,7 +76,7 @@ def magnitude_counts(dense: DenseModel, settings: MagnitudeSettings) -> dict[str
     return {layer.name: counts.get(layer.name, 0) for layer in dense.layers}
 
 
-def apply_magnitude(state: PruningState, settings: MagnitudeSettings) -> dict[str, int]:
+def apply_magnitude(state: Target, settings: MagnitudeSettings) -> dict[str, int]:
     """Bring ``state`` to ``settings`` (only the weights that change are touched); returns the counts."""
     counts = magnitude_counts(state.dense, settings)
     state.apply_counts(counts)

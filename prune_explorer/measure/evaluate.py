@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prune_explorer.models.dense import context_length
+
 Progress = Callable[[float], None] | None
 
 
@@ -30,16 +32,6 @@ class Perplexity:
     @property
     def ppl(self) -> float:
         return math.exp(self.mean_nll) if self.tokens else float("nan")
-
-
-def context_length(model: nn.Module, default: int = 1024) -> int:
-    """The longest sequence the model takes, from its config."""
-    cfg = getattr(model, "config", None)
-    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
-        value = getattr(cfg, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return default
 
 
 # Rows of logits per cross-entropy call: a block stays in cache instead of a (T, vocab) log-softmax in fresh

@@ -29,7 +29,10 @@ from pathlib import Path
 
 import torch
 
-from prune_explorer.state import DenseModel
+from prune_explorer.models.dense import DenseModel
+from prune_explorer.models.errors import ModelLoadError, first_line
+from prune_explorer.models.memory import check_memory, count_parameters
+from prune_explorer.models.tokenizers import HFTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +57,6 @@ def locate_gguf(package: str = PACKAGE) -> Path:
     Raises:
         ModelLoadError: the package is not installed, or its GGUF file is missing.
     """
-    from prune_explorer.models import ModelLoadError
-
     spec = importlib.util.find_spec(package)
     folders = list(spec.submodule_search_locations or []) if spec is not None else []
     for folder in folders:
@@ -233,14 +234,6 @@ def load_smollm2(
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from prune_explorer.models import (
-        HFTokenizer,
-        ModelLoadError,
-        _count_parameters,
-        _first_line,
-        check_memory,
-    )
-
     _report(progress, 0.0, "locating the weights")
     if gguf_path is None:
         gguf_path = locate_gguf()
@@ -262,13 +255,13 @@ def load_smollm2(
                     log.info("no SmolLM2 cache at %s yet; converting %s", folder, gguf_path.name)
                 _report(progress, 0.05, "reading the GGUF header")
                 config = read_gguf_config(gguf_path)
-                check_memory(_count_parameters(config), available=available)
+                check_memory(count_parameters(config), available=available)
                 tokenizer, tensors = convert_gguf(gguf_path, config, progress)
                 _report(progress, 0.75, "writing the cache")
                 write_cache(folder, config, tokenizer, tensors, source)
                 del tensors
             config = AutoConfig.from_pretrained(folder, local_files_only=True)
-            check_memory(_count_parameters(config), available=available)
+            check_memory(count_parameters(config), available=available)
             _report(progress, 0.85 if converted else 0.3, "loading the cache")
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
             tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
@@ -277,7 +270,7 @@ def load_smollm2(
     except Exception as exc:
         hint = "; set PRUNE_EXPLORER_CACHE to a writable folder" if isinstance(exc, OSError) else ""
         raise ModelLoadError(
-            f"could not load SmolLM2 from {gguf_path} (cache {folder}): {_first_line(exc)}{hint}"
+            f"could not load SmolLM2 from {gguf_path} (cache {folder}): {first_line(exc)}{hint}"
         ) from exc
     _report(progress, 1.0, "ready")
     return DenseModel(

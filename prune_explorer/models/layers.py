@@ -167,3 +167,20 @@ def select(layers: Iterable[PrunableLayer], kinds: Iterable[str] = DEFAULT_KINDS
     if unknown:
         raise ValueError(f"unknown layer kinds {sorted(unknown)}; known kinds are {list(ALL_KINDS)}")
     return [layer for layer in layers if layer.kind in wanted]
+
+
+def block_name(layer: PrunableLayer) -> str | None:
+    """Module path of the transformer block holding ``layer`` (the path up to its first numeric part)."""
+    parts = layer.name.split(".")
+    for i, part in enumerate(parts):
+        if part.isdigit():
+            return ".".join(parts[: i + 1])
+    return None
+
+
+def group_by_block(layers: Iterable[PrunableLayer]) -> list[list[PrunableLayer]]:
+    """Layers grouped by transformer block, blocks in model order (layers outside blocks: one group each)."""
+    groups: dict[object, list[PrunableLayer]] = {}
+    for layer in layers:
+        groups.setdefault(layer.block if layer.block >= 0 else layer.name, []).append(layer)
+    return list(groups.values())

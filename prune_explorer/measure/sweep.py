@@ -7,9 +7,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from prune_explorer.evaluate import perplexity
-from prune_explorer.pruning import MagnitudeSettings, apply_magnitude
-from prune_explorer.state import DenseModel, PruningState
+from prune_explorer.measure.evaluate import perplexity
+from prune_explorer.models.dense import DenseModel
+from prune_explorer.models.layers import select
+from prune_explorer.pruning.policies import MagnitudeSettings, apply_magnitude
+from prune_explorer.state import PruningState
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,6 @@ def perplexity_sweep(
 
     The policy, kinds and overrides come from ``settings``; its ``sparsity`` is replaced by each point.
     """
-    from prune_explorer.layers import select
-
     settings = settings or MagnitudeSettings()
     state = PruningState(dense)
     layers = select(dense.layers, settings.kinds)

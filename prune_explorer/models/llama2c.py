@@ -23,7 +23,7 @@ import transformers
 
 logger = logging.getLogger(__name__)
 
-STORIES260K_DIR: Path = Path(__file__).resolve().parent / "assets" / "stories260K"
+STORIES260K_DIR: Path = Path(__file__).resolve().parent.parent / "assets" / "stories260K"
 STORIES260K_CHECKPOINT: Path = STORIES260K_DIR / "stories260K.bin"
 STORIES260K_TOKENIZER: Path = STORIES260K_DIR / "tok512.bin"
 

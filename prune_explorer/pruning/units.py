@@ -1,4 +1,7 @@
-"""Structured pruning: whole MLP neurons and whole attention heads, expressed as ordinary bool masks.
+"""Structured units: whole MLP neurons and whole attention heads, the one model of them in the library.
+
+The same :class:`UnitGroup` serves structured pruning (here: unit scores, unit masks) and compaction
+(``prune_explorer.execution.compaction``: cutting dead units out of the matrices), so both name the same units.
 
 A *unit* is what goes as a whole:
     neuron i of a block's MLP: row i of gate and up (GPT-2: row i of ``c_fc``) and column i of down
@@ -21,13 +24,14 @@ Biases are left as they are; zeroing the unit's columns of down/o is what remove
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from prune_explorer.layers import PrunableLayer
-from prune_explorer.ranking import count_for_sparsity
+from prune_explorer.models.dense import DenseModel
+from prune_explorer.models.layers import PrunableLayer
+from prune_explorer.pruning.ranking import count_for_sparsity, sort_keys
 
 UNITS = ("neurons", "heads")
 STRUCTURED_SCORES = ("magnitude", "activation", "random")
@@ -48,6 +52,8 @@ class UnitGroup:
         kv_layers: k and v layers (heads only); rows of K/V head g are [g·size, (g+1)·size).
         n_kv: K/V heads (heads only).
         fused_qkv: ``row_layers`` is one fused layer with rows [q | k | v] (GPT-2 ``c_attn``).
+        parent: module path of the MLP or attention module holding the layers.
+        gate: the gated-MLP layer among ``row_layers`` (its rows pass an activation), or None.
     """
 
     unit: str
@@ -59,10 +65,17 @@ class UnitGroup:
     kv_layers: tuple[str, ...] = ()
     n_kv: int = 0
     fused_qkv: bool = False
+    parent: str = ""
+    gate: str | None = None
 
     @property
     def layer_names(self) -> tuple[str, ...]:
         return self.row_layers + self.kv_layers + (self.col_layer,)
+
+    @property
+    def up(self) -> str:
+        """The MLP layer among ``row_layers`` that is not the gate (neurons only)."""
+        return next(name for name in self.row_layers if name != self.gate)
 
     def label(self) -> str:
         return f"block {self.block} {'MLP' if self.unit == 'neurons' else 'attention'}"
@@ -120,7 +133,21 @@ def _neuron_group(block: int, one: dict[str, PrunableLayer]) -> UnitGroup | None
     for layer in ups:
         if layer.shape[0] != n:
             raise ValueError(f"{layer.name} has {layer.shape[0]} rows but {down.name} has {n} input columns")
-    return UnitGroup("neurons", block, n, 1, tuple(layer.name for layer in ups), down.name)
+    gate = one.get("mlp_gate")
+    return UnitGroup(
+        "neurons",
+        block,
+        n,
+        1,
+        tuple(layer.name for layer in ups),
+        down.name,
+        parent=_parent(down),
+        gate=gate.name if gate is not None else None,
+    )
+
+
+def _parent(layer: PrunableLayer) -> str:
+    return layer.name.rpartition(".")[0]
 
 
 def _head_group(block: int, one: dict[str, PrunableLayer], n_heads: int) -> UnitGroup | None:
@@ -139,7 +166,7 @@ def _head_group(block: int, one: dict[str, PrunableLayer], n_heads: int) -> Unit
                 f"{qkv.name} has {qkv.shape[0]} rows: cannot split into q ({q_dim}) and equal k, v"
             )
         return UnitGroup(
-            "heads", block, n_heads, size, (qkv.name,), o.name, (), kv_dim // size, fused_qkv=True
+            "heads", block, n_heads, size, (qkv.name,), o.name, (), kv_dim // size, True, _parent(o)
         )
     if not all(k in one for k in ("attn_q", "attn_k", "attn_v")):
         return None
@@ -152,7 +179,7 @@ def _head_group(block: int, one: dict[str, PrunableLayer], n_heads: int) -> Unit
     n_kv = k.shape[0] // size
     if n_heads % n_kv:
         raise ValueError(f"block {block}: {n_heads} query heads cannot share {n_kv} K/V heads evenly")
-    return UnitGroup("heads", block, n_heads, size, (q.name,), o.name, (k.name, v.name), n_kv)
+    return UnitGroup("heads", block, n_heads, size, (q.name,), o.name, (k.name, v.name), n_kv, parent=_parent(o))
 
 
 def unit_weights(group: UnitGroup, weights: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -213,7 +240,7 @@ def keep_units(scores: torch.Tensor, sparsity: float, label: str = "this group")
             f"choose a lower sparsity: at most {n - 1} of {n} can go"
         )
     keep = torch.ones(n, dtype=torch.bool)
-    keep[torch.sort(scores.detach().to(torch.float32), stable=True).indices[:k]] = False
+    keep[torch.sort(sort_keys(scores), stable=True).indices[:k]] = False
     return keep
 
 
@@ -250,4 +277,46 @@ def unit_masks(
         masks[name] = kv_keep.view(-1, 1).expand(out, cols).clone()
     out, cols = shapes[group.col_layer]
     masks[group.col_layer] = rows_keep.view(1, -1).expand(out, cols).clone()
+    return masks
+
+
+# A unit score: (group, {name: float (out, in) weight}, group index) -> float32 (n_units,), higher = keep.
+UnitScorer = Callable[[UnitGroup, dict[str, torch.Tensor], int], torch.Tensor]
+
+
+def attention_heads(dense: DenseModel) -> int | None:
+    """Query heads per attention, from the model config (``num_attention_heads``), or None."""
+    return getattr(getattr(dense.model, "config", None), "num_attention_heads", None)
+
+
+def model_unit_groups(dense: DenseModel, layers: Sequence[PrunableLayer], unit: str) -> list[UnitGroup]:
+    """:func:`find_unit_groups` over ``layers`` of ``dense``, with the head count from its config."""
+    return find_unit_groups(layers, unit, attention_heads(dense) if unit == "heads" else None)
+
+
+def structured_masks(
+    dense: DenseModel,
+    layers: Sequence[PrunableLayer],
+    unit: str,
+    sparsity: float,
+    score: UnitScorer,
+    progress: Callable[[float], None] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Bool (out, in) masks that remove the ``round(sparsity · n_units)`` lowest-scored units of every block
+    (comparison group: the block's units), for every layer of every complete group among ``layers``.
+
+    Raises:
+        ValueError: no complete group among ``layers``, or a sparsity that removes every unit of a block.
+    """
+    groups = model_unit_groups(dense, layers, unit)
+    if not groups:
+        needed = "mlp_gate/mlp_up and mlp_down" if unit == "neurons" else "attn_q/k/v (or attn_qkv) and attn_o"
+        raise ValueError(f"pruning {unit} needs the {needed} layers of a block selected; none are")
+    masks = {}
+    for i, group in enumerate(groups):
+        weights = {name: dense.by_name[name].weight(dense.model) for name in group.layer_names}
+        keep = keep_units(score(group, weights, i), sparsity, group.label())
+        masks.update(unit_masks(group, keep, {name: dense.by_name[name].shape for name in group.layer_names}))
+        if progress:
+            progress((i + 1) / len(groups))
     return masks

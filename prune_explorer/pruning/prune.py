@@ -1,0 +1,158 @@
+"""Every pruning method behind one call: ``prune_masks(dense, method, pattern, sparsity) -> PruneResult``.
+
+The methods live in :mod:`prune_explorer.pruning.methods`, one module each, behind a registry; this module
+checks the request against what the method declares (patterns, calibration, sequential variant), builds the
+:class:`~prune_explorer.pruning.method.PruneJob`, and records what ran.
+Patterns: ``unstructured``; ``N:M`` such as ``2:4`` (N kept of every M consecutive inputs; fixed sparsity
+1 − N/M, the sparsity argument is ignored); ``neurons`` / ``heads`` (whole units, see
+:mod:`prune_explorer.pruning.units`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from prune_explorer.models.dense import DenseModel
+from prune_explorer.models.layers import DEFAULT_KINDS, PrunableLayer, select
+from prune_explorer.pruning.calibration import CalibrationBatch, resolve_calibration
+from prune_explorer.pruning.masks import n_m_tail, sparsity_of
+from prune_explorer.pruning.method import Method, Progress, PruneJob
+from prune_explorer.pruning.methods import get_method
+from prune_explorer.pruning.patterns import Pattern, parse_pattern
+from prune_explorer.pruning.result import PruneResult
+from prune_explorer.pruning.sparsegpt_layer import DEFAULT_BLOCKSIZE, DEFAULT_PERCDAMP
+from prune_explorer.pruning.target import Target
+
+log = logging.getLogger(__name__)
+
+
+def _check_request(method: Method, pattern: Pattern, sparsity: float, sequential: bool | None) -> None:
+    if not 0.0 <= sparsity <= 1.0:
+        raise ValueError(f"sparsity must be between 0 and 1, got {sparsity}")
+    if pattern.kind not in method.patterns:
+        supported = ", ".join(method.patterns)
+        raise ValueError(f"{method.label} prunes {supported} patterns, not {pattern.kind}")
+    if sequential and pattern.structured:
+        raise ValueError(
+            "structured pruning scores units on one pass of the dense model; sequential is not offered"
+        )
+    if sequential and not method.calibrated:
+        raise ValueError(f"sequential pruning needs calibration data; {method.name} uses none")
+    if sequential and not method.offers_sequential:
+        raise ValueError(f"{method.label} has no sequential variant")
+
+
+def _n_m_messages(pattern: Pattern, sparsity: float, layers: Sequence[PrunableLayer]) -> list[str]:
+    messages = []
+    if sparsity != pattern.fixed_sparsity:
+        messages.append(
+            f"{pattern.n}:{pattern.m} fixes the sparsity at {pattern.fixed_sparsity:.0%}; the sparsity asked "
+            "is ignored"
+        )
+    for layer in layers:
+        tail = n_m_tail(layer.shape[1], pattern.m)
+        if tail:
+            messages.append(
+                f"{layer.name}: the last {tail} of {layer.shape[1]} input columns form no full group of "
+                f"{pattern.m} and stay dense"
+            )
+    return messages
+
+
+def prune_masks(
+    dense_or_state: DenseModel | Target,
+    method: str,
+    pattern: str = "unstructured",
+    sparsity: float = 0.5,
+    *,
+    kinds: Sequence[str] = DEFAULT_KINDS,
+    calibration: CalibrationBatch | str | None = None,
+    seed: int = 0,
+    sequential: bool | None = None,
+    blocksize: int = DEFAULT_BLOCKSIZE,
+    percdamp: float = DEFAULT_PERCDAMP,
+    progress: Progress = None,
+) -> PruneResult:
+    """Decide what ``method`` prunes in the selected layers of the dense model (nothing is applied).
+
+    A :class:`~prune_explorer.state.PruningState` may be passed for convenience: its dense model is used, its
+    current pruning is not (every method starts from the dense weights).
+
+    Args:
+        method: a key of ``pruning.methods.METHODS``.
+        pattern: "unstructured", "N:M" (e.g. "2:4"), "neurons" or "heads".
+        sparsity: share to prune in [0, 1] (per layer; per row for Wanda; per block's units when structured);
+            ignored for N:M, whose sparsity is 1 − N/M.
+        kinds: layer kinds to prune (``models.layers.ALL_KINDS``); embeddings cannot be calibrated.
+        calibration: a :class:`CalibrationBatch`, a text (cut into sequences of 128 tokens), or None for the
+            built-in calibration text of the model's text set. Used by calibrated methods only.
+        seed: random method's seed (per layer: seed + layer index).
+        sequential: prune block by block on the already-pruned model's activations. Default: the method's
+            own (SparseGPT: yes, as its paper; Wanda: one dense pass, cached per calibration batch).
+        blocksize, percdamp: SparseGPT's B and λ.
+        progress: called with the share done, in (0, 1].
+    Returns:
+        :class:`PruneResult`; ``weights`` is set for methods that update weights.
+    Raises:
+        ValueError: unknown method or pattern, a pattern the method does not support, N:M out of range,
+            sparsity outside [0, 1], a structured sparsity that removes every unit, calibration text that is
+            empty or too short, embeddings with a calibrated method.
+    """
+    start = time.perf_counter()
+    dense = dense_or_state if isinstance(dense_or_state, DenseModel) else dense_or_state.dense
+    spec = get_method(method)
+    pat = parse_pattern(pattern)
+    _check_request(spec, pat, sparsity, sequential)
+    layers = select(dense.layers, kinds)
+    if not layers:
+        raise ValueError(f"no prunable layers of kinds {list(kinds)} in this model")
+    sequential = spec.sequential_default if sequential is None else sequential
+    calib = resolve_calibration(dense, calibration) if spec.calibrated else None
+    messages = _n_m_messages(pat, sparsity, layers) if pat.kind == "n:m" else []
+    job = PruneJob(
+        dense,
+        layers,
+        pat,
+        sparsity,
+        calib,
+        bool(sequential),
+        seed,
+        {"blocksize": blocksize, "percdamp": percdamp},
+        progress,
+        messages,
+    )
+    masks, weights = spec.decide(job)
+    if progress:
+        progress(1.0)
+    for message in messages:
+        log.info(message)
+    return PruneResult(masks=masks, weights=weights or None, info=_info(spec, job, masks, pattern, start))
+
+
+def _info(spec: Method, job: PruneJob, masks: dict, pattern: str, start: float) -> dict:
+    total = sum(m.numel() for m in masks.values())
+    pruned = sum(int(m.numel() - m.sum()) for m in masks.values())
+    calib = job.calibration
+    return {
+        "method": spec.name,
+        "pattern": pattern,
+        "sparsity_asked": job.pattern.fixed_sparsity if job.pattern.kind == "n:m" else job.sparsity,
+        "sparsity": pruned / total if total else 0.0,
+        "layer_sparsity": {name: sparsity_of(m) for name, m in masks.items()},
+        "formula": spec.formula_for(job.pattern),
+        "variant": spec.variant_for(job.pattern, job.sequential),
+        "sequential": job.sequential,
+        "calibration": None
+        if calib is None
+        else {
+            "source": calib.source,
+            "n_sequences": calib.n_sequences,
+            "seq_len": calib.seq_len,
+            "tokens": calib.n_tokens,
+            "text_tokens": calib.text_tokens,
+        },
+        "messages": job.messages,
+        "seconds": time.perf_counter() - start,
+    }
