@@ -7,7 +7,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from prune_explorer.methods import CALIBRATED
+from prune_explorer.pruning.methods import get_method
+from prune_explorer.pruning.settings import prune_settings
 from ui import controls, methods, session
 
 st.set_page_config(page_title="Prune Explorer", page_icon="✂️", layout="wide")
@@ -38,10 +39,10 @@ with session.exclusive():
     with st.sidebar:
         controls.model_picker(state.dense)
         st.divider()
-        method, pattern = methods.method_picker()
+        method, pattern, sequential = methods.method_picker()
         magnitude = controls.pruning_controls(state.dense, method, pattern)
-        batch, calib_error = methods.calibration_controls(state.dense, needed=method in CALIBRATED)
-        settings = methods.prune_settings(magnitude, method, pattern, batch)
+        batch, calib_error = methods.calibration_controls(state.dense, needed=get_method(method).calibrated)
+        settings = prune_settings(magnitude, method, pattern, batch, sequential)
         error = methods.apply(settings, calib_error)
         if error:
             st.error(error)

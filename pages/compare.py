@@ -5,18 +5,19 @@ import functools
 
 import streamlit as st
 
-from prune_explorer.layers import DEFAULT_KINDS
-from prune_explorer.methods import CALIBRATED, METHODS, PATTERNS, parse_pattern
-from ui import charts, compare, data, methods, outputs, session
+from prune_explorer.models.layers import DEFAULT_KINDS
+from prune_explorer.pruning.methods import METHODS, get_method
+from prune_explorer.pruning.patterns import PATTERNS, parse_pattern
+from ui import charts, compare, data, defaults, methods, outputs, session
 
 GRID = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
 state = session.state()
 dense = state.dense
 applied = session.applied()
-small = outputs.is_small(dense)
+small = defaults.is_small(dense)
 batch, calib_error = session.calibration()
-kinds = applied.kinds if applied is not None else tuple(data.present_kinds(dense, DEFAULT_KINDS))
+kinds = applied.kinds if applied is not None else tuple(defaults.present_kinds(dense, DEFAULT_KINDS))
 
 st.title("Compare methods")
 st.caption(
@@ -28,7 +29,7 @@ st.caption(
 # ----- perplexity against sparsity
 left, mid, right = st.columns([2, 2, 3])
 chosen = left.multiselect(
-    "Methods", METHODS, default=["magnitude", "wanda"], format_func=methods.SHORT_LABELS.get,
+    "Methods", list(METHODS), default=["magnitude", "wanda"], format_func=methods.SHORT_LABELS.get,
     key="compare_methods", persist_state="session",
 )  # fmt: skip
 patterns = mid.multiselect(
@@ -39,7 +40,7 @@ percents = right.pills(
     "Sparsities (%)", GRID, selection_mode="multi", default=[20, 40, 50, 60, 70, 80], key="compare_grid",
     persist_state="session", help="N:M patterns have one fixed sparsity, so one point per method.",
 )  # fmt: skip
-skipped = [m for m in chosen if m in CALIBRATED and batch is None]
+skipped = [m for m in chosen if get_method(m).calibrated and batch is None]
 if skipped:
     st.warning(f"{calib_error} — {', '.join(skipped)} left out until the sidebar's calibration text works.")
 combos = [

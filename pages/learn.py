@@ -2,15 +2,15 @@
 
 import streamlit as st
 
-from prune_explorer.evaluate import agreement
-from ui import charts, controls, data, outputs, session
+from prune_explorer.measure.evaluate import agreement
+from ui import charts, controls, data, defaults, outputs, session
 
 state = session.state()
 dense = state.dense
 applied = session.applied()
-small = outputs.is_small(dense)
+small = defaults.is_small(dense)
 layers = data.shown_layers(dense, applied)
-ids = outputs.prompt_ids(dense, st.session_state.get("prune_prompt") or outputs.default_prompt(dense))
+ids = outputs.prompt_ids(dense, st.session_state.get("prune_prompt") or defaults.default_prompt(dense))
 
 st.title("Learn")
 st.caption(

@@ -2,13 +2,13 @@
 
 import streamlit as st
 
-from prune_explorer.evaluate import agreement, token_diff
-from ui import charts, data, methods, outputs, session
+from prune_explorer.measure.evaluate import agreement, token_diff
+from ui import charts, data, defaults, methods, outputs, session
 
 state = session.state()
 dense = state.dense
 applied = session.applied()
-small = outputs.is_small(dense)
+small = defaults.is_small(dense)
 
 st.title("Prune")
 st.caption(

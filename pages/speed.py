@@ -6,8 +6,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from prune_explorer import backends as B
-from prune_explorer import speed
+from prune_explorer.execution.labels import DENSE_LABELS
+from prune_explorer.measure import layer_speed, sizes, speed
 from prune_explorer.state import PruningState
 from ui import session
 
@@ -62,7 +62,8 @@ def session_model() -> None:
     st.subheader("Your pruned model, end to end")
     key = ("session", session.pruned_key())
     if st.button("Measure my model", key="speed_session_run"):
-        with st.status("Calibrating the auto backend and timing…") as status:
+        # The session lock: no slider move of this session runs while its model is on other modules.
+        with session.exclusive(), st.status("Calibrating the auto backend and timing…") as status:
             results[key] = speed.measure(state, "auto", warmup=2, repeats=7)  # restores masked dense itself
             status.update(label="Done", state="complete")
     if key not in results:
@@ -70,7 +71,7 @@ def session_model() -> None:
         return
     r = results[key]
     # Every layer on a dense matmul (zeros multiplied or not): the same work as dense, so any gap is noise.
-    same_kernels = set(r.report.kernels()) <= {B.DENSE, B.DENSE_ZEROS}
+    same_kernels = set(r.report.kernels()) <= DENSE_LABELS
     if same_kernels:
         st.info(
             "Every layer still runs a dense matmul (the auto backend found no faster kernel at this "
@@ -116,7 +117,7 @@ def one_layer() -> None:
         bar = st.progress(0.0, text="timing…")
         stop.button("Stop", key="speed_layer_stop")  # any click reruns the page, which stops this loop
         total = len(sparsities) * 3
-        for point in speed.layer_points(layer.weight(dense.model), sparsities, tokens):
+        for point in layer_speed.layer_points(layer.weight(dense.model), sparsities, tokens):
             points.append(point)
             bar.progress(
                 len(points) / total, text=f"{point.backend} at {point.sparsity:.0%}: {point.median_ms:.3f} ms"
@@ -135,13 +136,13 @@ def one_layer() -> None:
         "compacted (rows removed)": [by["compact"][s].median_ms for s in xs if s in by["compact"]],
     }
     d0 = by["dense"][xs[0]].median_ms
-    series["ideal (FLOPs)"] = [speed.ideal_ms(d0, s) for s in xs]
-    series["memory-bound (CSR bytes)"] = [speed.memory_bound_ms(d0, shape, s) for s in xs]
+    series["ideal (FLOPs)"] = [layer_speed.ideal_ms(d0, s) for s in xs]
+    series["memory-bound (CSR bytes)"] = [layer_speed.memory_bound_ms(d0, shape, s) for s in xs]
     st.plotly_chart(
         _line_chart(xs, series, "ms per call", {"ideal (FLOPs)", "memory-bound (CSR bytes)"}),
         key="speed_layer_chart",
     )
-    even = speed.break_even(points)
+    even = layer_speed.break_even(points)
     st.markdown(
         f"**Break-even for CSR** at {tokens} token{'s' * (tokens != 1)}: "
         + (f"{even:.0%} sparsity." if even is not None else "not reached up to 98% sparsity.")
@@ -237,9 +238,10 @@ def end_to_end() -> None:
 
 # ----- size
 @st.fragment
-def sizes() -> None:
+def model_size() -> None:
     st.subheader("Size of your pruned model")
-    sizes = session.memo("speed_sizes", session.pruned_key(), lambda: speed.model_sizes(state))
+    with session.exclusive():
+        found = session.memo("speed_sizes", session.pruned_key(), lambda: sizes.model_sizes(state))
     st.dataframe(
         pd.DataFrame(
             [
@@ -249,7 +251,7 @@ def sizes() -> None:
                     "on disk (MB)": s.disk_bytes / 1e6,
                     "runs as": s.kernel,
                 }
-                for s in sizes
+                for s in found
             ]
         ),
         hide_index=True,
@@ -267,4 +269,4 @@ def sizes() -> None:
 session_model()
 one_layer()
 end_to_end()
-sizes()
+model_size()

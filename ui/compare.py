@@ -8,9 +8,9 @@ import math
 import pandas as pd
 import streamlit as st
 
-from prune_explorer.calibration import CalibrationBatch
-from prune_explorer.layers import PrunableLayer
-from prune_explorer.state import DenseModel
+from prune_explorer.models.dense import DenseModel
+from prune_explorer.models.layers import PrunableLayer
+from prune_explorer.pruning.calibration import CalibrationBatch
 from ui import charts, outputs
 from ui.methods import PATTERN_LABELS, SHORT_LABELS, request_apply
 

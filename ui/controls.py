@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from prune_explorer.layers import DEFAULT_KINDS, EXTRA_KINDS, PrunableLayer, select
-from prune_explorer.methods import parse_pattern
-from prune_explorer.models import LOADERS
-from prune_explorer.pruning import POLICIES, MagnitudeSettings
-from prune_explorer.state import DenseModel, PruningState
-from ui import data, session
+from prune_explorer.models.dense import DenseModel
+from prune_explorer.models.layers import DEFAULT_KINDS, EXTRA_KINDS, PrunableLayer, select
+from prune_explorer.models.loading import LOADERS
+from prune_explorer.pruning.patterns import parse_pattern
+from prune_explorer.pruning.policies import POLICIES, MagnitudeSettings
+from prune_explorer.pruning.settings import uses_slider_path
+from prune_explorer.state import PruningState
+from ui import data, defaults, session
 
 POLICY_LABELS = {
     "uniform": "Same sparsity in every layer",
@@ -94,7 +96,7 @@ def pruning_controls(
     other method or pattern they are shown disabled. An N:M pattern fixes the sparsity, so the slider is
     disabled too (the pattern picker moves it to 1 − N/M).
     """
-    incremental = method == "magnitude" and pattern == "unstructured"
+    slider_path = uses_slider_path(method, pattern)
     fixed = parse_pattern(pattern).fixed_sparsity
     policy = st.radio(
         "Policy",
@@ -103,7 +105,7 @@ def pruning_controls(
         key=session.POLICY,
         help=POLICY_HELP,
         on_change=_on_policy,
-        disabled=not incremental,
+        disabled=not slider_path,
     )
     percent = st.slider(
         "Global sparsity",
@@ -112,7 +114,7 @@ def pruning_controls(
         step=1,
         format="%d%%",
         key=session.SPARSITY,
-        disabled=fixed is not None or (incremental and policy == "threshold"),
+        disabled=fixed is not None or (slider_path and policy == "threshold"),
         help=SPARSITY_HELP.get(pattern if fixed is None else "n:m", SPARSITY_HELP["unstructured"]),
     )
     if fixed is not None:
@@ -120,11 +122,11 @@ def pruning_controls(
         st.caption(
             f"{pattern} keeps {n} of every {m} consecutive weights of a row: sparsity fixed at {fixed:.0%}."
         )
-    elif not incremental:
+    elif not slider_path:
         st.caption(SPARSITY_CAPTIONS.get(pattern if pattern in SPARSITY_CAPTIONS else method, ""))
     threshold_note = st.empty()
     threshold = 0.0
-    if incremental and policy == "threshold":
+    if slider_path and policy == "threshold":
         threshold = st.number_input(
             "Prune every |w| at or below",
             step=0.001,
@@ -133,7 +135,7 @@ def pruning_controls(
             persist_state="session",
             help="Starts at the median per-layer cut-off of the pruning you had when you chose this policy.",
         )
-    present = data.present_kinds(dense, DEFAULT_KINDS)
+    present = defaults.present_kinds(dense, DEFAULT_KINDS)
     kinds = st.pills(
         "Layer kinds that take part",
         present,
@@ -141,7 +143,7 @@ def pruning_controls(
         format_func=lambda k: data.KIND_LABELS.get(k, k),
         key=session.KINDS,
     )
-    extras = data.present_kinds(dense, EXTRA_KINDS)
+    extras = defaults.present_kinds(dense, EXTRA_KINDS)
     include_extras = st.toggle(
         "Include embeddings and LM head",
         key=session.EXTRAS,
@@ -149,10 +151,10 @@ def pruning_controls(
         help="Off by default: these layers are small in number but every token passes through them.",
     )
     chosen = tuple(k for k in present if k in (kinds or ())) + (tuple(extras) if include_extras else ())
-    if incremental and policy == "threshold":
+    if slider_path and policy == "threshold":
         top = data.largest_magnitude(dense, select(dense.layers, chosen))
         threshold_note.caption(f"Largest |w| in the selected layers: {top:.5f}")
-    overrides = _overrides(select(dense.layers, chosen), disabled=not incremental)
+    overrides = _overrides(select(dense.layers, chosen), disabled=not slider_path)
     return MagnitudeSettings(
         sparsity=(percent / 100.0) if fixed is None else fixed,
         policy=policy,

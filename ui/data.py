@@ -13,10 +13,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from prune_explorer.evaluate import probabilities, top_k
-from prune_explorer.layers import EXTRA_KINDS, PrunableLayer, select
-from prune_explorer.pruning import MagnitudeSettings
-from prune_explorer.state import DenseModel, PruningState
+from prune_explorer.measure.evaluate import probabilities, top_k
+from prune_explorer.models.dense import DenseModel
+from prune_explorer.models.layers import EXTRA_KINDS, PrunableLayer, select
+from prune_explorer.pruning.policies import MagnitudeSettings
+from prune_explorer.pruning.ranking import layer_ranking
+from prune_explorer.state import PruningState
 from prune_explorer.timing import Timing
 from ui import session
 
@@ -47,12 +49,6 @@ def short_name(layer: PrunableLayer) -> str:
     parts = layer.name.split(".")
     idx = parts.index(str(layer.block))
     return f"{layer.block} · {'.'.join(parts[idx + 1 :])}"
-
-
-def present_kinds(dense: DenseModel, kinds: Sequence[str]) -> list[str]:
-    """The kinds among ``kinds`` that the model has at least one layer of, in the given order."""
-    have = {layer.kind for layer in dense.layers}
-    return [k for k in kinds if k in have]
 
 
 def shown_layers(dense: DenseModel, settings: MagnitudeSettings | None) -> list[PrunableLayer]:
@@ -110,7 +106,7 @@ def magnitude_histogram(dense: DenseModel, name: str, log_x: bool, bins: int = 6
 
 
 def _histogram(dense: DenseModel, name: str, log_x: bool, bins: int) -> Histogram:
-    scores = dense.ranking(name).sorted_scores
+    scores = layer_ranking(dense, name).sorted_scores
     top = float(scores[-1]) or 1.0
     if log_x:
         positive = scores[scores > 0]
@@ -160,11 +156,11 @@ def pruned_counts(state: PruningState, name: str, edges: np.ndarray) -> np.ndarr
 
 def layer_threshold(state: PruningState, name: str) -> float:
     """The largest |w| pruned in layer ``name`` now (0.0 when nothing is)."""
-    return state.dense.ranking(name).threshold_for(state.pruned_count(name))
+    return layer_ranking(state.dense, name).threshold_for(state.pruned_count(name))
 
 
 def largest_magnitude(dense: DenseModel, layers: Sequence[PrunableLayer]) -> float:
-    return max((float(dense.ranking(layer.name).sorted_scores[-1]) for layer in layers), default=0.0)
+    return max((float(layer_ranking(dense, layer.name).sorted_scores[-1]) for layer in layers), default=0.0)
 
 
 def topk_table(tokenizer, dense_row: torch.Tensor, pruned_row: torch.Tensor, k: int = 10) -> pd.DataFrame:

@@ -1,41 +1,33 @@
 """Pruning methods in the sidebar: method and pattern pickers, calibration settings, and applying a choice.
 
-Magnitude + unstructured keeps the incremental slider path (``pruning.apply_magnitude``, via
-:func:`ui.session.apply`). Every other choice goes through ``methods.prune_masks`` and ``PruneResult.apply``
-with a progress bar; Wanda's activation statistics are cached on the dense model per calibration batch, so a
-slider move only re-ranks. SparseGPT on a big model runs only when the user presses Apply.
+Which path a choice takes (the slider path, or a method from the registry) is decided in one place,
+``prune_explorer.pruning.settings``; here a method gets a progress bar, and SparseGPT on a big model runs only
+when the user presses Apply. Wanda's activation statistics are shared per calibration batch, so a slider
+move only re-ranks.
 
-What was applied is a :class:`PruneSettings` (magnitude settings + method, pattern, calibration), kept by
-``ui.session`` so cached pruned outputs are keyed by all of it.
+What was applied is a ``pruning.settings.PruneSettings`` (magnitude settings + method, pattern, calibration),
+kept by ``ui.session`` so cached pruned outputs are keyed by all of it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, replace
 
 import streamlit as st
 
 from prune_explorer import texts
-from prune_explorer.calibration import CalibrationBatch, calibration_batch
-from prune_explorer.evaluate import context_length
-from prune_explorer.methods import (
-    CALIBRATED,
-    FORMULAS,
-    METHODS,
-    PATTERNS,
-    VARIANTS,
-    parse_pattern,
-    prune_masks,
-)
-from prune_explorer.pruning import MagnitudeSettings
-from prune_explorer.state import DenseModel
-from ui import outputs, session
+from prune_explorer.models.dense import DenseModel, context_length
+from prune_explorer.pruning.calibration import CalibrationBatch, calibration_batch
+from prune_explorer.pruning.methods import METHODS, get_method
+from prune_explorer.pruning.patterns import PATTERNS, parse_pattern
+from prune_explorer.pruning.policies import MagnitudeSettings
+from prune_explorer.pruning.settings import PruneSettings
+from ui import defaults, session
 
 log = logging.getLogger(__name__)
 
-SHORT_LABELS = {"magnitude": "Magnitude", "random": "Random", "wanda": "Wanda", "sparsegpt": "SparseGPT"}
+SHORT_LABELS = {name: method.label for name, method in METHODS.items()}
 METHOD_LABELS = {
     "magnitude": "Magnitude |w|",
     "random": "Random (baseline)",
@@ -58,54 +50,6 @@ CALIB_SEQ_LEN = "sidebar_calib_seq_len"
 DEFAULT_SEQUENCES = 32
 
 
-@dataclass(frozen=True)
-class CalibrationSpec:
-    """Which calibration batch a pruning used: a label for people and the batch's content key."""
-
-    source: str
-    key: tuple
-    n_sequences: int
-    seq_len: int
-
-    @classmethod
-    def of(cls, batch: CalibrationBatch) -> CalibrationSpec:
-        return cls(batch.source, batch.key, batch.n_sequences, batch.seq_len)
-
-
-@dataclass(frozen=True)
-class PruneSettings(MagnitudeSettings):
-    """Magnitude settings plus the method, the pattern and (for calibrated methods) the calibration batch.
-
-    For anything but magnitude + unstructured, ``policy`` is "uniform" and ``overrides`` empty (they belong to
-    the slider path); for N:M ``sparsity`` is the fixed 1 − N/M.
-    """
-
-    method: str = "magnitude"
-    pattern: str = "unstructured"
-    calibration: CalibrationSpec | None = None
-    seed: int = 0
-
-    @property
-    def incremental(self) -> bool:
-        """Magnitude + unstructured: the fast slider path with policies and overrides."""
-        return self.method == "magnitude" and self.pattern == "unstructured"
-
-    @property
-    def method_key(self) -> tuple:
-        return (self.method, self.pattern, self.calibration.key if self.calibration else None, self.seed)
-
-
-def prune_settings(
-    settings: MagnitudeSettings, method: str, pattern: str, batch: CalibrationBatch | None
-) -> PruneSettings:
-    """Combine the sidebar's magnitude settings with the method choice (ignored fields normalised away)."""
-    calib = CalibrationSpec.of(batch) if method in CALIBRATED and batch is not None else None
-    out = PruneSettings(**vars(settings), method=method, pattern=pattern, calibration=calib)
-    if not out.incremental:
-        out = replace(out, policy="uniform", threshold=0.0, overrides={})
-    return out
-
-
 def describe(settings: MagnitudeSettings | None) -> str:
     """One line for people: "Wanda · 2:4 · 50% · calibration 6 × 128 tokens (built-in …)"."""
     if settings is None:
@@ -113,9 +57,9 @@ def describe(settings: MagnitudeSettings | None) -> str:
     method = getattr(settings, "method", "magnitude")
     pattern = getattr(settings, "pattern", "unstructured")
     parts = [METHOD_LABELS.get(method, method), PATTERN_LABELS.get(pattern, pattern)]
-    if getattr(settings, "incremental", True):
+    if getattr(settings, "slider_path", True):
         parts[1] = f"{settings.policy} policy"
-    if not (getattr(settings, "incremental", True) and settings.policy == "threshold"):
+    if not (getattr(settings, "slider_path", True) and settings.policy == "threshold"):
         parts.append(f"{settings.sparsity:.0%}")
     calib = getattr(settings, "calibration", None)
     if calib is not None:
@@ -130,14 +74,14 @@ def _sweep_pattern(settings: MagnitudeSettings | None) -> str:
 
 def sweep_name(settings: MagnitudeSettings | None) -> str:
     """Legend name of the Prune page's sweep: "sweep" on the slider path, else "Wanda · unstructured"."""
-    if settings is None or getattr(settings, "incremental", True):
+    if settings is None or getattr(settings, "slider_path", True):
         return "sweep"
     return f"{SHORT_LABELS[settings.method]} · {_sweep_pattern(settings)}"
 
 
 def sweep_caption(settings: MagnitudeSettings | None) -> str:
     """What the Prune page's sweep shows for the settings applied."""
-    if settings is None or getattr(settings, "incremental", True):
+    if settings is None or getattr(settings, "slider_path", True):
         return (
             "Each point prunes a scratch copy with your layer kinds, overrides and policy (a typed threshold "
             "sweeps as same-sparsity-per-layer). Perplexity usually stays flat, then rises steeply."
@@ -161,8 +105,9 @@ def _on_pattern() -> None:
         st.session_state[session.SPARSITY] = round(100 * fixed)
 
 
-def method_picker() -> tuple[str, str]:
-    """Method and pattern selectboxes; returns (method, pattern)."""
+def method_picker() -> tuple[str, str, bool | None]:
+    """Method and pattern selectboxes, and the block-by-block choice where the method offers one; returns
+    (method, pattern, sequential or None for the method's default)."""
     method = st.selectbox(
         "Method",
         METHODS,
@@ -180,7 +125,17 @@ def method_picker() -> tuple[str, str]:
         help="Unstructured: any weight may go. N:M: N kept in every M consecutive inputs of a row (hardware "
         "sparse kernels). Neurons/heads: whole rows and columns go, so matrices could shrink.",
     )
-    return method, pattern
+    spec = get_method(method)
+    sequential = None
+    if spec.offers_sequential and not parse_pattern(pattern).structured:
+        sequential = st.toggle(
+            "Block by block",
+            value=spec.sequential_default,
+            key=f"sidebar_sequential_{method}",
+            help="Each transformer block decided on the activations of the already-pruned earlier blocks, as "
+            "the paper's code runs it (slower; better at 2:4). Off: one pass of the dense model.",
+        )
+    return method, pattern, sequential
 
 
 def calibration_controls(dense: DenseModel, needed: bool) -> tuple[CalibrationBatch | None, str | None]:
@@ -278,17 +233,17 @@ def apply(settings: PruneSettings, calib_error: str | None) -> str | None:
     requested = st.session_state.pop(session.APPLY_REQUESTED, False)
     if settings == session.applied():
         return None
-    if settings.incremental:
+    if settings.slider_path:
         return session.apply(settings)
-    if settings.method in CALIBRATED and settings.calibration is None:
+    if get_method(settings.method).calibrated and settings.calibration is None:
         return f"{calib_error or 'No calibration text'}. The previous pruning is kept."
     if settings.sparsity == 0.0:  # no method prunes anything at 0% (N:M's sparsity is never 0)
-        session.state().reset()
+        with session.exclusive():
+            session.state().reset()
         st.session_state[session.APPLIED] = settings
         st.session_state[session.APPLIED_INFO] = None
         return None
-    dense = session.dense()
-    if settings.method == "sparsegpt" and not outputs.is_small(dense) and not requested:
+    if settings.method == "sparsegpt" and not defaults.is_small(session.dense()) and not requested:
         st.caption("SparseGPT takes a minute or two on this model; the pruning shown is still the last one.")
         if not st.button(
             "Apply SparseGPT", key="sidebar_apply", type="primary", icon=":material/play_arrow:"
@@ -296,41 +251,33 @@ def apply(settings: PruneSettings, calib_error: str | None) -> str | None:
             return None
     label = METHOD_LABELS[settings.method]
     bar = st.progress(0.0, text=f"{label}: pruning…")
-    batch, _ = session.calibration()
     try:
-        result = prune_masks(
-            dense,
-            settings.method,
-            settings.pattern,
-            settings.sparsity,
-            kinds=settings.kinds,
-            calibration=batch if settings.method in CALIBRATED else None,
-            seed=settings.seed,
+        return session.apply(
+            settings,
+            session.calibration()[0],
             progress=lambda f: bar.progress(min(1.0, f), text=f"{label}: pruning… {f:.0%}"),
         )
-    except (ValueError, RuntimeError) as exc:  # RuntimeError: e.g. a Cholesky failure inside torch
-        if isinstance(exc, RuntimeError):
-            log.warning("%s failed: %s", settings.method, exc)
-        return session.error_message(exc)
     finally:
         bar.empty()
-    session.apply_result(settings, result)
-    return None
 
 
 def details(chosen: PruneSettings) -> None:
     """What is applied and what its method reported; the chosen method's formula and paper variant."""
     info = session.applied_info()
     st.caption(f"Applied: {describe(session.applied())}.")
+    if info is not None:
+        st.caption(f"Ran: {info['variant']}")
     messages = (info or {}).get("messages", [])
     for message in messages[:4]:
         st.caption(f"· {message}")
     if len(messages) > 4:
         st.caption(f"· …and {len(messages) - 4} more like these.")
-    structured = parse_pattern(chosen.pattern).structured and chosen.method != "sparsegpt"
-    with st.expander(f"How {SHORT_LABELS[chosen.method]} decides"):
-        formula(f"structured_{chosen.method}" if structured else chosen.method)
-        if chosen.incremental and chosen.policy != "uniform":
+    method = get_method(chosen.method)
+    pattern = parse_pattern(chosen.pattern)
+    sequential = method.sequential_default if chosen.sequential is None else chosen.sequential
+    with st.expander(f"How {method.label} decides"):
+        formula(method.formula_for(pattern), method.variant_for(pattern, sequential))
+        if chosen.slider_path and chosen.policy != "uniform":
             st.caption(
                 "With this policy the comparison group is all selected layers together, not each layer."
             )
@@ -340,8 +287,8 @@ def details(chosen: PruneSettings) -> None:
             )
 
 
-def formula(key: str) -> None:
-    """The method's formula (LaTeX, one statement a line so it fits the sidebar) and which variant runs."""
-    parts = [part.strip().rstrip(",;") for part in FORMULAS[key].split(r"\quad")]
+def formula(latex: str, variant: str) -> None:
+    """A method's formula (LaTeX, one statement a line so it fits the sidebar) and which variant runs."""
+    parts = [part.strip().rstrip(",;") for part in latex.split(r"\quad")]
     st.latex(r"\begin{gathered}" + r" \\ ".join(p for p in parts if p) + r"\end{gathered}")
-    st.caption(VARIANTS[key])
+    st.caption(variant)

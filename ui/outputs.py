@@ -1,6 +1,6 @@
 """What the pages show, computed through the library once: dense results per process, pruned per session.
 
-Dense results depend only on the shared dense model, so they live in ``dense.cache`` for every session;
+Dense results depend only on the shared dense model, so they live in its shared cache for every session;
 pruned results live in the session's memo, keyed by the settings applied. A slider move recomputes the
 pruned side only. When nothing is pruned the working model computes exactly what the dense one does, so the
 dense results are reused.
@@ -13,36 +13,24 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from prune_explorer import evaluate, sweep, texts, timing
-from prune_explorer.calibration import CalibrationBatch
-from prune_explorer.layers import select
-from prune_explorer.methods import CALIBRATED, mask_overlap, parse_pattern, prune_masks, reconstruction_errors
-from prune_explorer.pruning import MagnitudeSettings
-from prune_explorer.state import DenseModel, PruningState
+from prune_explorer import texts
+from prune_explorer.execution.labels import DENSE, DENSE_ZEROS
+from prune_explorer.measure import evaluate, sweep
+from prune_explorer.measure.comparison import mask_overlap, reconstruction_errors
+from prune_explorer.models.dense import DenseModel, context_length
+from prune_explorer.models.layers import select
+from prune_explorer.pruning.calibration import CalibrationBatch
+from prune_explorer.pruning.methods import get_method
+from prune_explorer.pruning.patterns import parse_pattern
+from prune_explorer.pruning.policies import MagnitudeSettings
+from prune_explorer.pruning.prune import prune_masks
+from prune_explorer.state import PruningState
+from prune_explorer.timing import Timing, forward_runner, time_interleaved
 from ui import session
 
-# Models up to this size are measured on every change; bigger ones wait for a button.
-SMALL_MODEL = 5_000_000
 SWEEP_SPARSITIES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MEASURE_SEQUENCES = 8  # calibration sequences the per-layer reconstruction errors are measured on
 Progress = Callable[[float], None] | None
-
-
-def is_small(dense: DenseModel) -> bool:
-    return session.shared(dense, ("num_parameters",), dense.num_parameters) <= SMALL_MODEL
-
-
-def default_new_tokens(dense: DenseModel) -> int:
-    """A generation that refreshes within a slider move: long on tiny models, short on big ones."""
-    return 40 if is_small(dense) else 12
-
-
-def default_prompt(dense: DenseModel) -> str:
-    if dense.info.get("chat"):
-        return "Write one sentence about the sea."
-    if dense.info.get("text_set", "stories") == "stories":
-        return "Once upon a time"
-    return "The king said"
 
 
 def prompt_ids(dense: DenseModel, text: str) -> list[int]:
@@ -131,15 +119,25 @@ def pruned_perplexity(state: PruningState, progress: Progress = None) -> evaluat
     )
 
 
-def cached_latency(state: PruningState, ids: list[int]) -> tuple[timing.Timing, timing.Timing] | None:
+def cached_latency(state: PruningState, ids: list[int]) -> tuple[Timing, Timing] | None:
     return session.peek("latency", (session.pruned_key(), tuple(ids)))
 
 
-def latency(state: PruningState, ids: list[int]) -> tuple[timing.Timing, timing.Timing]:
+def latency(state: PruningState, ids: list[int]) -> tuple[Timing, Timing]:
     """Median forward latency of the dense and the pruned model on the prompt (interleaved runs)."""
     input_ids = torch.tensor([ids], dtype=torch.long)
     key = (session.pruned_key(), tuple(ids))
-    return session.memo("latency", key, lambda: timing.time_pair(state.dense.model, state.model, input_ids))
+    return session.memo("latency", key, lambda: _time_pair(state, input_ids))
+
+
+def _time_pair(state: PruningState, input_ids: torch.Tensor) -> tuple[Timing, Timing]:
+    runs = {
+        "dense": forward_runner(state.dense.model, input_ids),
+        "pruned": forward_runner(state.model, input_ids),
+    }
+    pruned_kernel = DENSE if session.nothing_pruned() else DENSE_ZEROS
+    timings = time_interleaved(runs, {"dense": DENSE, "pruned": pruned_kernel}, warmup=3, repeats=15)
+    return timings["dense"], timings["pruned"]
 
 
 def _sweep_key(settings: MagnitudeSettings | None) -> tuple:
@@ -152,7 +150,7 @@ def _method_sweep(dense: DenseModel, settings: MagnitudeSettings | None) -> list
 
     N:M has one sparsity, so its sweep is the same method unstructured (the N:M point sits beside it).
     """
-    if settings is None or getattr(settings, "incremental", True):
+    if settings is None or getattr(settings, "slider_path", True):
         return None
     pattern = "unstructured" if parse_pattern(settings.pattern).kind == "n:m" else settings.pattern
     batch = session.calibration()[0]
@@ -201,13 +199,13 @@ def point_key(
 ) -> tuple:
     """(method, pattern, sparsity, kinds, calibration key or None, seed); N:M's sparsity is its fixed one."""
     fixed = parse_pattern(pattern).fixed_sparsity
-    calib = (batch.key if batch is not None else "missing") if method in CALIBRATED else None
+    calib = (batch.key if batch is not None else "missing") if get_method(method).calibrated else None
     return (method, pattern, round(fixed if fixed is not None else sparsity, 4), tuple(kinds), calib, seed)
 
 
 def _store(dense: DenseModel, name: str) -> dict:
     """A process-wide dict on the dense model for small results (floats), never evicted."""
-    return dense.cache.setdefault(("ui", "store", name), {})
+    return dense.cache.get(("ui", "store", name), dict, pin=True)
 
 
 def cached_point(dense: DenseModel, key: tuple) -> sweep.SweepPoint | None:
@@ -256,7 +254,7 @@ def _result(dense: DenseModel, key: tuple, batch: CalibrationBatch | None, progr
         pattern,
         sparsity,
         kinds=kinds,
-        calibration=batch if method in CALIBRATED else None,
+        calibration=batch if get_method(method).calibrated else None,
         seed=seed,
         progress=progress,
     )
@@ -335,7 +333,7 @@ def layer_views(
 
 
 def _token_ids(dense: DenseModel, n_tokens: int) -> list[int]:
-    return eval_ids(dense)[: min(n_tokens, evaluate.context_length(dense.model))]
+    return eval_ids(dense)[: min(n_tokens, context_length(dense.model))]
 
 
 def cached_token_losses(

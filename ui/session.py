@@ -2,29 +2,33 @@
 
 The dense model is shared by every session and never written. Each session keeps in ``st.session_state``:
 its :class:`PruningState`, the settings last applied to it (magnitude settings, or
-``ui.methods.PruneSettings`` which add method, pattern and calibration), what the last method reported, its
-calibration batch, the last load error, and a small memo of results computed for the current settings (so a
-rerun that moves nothing recomputes nothing).
+``pruning.settings.PruneSettings`` which add method, pattern and calibration), what the last method
+reported, its calibration batch, the last load error, and a small memo of results computed for the current
+settings (so a rerun that moves nothing recomputes nothing).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import streamlit as st
 
-from prune_explorer import kernels
-from prune_explorer.calibration import CalibrationBatch
-from prune_explorer.layers import select
-from prune_explorer.methods import PruneResult
-from prune_explorer.models import LOADERS, STORIES260K, ModelLoadError, load_model
-from prune_explorer.pruning import MagnitudeSettings, apply_magnitude
-from prune_explorer.state import DenseModel, PruningState
+from prune_explorer.models.dense import DenseModel, context_length
+from prune_explorer.models.errors import ModelLoadError
+from prune_explorer.models.layers import DEFAULT_KINDS, select
+from prune_explorer.models.loading import LOADERS, STORIES260K, load_model, resolve_source
+from prune_explorer.pruning import kernels
+from prune_explorer.pruning.calibration import DEFAULT_SEQ_LEN, CalibrationBatch
+from prune_explorer.pruning.policies import MagnitudeSettings
+from prune_explorer.pruning.ranking import layer_rankings
+from prune_explorer.pruning.settings import apply_settings
+from prune_explorer.state import PruningState
+from ui import defaults
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +55,10 @@ METHOD = "sidebar_method"
 PATTERN = "sidebar_pattern"
 MODEL = "sidebar_model"
 SOURCE = "sidebar_source"
-SHARED_LIMIT = 32
-_SHARED_LOCK = threading.Lock()
+_LOADING = threading.Lock()
+# Every dense model some session still holds, by resolved source: a model evicted from Streamlit's resource
+# cache but still in use is found here instead of being loaded a second time.
+_IN_USE: weakref.WeakValueDictionary[str, DenseModel] = weakref.WeakValueDictionary()
 # Page widgets whose options depend on the model: forgotten on a model change (their option lists change, so
 # the browser gets new widgets). Widgets whose *values* depend on it are set anew (see _widget_defaults).
 DEFAULTED_KEYS = (
@@ -76,9 +82,25 @@ MODEL_DEPENDENT_KEYS = (
 )
 
 
-@st.cache_resource(max_entries=4, show_spinner=False)
 def load_dense(source: str) -> DenseModel:
     """The dense model for ``source``, loaded once per process and shared by all sessions (read-only).
+
+    Keyed by the resolved source (``./m`` and ``/abs/m`` are one model); a model still held by some session
+    is reused even after Streamlit's resource cache let it go.
+    """
+    resolved = resolve_source(source)
+    with _LOADING:
+        held = _IN_USE.get(resolved)
+    if held is not None:
+        return held
+    dense = _load_dense(resolved)
+    with _LOADING:
+        return _IN_USE.setdefault(resolved, dense)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _load_dense(source: str) -> DenseModel:
+    """Load and rank ``source`` (a resolved source) once per process.
 
     The progress bar lives inside the cached function (and is emptied there), so a cache hit replays nothing.
     """
@@ -90,7 +112,8 @@ def load_dense(source: str) -> DenseModel:
     try:
         dense = load_model(source, progress=progress)
         # Sort every default layer's |w| now, once for all sessions, so no slider move waits for it.
-        dense.rankings(
+        layer_rankings(
+            dense,
             select(dense.layers),
             progress=lambda f: bar.progress(f, text=f"Ranking the weights of {source} by |w| (once)"),
         )
@@ -150,7 +173,7 @@ def dense() -> DenseModel:
 def applied() -> MagnitudeSettings | None:
     """The settings the session's state was last brought to (None: dense, nothing applied yet).
 
-    From the sidebar this is a ``ui.methods.PruneSettings``: magnitude settings plus method, pattern and
+    From the sidebar this is a ``pruning.settings.PruneSettings``: magnitude settings plus method, pattern and
     calibration.
     """
     return st.session_state.get(APPLIED)
@@ -218,21 +241,16 @@ def _widget_defaults(dense: DenseModel) -> dict[str, Any]:
     change sets these anew: a browser keeps showing (and sends back) a widget's old value unless the server
     sets a new one, so a cleared prompt would stay the previous model's.
     """
-    from prune_explorer.calibration import DEFAULT_SEQ_LEN
-    from prune_explorer.evaluate import context_length
-    from prune_explorer.layers import DEFAULT_KINDS
-    from ui import data, outputs  # both import this module
-
     return {
         SPARSITY: 0,
         THRESHOLD: 0.0,
-        KINDS: data.present_kinds(dense, DEFAULT_KINDS),
+        KINDS: defaults.present_kinds(dense, DEFAULT_KINDS),
         EXTRAS: False,
         OVERRIDE_LAYERS: [],
         METHOD: "magnitude",
         PATTERN: "unstructured",
-        "prune_prompt": outputs.default_prompt(dense),
-        "prune_new_tokens": outputs.default_new_tokens(dense),
+        "prune_prompt": defaults.default_prompt(dense),
+        "prune_new_tokens": defaults.default_new_tokens(dense),
         "sidebar_calib_seq_len": min(DEFAULT_SEQ_LEN, context_length(dense.model)),
     }
 
@@ -241,26 +259,24 @@ def _sentence(exc: BaseException) -> str:
     return str(exc).strip().rstrip(".")
 
 
-def apply(settings: MagnitudeSettings) -> str | None:
-    """Bring the session's state to ``settings``; on a bad setting keep the previous state, return why."""
+def apply(
+    settings: MagnitudeSettings,
+    calibration: CalibrationBatch | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> str | None:
+    """Bring the session's state to ``settings`` (slider path or method, ``pruning.settings`` decides); on
+    any error keep the previous state and return why."""
     if settings == applied():
         return None
     try:
-        apply_magnitude(state(), settings)
-    except ValueError as exc:
-        return f"{_sentence(exc)}. The previous pruning is kept."
+        info = apply_settings(state(), settings, calibration, progress)
+    except (ValueError, RuntimeError) as exc:  # RuntimeError: e.g. a Cholesky failure inside torch
+        if not isinstance(exc, ValueError):
+            log.warning("applying %s failed: %s", settings, exc)
+        return error_message(exc)
     st.session_state[APPLIED] = settings
-    st.session_state[APPLIED_INFO] = None
+    st.session_state[APPLIED_INFO] = info
     return None
-
-
-def apply_result(settings: MagnitudeSettings, result: PruneResult) -> None:
-    """Bring the session's state to a method's result: layers it does not name go back to dense first."""
-    current = state()
-    current.reset([layer.name for layer in current.dense.layers if layer.name not in result.masks])
-    result.apply(current)
-    st.session_state[APPLIED] = settings
-    st.session_state[APPLIED_INFO] = result.info
 
 
 def error_message(exc: BaseException) -> str:
@@ -330,28 +346,11 @@ def peek(name: str, key: Any) -> Any:
 
 
 def shared(dense: DenseModel, key: tuple, compute: Callable[[], Any]) -> Any:
-    """Process-wide cache on the dense model for results that depend on the dense weights only.
-
-    Entries are grouped by ``key[0]`` (e.g. "logits", "generate"), each group keeping its last
-    ``SHARED_LIMIT`` keys, so a stream of new prompts cannot grow memory without bound.
-    """
-    hit = peek_shared(dense, key)
-    if hit is not None:
-        return hit
-    value = compute()  # outside the lock: two sessions may compute the same thing once each
-    with _SHARED_LOCK:
-        group = dense.cache.setdefault(("ui", key[0]), OrderedDict())
-        group[key] = value
-        while len(group) > SHARED_LIMIT:
-            group.popitem(last=False)
-    return value
+    """Process-wide result on the dense model's shared cache (computed once, evicted least recently used)
+    for results that depend on the dense weights only."""
+    return dense.cache.get(("ui", *key), compute)
 
 
 def peek_shared(dense: DenseModel, key: tuple) -> Any:
     """The shared value for ``key`` if some session computed it, else None."""
-    with _SHARED_LOCK:
-        group = dense.cache.get(("ui", key[0]))
-        if group is None or key not in group:
-            return None
-        group.move_to_end(key)
-        return group[key]
+    return dense.cache.peek(("ui", *key))

@@ -30,7 +30,6 @@ def _bucket(sparsity: float) -> float:
     return round(sparsity * 20) / 20  # 5% buckets
 
 
-
 class _Probe(nn.Module):
     """Runs a layer on dense or CSR and records each call's wall time while ``recording``."""
 

@@ -30,7 +30,6 @@ from prune_explorer.execution import autotune, compaction
 from prune_explorer.execution.labels import TOKEN_FASTEST, dense_label
 from prune_explorer.execution.modules import (
     BackendUnavailable,
-    CSRLinear,
     SemiStructuredLinear,
     TokenFastest,
     out_in_weight,
@@ -149,7 +148,9 @@ def _swap_in(
     layout = ""
     if backend == "auto":
         layout = _token_fastest(state)  # calibrate in the layout CSR layers will run in
-        reports = autotune.calibrate(state, paths, tokens, min_sparsity=min_sparsity, margin=margin, cache=cache)
+        reports = autotune.calibrate(
+            state, paths, tokens, min_sparsity=min_sparsity, margin=margin, cache=cache
+        )
         for r in reports:
             r.note = "; ".join(n for n in (compact_notes.get(r.name, ""), r.note) if n)
         if not any(r.choices and "csr" in r.choices.values() for r in reports):

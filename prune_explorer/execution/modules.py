@@ -3,7 +3,7 @@
 ``CSRLinear``            the (out, in) weight as a CSR matrix with int32 indices, run as ``W @ x.T``
                          (``torch.addmm`` into an unfilled output: the fastest sparse call measured on CPU;
                          ``F.linear(x, W_csr)`` and COO are much slower).
-``SemiStructuredLinear`` 2:4 semi-structured sparsity via ``torch.sparse.to_sparse_semi_structured``: CUDA only.
+``SemiStructuredLinear`` 2:4 semi-structured sparsity (``torch.sparse.to_sparse_semi_structured``), CUDA.
 ``AutoLinear``           dense or CSR per call, by the token count, as measured (``execution.autotune``).
 ``TokenFastest``         wraps the input embedding so the residual stream is stored token-fastest, the layout
                          CSR layers multiply fastest.

@@ -85,7 +85,7 @@ class SharedCache:
         self._hits = self._misses = self._evictions = 0
 
     def get(self, key: Hashable, compute: Callable[[], T], *, pin: bool = False) -> T:
-        """The value for ``key``, calling ``compute()`` only if no one has (sessions asking meanwhile wait)."""
+        """The value for ``key``, calling ``compute()`` only if no one has (others asking meanwhile wait)."""
         with self._lock:
             entry = self._hit(key)
             if entry is not None:

@@ -1,10 +1,10 @@
 """The interface every pruning method offers, and the job it is given.
 
-A method is one module in :mod:`prune_explorer.pruning.methods` exposing a :class:`Method`: what it needs
-(calibration or not), what it does (masks only, or new weights too), the patterns it supports, its formula
-and paper variant, and one function that decides the masks for a :class:`PruneJob`. ``prune_masks`` looks the
-method up in the registry (``pruning.methods.METHODS``) and builds the job; adding a method is one new file and
-one registry line.
+A method is one module in :mod:`prune_explorer.pruning.methods` exposing a :class:`Method`: what it
+needs (calibration or not), what it does (masks only, or new weights too), the patterns it supports, its
+formula and paper variant, and one function that decides the masks for a :class:`PruneJob`.
+``prune_masks`` looks the method up in the registry (``pruning.methods.METHODS``) and builds the job;
+adding a method is one new file and one registry line.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ class PruneResult:
         weights: {layer name: float (out, in)} new weights (SparseGPT's reconstruction, zeros where pruned),
             or None when the method only masks.
         info: method, pattern, sparsity asked and obtained, per-layer sparsity, formula, variant, whether it
-            ran sequentially, calibration used, messages (dampening raised, N:M tails, ignored slider), seconds.
+            ran sequentially, calibration used, messages (dampening raised, N:M tails, ignored slider),
+            seconds.
     """
 
     masks: dict[str, torch.Tensor]

@@ -210,7 +210,8 @@ def prune_sequentially(
                     block = scratch.get_submodule(paths[at])
                     calls = inputs.calls[paths[at]]
                     inputs.hidden = [
-                        run_block(block, h, c, inputs.keyword) for h, c in zip(inputs.hidden, calls, strict=True)
+                        run_block(block, h, c, inputs.keyword)
+                        for h, c in zip(inputs.hidden, calls, strict=True)
                     ]
                     at += 1
                 stats = collect_block_stats(scratch.get_submodule(path), scratch, group, inputs, path, gram)

@@ -1,7 +1,8 @@
 """Structured units: whole MLP neurons and whole attention heads, the one model of them in the library.
 
 The same :class:`UnitGroup` serves structured pruning (here: unit scores, unit masks) and compaction
-(``prune_explorer.execution.compaction``: cutting dead units out of the matrices), so both name the same units.
+(``prune_explorer.execution.compaction``: cutting dead units out of the matrices), so both name the same
+units.
 
 A *unit* is what goes as a whole:
     neuron i of a block's MLP: row i of gate and up (GPT-2: row i of ``c_fc``) and column i of down
@@ -179,7 +180,9 @@ def _head_group(block: int, one: dict[str, PrunableLayer], n_heads: int) -> Unit
     n_kv = k.shape[0] // size
     if n_heads % n_kv:
         raise ValueError(f"block {block}: {n_heads} query heads cannot share {n_kv} K/V heads evenly")
-    return UnitGroup("heads", block, n_heads, size, (q.name,), o.name, (k.name, v.name), n_kv, parent=_parent(o))
+    return UnitGroup(
+        "heads", block, n_heads, size, (q.name,), o.name, (k.name, v.name), n_kv, parent=_parent(o)
+    )
 
 
 def unit_weights(group: UnitGroup, weights: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -310,7 +313,9 @@ def structured_masks(
     """
     groups = model_unit_groups(dense, layers, unit)
     if not groups:
-        needed = "mlp_gate/mlp_up and mlp_down" if unit == "neurons" else "attn_q/k/v (or attn_qkv) and attn_o"
+        needed = (
+            "mlp_gate/mlp_up and mlp_down" if unit == "neurons" else "attn_q/k/v (or attn_qkv) and attn_o"
+        )
         raise ValueError(f"pruning {unit} needs the {needed} layers of a block selected; none are")
     masks = {}
     for i, group in enumerate(groups):

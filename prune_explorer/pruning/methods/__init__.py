@@ -9,7 +9,9 @@ from __future__ import annotations
 from prune_explorer.pruning.method import Method
 from prune_explorer.pruning.methods import magnitude, random, sparsegpt, wanda
 
-METHODS: dict[str, Method] = {module.METHOD.name: module.METHOD for module in (magnitude, random, wanda, sparsegpt)}
+METHODS: dict[str, Method] = {
+    module.METHOD.name: module.METHOD for module in (magnitude, random, wanda, sparsegpt)
+}
 
 
 def get_method(name: str) -> Method:

@@ -17,7 +17,9 @@ def decide(job: PruneJob) -> Decision:
         return structured_masks(dense, job.layers, pattern.kind, job.sparsity, score, job.progress), None
     if pattern.kind == "n:m":
         weights = {layer.name: layer.weight(dense.model) for layer in job.layers}
-        return {name: n_m_mask(magnitude_scores(w), pattern.n, pattern.m) for name, w in weights.items()}, None
+        return {
+            name: n_m_mask(magnitude_scores(w), pattern.n, pattern.m) for name, w in weights.items()
+        }, None
     # The shared ranking: the same weights (ties included) as the slider's uniform policy.
     return {layer.name: prefix_mask(dense, layer, job.sparsity) for layer in job.layers}, None
 

@@ -1,0 +1,34 @@
+"""Where a model's widgets start: the layer kinds it has, a prompt that suits it, a generation length that
+refreshes within a slider move. Plain functions of the dense model (no session state)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prune_explorer.models.dense import DenseModel
+
+# Models up to this size are measured on every change; bigger ones wait for a button.
+SMALL_MODEL = 5_000_000
+
+
+def is_small(dense: DenseModel) -> bool:
+    return dense.cache.get(("num_parameters",), dense.num_parameters, pin=True) <= SMALL_MODEL
+
+
+def default_new_tokens(dense: DenseModel) -> int:
+    """A generation that refreshes within a slider move: long on tiny models, short on big ones."""
+    return 40 if is_small(dense) else 12
+
+
+def default_prompt(dense: DenseModel) -> str:
+    if dense.info.get("chat"):
+        return "Write one sentence about the sea."
+    if dense.info.get("text_set", "stories") == "stories":
+        return "Once upon a time"
+    return "The king said"
+
+
+def present_kinds(dense: DenseModel, kinds: Sequence[str]) -> list[str]:
+    """The kinds among ``kinds`` that the model has at least one layer of, in the given order."""
+    have = {layer.kind for layer in dense.layers}
+    return [k for k in kinds if k in have]
