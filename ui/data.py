@@ -42,6 +42,13 @@ def small_number(x: float) -> str:
     return f"{x:.4f}" if x == 0 or abs(x) >= 1e-3 else f"{x:.2e}"
 
 
+def megabytes(nbytes: int) -> str:
+    """Bytes as people read them: "12.3 MB", "1.25 GB"."""
+    if nbytes >= 1e9:
+        return f"{nbytes / 1e9:.2f} GB"
+    return f"{nbytes / 1e6:.1f} MB"
+
+
 def short_name(layer: PrunableLayer) -> str:
     """``model.layers.3.self_attn.q_proj`` -> ``3 · self_attn.q_proj``; names outside blocks stay whole."""
     if layer.block < 0:
