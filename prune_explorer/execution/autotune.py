@@ -14,13 +14,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from prune_explorer.execution.labels import CSR, DENSE, DENSE_ZEROS
+from prune_explorer.execution.labels import CSR, DENSE_ZEROS, dense_label
 from prune_explorer.execution.modules import AutoLinear, CSRLinear, out_in_weight
 from prune_explorer.execution.paths import csr_for, pruned_share
 from prune_explorer.execution.reports import LayerReport
 from prune_explorer.models.dense import context_length
 from prune_explorer.state import PruningState
-from prune_explorer.timing import forward_kwargs, synthetic_ids
+from prune_explorer.timing import Timing, forward_kwargs, synthetic_ids
 
 # Below this sparsity CSR stores more bytes than dense (8 per kept weight against 4) and is never tried.
 MIN_CSR_SPARSITY = 0.5
@@ -47,6 +47,12 @@ class _Probe(nn.Module):
         y = impl(x)
         self.runs[self.mode].append((time.perf_counter() - start) * 1000.0)
         return y
+
+    def take(self) -> dict[str, Timing]:
+        """The runs recorded since the last call, as timings labelled with their kernels."""
+        timings = {"dense": Timing(self.runs["dense"], DENSE_ZEROS), "csr": Timing(self.runs["csr"], CSR)}
+        self.runs = {"dense": [], "csr": []}
+        return timings
 
 
 @torch.inference_mode()
@@ -96,59 +102,86 @@ def calibrate(
         cache = state.dense.cache.get("speed_calibration", dict, pin=True)
     modules = {p: state.model.get_submodule(p) for p in paths}
     sparsity = {p: pruned_share(state, p) for p in paths}
-    key = {p: (tuple(out_in_weight(m).shape), _bucket(sparsity[p])) for p, m in modules.items()}
+    keys = {p: (tuple(out_in_weight(m).shape), _bucket(sparsity[p])) for p, m in modules.items()}
     candidates = [p for p in paths if sparsity[p] >= min_sparsity]
-    todo = [p for p in candidates if any((*key[p], t) not in cache for t in tokens)]
+    todo = [p for p in candidates if any((*keys[p], t) not in cache for t in tokens)]
     csr = {p: csr_for(state, p) for p in todo}
     if todo:
         probes = {p: _Probe(modules[p], csr[p]) for p in todo}
         for p, probe in probes.items():
             state.swap_module(p, probe)
         try:
-            for t in tokens:
-                _time_in_situ(state.model, list(probes.values()), t, warmup, repeats + (8 if t <= 8 else 0))
-                groups: dict[tuple, dict[str, list[float]]] = {}
-                for p, probe in probes.items():
-                    g = groups.setdefault(
-                        (*key[p], t), {m: [] for m in ("dense", "csr", "dense_min", "csr_min")}
-                    )
-                    for mode in ("dense", "csr"):
-                        g[mode].append(statistics.median(probe.runs[mode]))
-                        g[f"{mode}_min"].append(min(probe.runs[mode]))
-                        probe.runs[mode].clear()
-                for k, g in groups.items():
-                    cache[k] = {mode: statistics.fmean(v) for mode, v in g.items()}
+            _measure(state, probes, keys, tokens, warmup, repeats, cache)
         finally:
             for p in probes:
                 state.swap_module(p, modules[p])  # what ran there before (masked dense or compacted)
     reports = []
     for p in paths:
-        shape, module = key[p][0], modules[p]
-        dense_label = getattr(module, "kernel_label", None)
-        dense_label = (dense_label + " with zeros") if dense_label and sparsity[p] > 0 else dense_label
-        dense_label = dense_label or (DENSE_ZEROS if sparsity[p] > 0 else DENSE)
-        backend = "compact" if hasattr(module, "kernel_label") else "dense"
+        backend, dense_label = _as_it_runs(modules[p], sparsity[p])
+        shape = keys[p][0]
         if p not in candidates:
             note = f"below {min_sparsity:.0%} sparsity CSR moves more bytes than dense: not tried"
             reports.append(
                 LayerReport(p, shape, sparsity[p], backend, dense_label, note=note if sparsity[p] else "")
             )
             continue
-        times = {t: cache[(*key[p], t)] for t in tokens}
+        times = {t: cache[(*keys[p], t)] for t in tokens}
         choice = {t: ("csr" if _csr_wins(times[t], margin) else "dense") for t in tokens}
-        picked = set(choice.values())
-        if "csr" in picked and p not in csr:
-            csr[p] = csr_for(state, p)
-        if picked == {"dense"}:
-            label = dense_label
-        elif picked == {"csr"}:
-            label = CSR
-            state.swap_module(p, csr[p])
-        else:
-            label = "; ".join(
-                f"{CSR if c == 'csr' else dense_label} at {t} token{'s' * (t != 1)}"
-                for t, c in choice.items()
-            )
-            state.swap_module(p, AutoLinear(module, csr[p], choice))
+        label = _install_choice(state, p, modules[p], csr.get(p), choice, dense_label)
         reports.append(LayerReport(p, shape, sparsity[p], "auto", label, choice, times))
     return reports
+
+
+def _measure(
+    state: PruningState,
+    probes: dict[str, _Probe],
+    keys: dict[str, tuple],
+    tokens: Sequence[int],
+    warmup: int,
+    repeats: int,
+    cache: dict,
+) -> None:
+    """Time every probed layer at each token count; store each (shape, bucket, tokens) group's mean medians
+    and mean fastest runs in ``cache``."""
+    for t in tokens:
+        _time_in_situ(state.model, list(probes.values()), t, warmup, repeats + (8 if t <= 8 else 0))
+        groups: dict[tuple, dict[str, list[float]]] = {}
+        for p, probe in probes.items():
+            group = groups.setdefault(
+                (*keys[p], t), {m: [] for m in ("dense", "csr", "dense_min", "csr_min")}
+            )
+            for mode, timing in probe.take().items():
+                group[mode].append(timing.median_ms)
+                group[f"{mode}_min"].append(timing.min_ms)
+        for k, group in groups.items():
+            cache[k] = {mode: statistics.fmean(v) for mode, v in group.items()}
+
+
+def _as_it_runs(module: nn.Module, sparsity: float) -> tuple[str, str]:
+    """(backend, kernel label) of a layer left on a dense matmul: masked dense, or compacted."""
+    compacted = getattr(module, "kernel_label", None)
+    if compacted:
+        return "compact", compacted + (" with zeros" if sparsity > 0 else "")
+    return "dense", dense_label(sparsity)
+
+
+def _install_choice(
+    state: PruningState,
+    path: str,
+    module: nn.Module,
+    csr: CSRLinear | None,
+    choice: dict[int, str],
+    dense_kernel: str,
+) -> str:
+    """Swap in what ``choice`` (token count -> "dense" / "csr") asks for; returns the kernel label."""
+    picked = set(choice.values())
+    if picked == {"dense"}:
+        return dense_kernel
+    csr = csr if csr is not None else csr_for(state, path)
+    if picked == {"csr"}:
+        state.swap_module(path, csr)
+        return CSR
+    state.swap_module(path, AutoLinear(module, csr, choice))
+    return "; ".join(
+        f"{CSR if c == 'csr' else dense_kernel} at {t} token{'s' * (t != 1)}" for t, c in choice.items()
+    )
