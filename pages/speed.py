@@ -128,6 +128,10 @@ def one_layer() -> None:
             "Times dense (zeros multiplied), CSR and a compacted matrix for this shape at 8 sparsities."
         )
         return
+    show_layer_points(points, shape, tokens)
+
+
+def show_layer_points(points: list, shape: tuple[int, int], tokens: int) -> None:
     by = {b: {p.sparsity: p for p in points if p.backend == b} for b in ("dense", "csr", "compact")}
     xs = sorted(by["dense"])
     series = {
@@ -195,10 +199,15 @@ def end_to_end() -> None:
     done = results.get(key)
     if not done:
         st.caption(
-            "Unstructured magnitude pruning on CSR and on auto, and whole MLP neurons compacted, "
-            "each timed against dense, prefill of 128 tokens and one-token decode."
+            "Unstructured magnitude pruning on CSR and on auto, and whole MLP neurons compacted (the same "
+            "neurons the sidebar's whole-neuron pattern removes), each timed against dense, prefill of 128 "
+            "tokens and one-token decode."
         )
         return
+    show_cases(done, sparsities)
+
+
+def show_cases(done: list, sparsities: list[float]) -> None:
     for phase in ("prefill", "decode"):
         series: dict[str, list[float]] = {"dense": [1.0] * len(sparsities)}
         for family in ("CSR", "auto", "structured MLP"):

@@ -246,6 +246,19 @@ def method_curves(
                 ),
             )
         )
+    _add_reference_marks(fig, dense_ppl, current, highlight)
+    fig.update_xaxes(title_text="sparsity of the selected layers (%)", range=[-2, 102])
+    fig.update_yaxes(title_text="perplexity (log)", type="log", dtick=1)
+    return _layout(fig, height)
+
+
+def _add_reference_marks(
+    fig: go.Figure,
+    dense_ppl: float | None,
+    current: tuple[float, float] | None,
+    highlight: tuple[float, float] | None,
+) -> None:
+    """The dense model's line, the session's model now (a star) and the chosen point (a ring)."""
     if dense_ppl is not None:
         fig.add_trace(
             go.Scatter(
@@ -278,9 +291,6 @@ def method_curves(
                 hoverinfo="skip",
             )
         )
-    fig.update_xaxes(title_text="sparsity of the selected layers (%)", range=[-2, 102])
-    fig.update_yaxes(title_text="perplexity (log)", type="log", dtick=1)
-    return _layout(fig, height)
 
 
 def layer_chart(

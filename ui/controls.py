@@ -135,6 +135,22 @@ def pruning_controls(
             persist_state="session",
             help="Starts at the median per-layer cut-off of the pruning you had when you chose this policy.",
         )
+    chosen = _kind_pickers(dense)
+    if slider_path and policy == "threshold":
+        top = data.largest_magnitude(dense, select(dense.layers, chosen))
+        threshold_note.caption(f"Largest |w| in the selected layers: {top:.5f}")
+    overrides = _overrides(select(dense.layers, chosen), disabled=not slider_path)
+    return MagnitudeSettings(
+        sparsity=(percent / 100.0) if fixed is None else fixed,
+        policy=policy,
+        threshold=float(threshold),
+        kinds=chosen,
+        overrides=overrides,
+    )
+
+
+def _kind_pickers(dense: DenseModel) -> tuple[str, ...]:
+    """Layer-kind pills and the embeddings/LM-head toggle; returns the kinds chosen, in model order."""
     present = defaults.present_kinds(dense, DEFAULT_KINDS)
     kinds = st.pills(
         "Layer kinds that take part",
@@ -150,18 +166,7 @@ def pruning_controls(
         disabled=not extras,
         help="Off by default: these layers are small in number but every token passes through them.",
     )
-    chosen = tuple(k for k in present if k in (kinds or ())) + (tuple(extras) if include_extras else ())
-    if slider_path and policy == "threshold":
-        top = data.largest_magnitude(dense, select(dense.layers, chosen))
-        threshold_note.caption(f"Largest |w| in the selected layers: {top:.5f}")
-    overrides = _overrides(select(dense.layers, chosen), disabled=not slider_path)
-    return MagnitudeSettings(
-        sparsity=(percent / 100.0) if fixed is None else fixed,
-        policy=policy,
-        threshold=float(threshold),
-        kinds=chosen,
-        overrides=overrides,
-    )
+    return tuple(k for k in present if k in (kinds or ())) + (tuple(extras) if include_extras else ())
 
 
 def _overrides(candidates: list[PrunableLayer], disabled: bool = False) -> dict[str, float]:
