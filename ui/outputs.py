@@ -8,7 +8,6 @@ dense results are reused.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -19,6 +18,7 @@ from prune_explorer.measure import evaluate, sweep
 from prune_explorer.measure.comparison import mask_overlap, reconstruction_errors
 from prune_explorer.models.dense import DenseModel, context_length
 from prune_explorer.models.layers import select
+from prune_explorer.progress import Progress
 from prune_explorer.pruning.calibration import CalibrationBatch
 from prune_explorer.pruning.methods import get_method
 from prune_explorer.pruning.patterns import parse_pattern
@@ -30,7 +30,6 @@ from ui import session
 
 SWEEP_SPARSITIES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MEASURE_SEQUENCES = 8  # calibration sequences the per-layer reconstruction errors are measured on
-Progress = Callable[[float], None] | None
 
 
 def prompt_ids(dense: DenseModel, text: str) -> list[int]:

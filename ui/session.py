@@ -22,6 +22,7 @@ from prune_explorer.models.dense import DenseModel, context_length
 from prune_explorer.models.errors import ModelLoadError
 from prune_explorer.models.layers import DEFAULT_KINDS, select
 from prune_explorer.models.loading import LOADERS, STORIES260K, load_model, resolve_source
+from prune_explorer.progress import Progress
 from prune_explorer.pruning import kernels
 from prune_explorer.pruning.calibration import DEFAULT_SEQ_LEN, CalibrationBatch
 from prune_explorer.pruning.policies import MagnitudeSettings
@@ -262,7 +263,7 @@ def _sentence(exc: BaseException) -> str:
 def apply(
     settings: MagnitudeSettings,
     calibration: CalibrationBatch | None = None,
-    progress: Callable[[float], None] | None = None,
+    progress: Progress = None,
 ) -> str | None:
     """Bring the session's state to ``settings`` (slider path or method, ``pruning.settings`` decides); on
     any error keep the previous state and return why."""

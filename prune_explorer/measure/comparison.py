@@ -3,17 +3,14 @@ weights they prune."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from prune_explorer.models.dense import DenseModel, working_copy
 from prune_explorer.models.layers import group_by_block
+from prune_explorer.progress import Progress
 from prune_explorer.pruning.calibration import CalibrationBatch, collect_stats, resolve_calibration
 from prune_explorer.pruning.result import PruneResult
 from prune_explorer.pruning.scores import jaccard_pruned, reconstruction_error, relative_reconstruction_error
-
-Progress = Callable[[float], None] | None
 
 
 def reconstruction_errors(

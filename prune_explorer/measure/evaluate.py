@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prune_explorer.models.dense import context_length
-
-Progress = Callable[[float], None] | None
+from prune_explorer.progress import Progress
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -10,6 +10,7 @@ import torch
 from prune_explorer.measure.evaluate import perplexity
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import select
+from prune_explorer.progress import Progress
 from prune_explorer.pruning.policies import MagnitudeSettings, apply_magnitude
 from prune_explorer.state import PruningState
 
@@ -27,7 +28,7 @@ def perplexity_sweep(
     sparsities: Sequence[float],
     settings: MagnitudeSettings | None = None,
     window: int | None = None,
-    progress: Callable[[float], None] | None = None,
+    progress: Progress = None,
 ) -> list[SweepPoint]:
     """Perplexity of ``ids`` at each sparsity, on a scratch state (no session's state is touched).
 

@@ -21,6 +21,7 @@ from prune_explorer.models.memory import check_memory, count_parameters
 from prune_explorer.models.smollm2 import NAME as SMOLLM2
 from prune_explorer.models.smollm2 import load_smollm2
 from prune_explorer.models.tokenizers import HFTokenizer
+from prune_explorer.progress import StagedProgress
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def load_pretrained(source: str, available: int | None = None) -> DenseModel:
 LOADERS: dict[str, Callable[[], DenseModel]] = {STORIES260K: load_stories260k, SMOLLM2: load_smollm2}
 
 
-def load_model(source: str, progress: Callable[[float, str], None] | None = None) -> DenseModel:
+def load_model(source: str, progress: StagedProgress = None) -> DenseModel:
     """Load a built-in model by name, or anything else by folder or hub id.
 
     ``progress(fraction, stage)`` is called by loaders that take long (the first SmolLM2 conversion).

@@ -23,7 +23,6 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.errors import ModelLoadError, first_line
 from prune_explorer.models.memory import check_memory, count_parameters
 from prune_explorer.models.tokenizers import HFTokenizer
+from prune_explorer.progress import StagedProgress
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,6 @@ WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "manifest.json"
 # Bump when the folder layout or the conversion changes, so older caches are rebuilt.
 CACHE_FORMAT = 1
-
-Progress = Callable[[float, str], None] | None
 
 
 def locate_gguf(package: str = PACKAGE) -> Path:
@@ -142,7 +140,7 @@ def read_gguf_config(gguf_path: Path):
     return AutoConfig.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True)
 
 
-def convert_gguf(gguf_path: Path, config, progress: Progress = None):
+def convert_gguf(gguf_path: Path, config, progress: StagedProgress = None):
     """Dequantize the GGUF checkpoint into float32 tensors named as transformers names them.
 
     Uses the reader ``from_pretrained(..., gguf_file=...)`` uses for Llama files, without its need for
@@ -216,7 +214,7 @@ def _locked(folder: Path):
 
 
 def load_smollm2(
-    progress: Progress = None,
+    progress: StagedProgress = None,
     cache_dir: Path | str | None = None,
     gguf_path: Path | str | None = None,
     available: int | None = None,
@@ -284,7 +282,7 @@ def load_smollm2(
     )
 
 
-def _report(progress: Progress, fraction: float, stage: str) -> None:
+def _report(progress: StagedProgress, fraction: float, stage: str) -> None:
     log.info("SmolLM2: %s", stage)
     if progress is not None:
         progress(fraction, stage)

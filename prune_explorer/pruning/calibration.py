@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,10 +26,10 @@ from torch import nn
 from prune_explorer import texts
 from prune_explorer.models.dense import DenseModel, context_length, working_copy
 from prune_explorer.models.layers import PrunableLayer
+from prune_explorer.progress import Progress
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[float], None] | None
 
 DEFAULT_SEQ_LEN = 128
 # The papers use 128 sequences of 2048 tokens from C4; the shipped texts hold far fewer tokens, so by default

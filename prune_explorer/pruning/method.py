@@ -16,10 +16,10 @@ import torch
 
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import PrunableLayer
+from prune_explorer.progress import Progress
 from prune_explorer.pruning.calibration import CalibrationBatch
 from prune_explorer.pruning.patterns import Pattern
 
-Progress = Callable[[float], None] | None
 # What a method decides: {name: bool (out, in) mask, True = keep}, and new weights {name: float (out, in)} or
 # None when it only masks.
 Decision = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import DEFAULT_KINDS, PrunableLayer, select
+from prune_explorer.progress import Progress
 from prune_explorer.pruning.calibration import CalibrationBatch, resolve_calibration
 from prune_explorer.pruning.masks import n_m_tail, sparsity_of
-from prune_explorer.pruning.method import Method, Progress, PruneJob
+from prune_explorer.pruning.method import Method, PruneJob
 from prune_explorer.pruning.methods import get_method
 from prune_explorer.pruning.patterns import Pattern, parse_pattern
 from prune_explorer.pruning.result import PruneResult

@@ -9,13 +9,14 @@ broken by flat storage index (a stable sort), so the same k always names the sam
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import PrunableLayer
+from prune_explorer.progress import Progress
 from prune_explorer.pruning import kernels
 
 # Each layer's order is cut into this many equal slices ("buckets"); every weight carries its slice number in
@@ -128,7 +129,7 @@ def layer_ranking(dense: DenseModel, name: str) -> LayerRanking:
 
 
 def layer_rankings(
-    dense: DenseModel, layers: Iterable[PrunableLayer], progress: Callable[[float], None] | None = None
+    dense: DenseModel, layers: Iterable[PrunableLayer], progress: Progress = None
 ) -> dict[str, LayerRanking]:
     """Rankings of ``layers`` (computed where missing), reporting the share done to ``progress``."""
     layers = list(layers)

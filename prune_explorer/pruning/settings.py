@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from prune_explorer.progress import Progress
 from prune_explorer.pruning.calibration import CalibrationBatch, CalibrationSpec
-from prune_explorer.pruning.method import Progress
 from prune_explorer.pruning.methods import get_method
 from prune_explorer.pruning.patterns import parse_pattern
 from prune_explorer.pruning.policies import MagnitudeSettings, apply_magnitude

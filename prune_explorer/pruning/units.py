@@ -32,6 +32,7 @@ import torch
 
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import PrunableLayer
+from prune_explorer.progress import Progress
 from prune_explorer.pruning.ranking import count_for_sparsity, sort_keys
 
 UNITS = ("neurons", "heads")
@@ -303,7 +304,7 @@ def structured_masks(
     unit: str,
     sparsity: float,
     score: UnitScorer,
-    progress: Callable[[float], None] | None = None,
+    progress: Progress = None,
 ) -> dict[str, torch.Tensor]:
     """Bool (out, in) masks that remove the ``round(sparsity · n_units)`` lowest-scored units of every block
     (comparison group: the block's units), for every layer of every complete group among ``layers``.
