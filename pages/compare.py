@@ -47,12 +47,18 @@ combos = [
     (m, p)
     for m in chosen
     for p in patterns
-    if m not in skipped and not (m == "sparsegpt" and parse_pattern(p).structured)
+    if m not in skipped and parse_pattern(p).kind in get_method(m).patterns
 ]
-if any(m == "sparsegpt" for m in chosen) and any(parse_pattern(p).structured for p in patterns):
-    st.caption(
-        "SparseGPT prunes unstructured and N:M patterns only; its neuron and head curves are left out."
-    )
+for m in chosen:
+    unsupported = [p for p in patterns if parse_pattern(p).kind not in get_method(m).patterns]
+    if unsupported:
+        st.caption(
+            f"{get_method(m).label} prunes {', '.join(get_method(m).patterns)} patterns only; its "
+            f"{', '.join(unsupported)} curves are left out."
+        )
+unstructured = parse_pattern("unstructured")
+variants = {m: get_method(m).variant_for(unstructured, get_method(m).sequential_default) for m in chosen}
+st.caption("Variants run: " + "; ".join(f"**{get_method(m).label}**: {v}" for m, v in variants.items()))
 keys = list(
     dict.fromkeys(outputs.point_key(m, p, s / 100, kinds, batch) for m, p in combos for s in sorted(percents))
 )
