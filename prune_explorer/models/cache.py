@@ -98,14 +98,15 @@ class SharedCache:
                     return entry.value
             try:
                 value = compute()
+                nbytes = size_of(value)
+                with self._lock:
+                    self._misses += 1
+                    self._entries[key] = _Entry(value, nbytes, pin)
+                    self._evict(keep=key)
             finally:
+                # Only now: a thread arriving before the entry is stored must wait on ``build``, not compute.
                 with self._lock:
                     self._building.pop(key, None)
-            nbytes = size_of(value)
-            with self._lock:
-                self._misses += 1
-                self._entries[key] = _Entry(value, nbytes, pin)
-                self._evict(keep=key)
         return value
 
     def peek(self, key: Hashable) -> Any:
