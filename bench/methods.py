@@ -21,9 +21,10 @@ import time
 import torch
 from _common import emit, machine
 
-from prune_explorer.evaluate import perplexity
-from prune_explorer.methods import default_calibration, prune_masks
-from prune_explorer.models import load_model
+from prune_explorer.measure.evaluate import perplexity
+from prune_explorer.models.loading import load_model
+from prune_explorer.pruning.calibration import default_calibration
+from prune_explorer.pruning.prune import prune_masks
 from prune_explorer.state import PruningState
 from prune_explorer.texts import eval_text
 

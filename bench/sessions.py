@@ -52,9 +52,9 @@ def reset_peak() -> bool:
 def child(model: str, sessions: int) -> dict:
     import torch
 
-    from prune_explorer.layers import select
-    from prune_explorer.models import load_model
-    from prune_explorer.pruning import MagnitudeSettings, apply_magnitude, magnitude_counts
+    from prune_explorer.models.layers import select
+    from prune_explorer.models.loading import load_model
+    from prune_explorer.pruning.policies import MagnitudeSettings, apply_magnitude, magnitude_counts
     from prune_explorer.state import PruningState
 
     dense = load_model(model)

@@ -21,13 +21,16 @@ import torch.nn.utils.prune as tprune
 from _common import ROOT, emit, machine
 from torch import nn
 
-from prune_explorer.evaluate import context_length, perplexity
-from prune_explorer.layers import select
-from prune_explorer.models import load_model
-from prune_explorer.pruning import MagnitudeSettings, apply_magnitude, magnitude_counts
+from prune_explorer.execution.labels import DENSE, DENSE_ZEROS
+from prune_explorer.measure.evaluate import perplexity
+from prune_explorer.models.dense import context_length
+from prune_explorer.models.layers import select
+from prune_explorer.models.loading import load_model
+from prune_explorer.pruning.policies import MagnitudeSettings, apply_magnitude, magnitude_counts
+from prune_explorer.pruning.ranking import layer_ranking, layer_rankings
 from prune_explorer.state import PruningState
 from prune_explorer.texts import eval_text
-from prune_explorer.timing import time_pair
+from prune_explorer.timing import forward_runner, time_interleaved
 
 # A drag session: small and large steps, both directions.
 MOVES = (0.50, 0.51, 0.55, 0.60, 0.70, 0.65, 0.64, 0.50, 0.40, 0.45, 0.30, 0.90, 0.20, 0.50, 0.52, 0.55)
@@ -60,7 +63,7 @@ def time_slider(dense, policy: str) -> dict:
         counts = magnitude_counts(dense, settings)
         for name, k in counts.items():
             if k:
-                dense.ranking(name).mask(k, kept[name].shape, out=kept[name])
+                layer_ranking(dense, name).mask(k, kept[name].shape, out=kept[name])
         masks_ms.append(ms_since(start))
         start = time.perf_counter()
         state.apply_counts(magnitude_counts(dense, settings))
@@ -130,7 +133,7 @@ def time_rerun(model: str, moves=(30, 35, 40, 45, 50, 55)) -> float:
     """Median wall time of one whole app rerun after a slider move (AppTest, ``model`` loaded)."""
     from streamlit.testing.v1 import AppTest
 
-    from ui.testing import navigation_not_pages_folder
+    from tests.support.apptest import navigation_not_pages_folder
 
     with navigation_not_pages_folder():
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600).run()
@@ -150,7 +153,7 @@ def time_rerun(model: str, moves=(30, 35, 40, 45, 50, 55)) -> float:
 
 def time_load_in_subprocess(model: str, cache_dir: str) -> float:
     code = (
-        "import time, torch; from prune_explorer.models import load_model; "
+        "import time, torch; from prune_explorer.models.loading import load_model; "
         f"s = time.perf_counter(); load_model({model!r}); print(time.perf_counter() - s)"
     )
     env = dict(os.environ, PRUNE_EXPLORER_CACHE=cache_dir)
@@ -180,7 +183,7 @@ def main() -> None:
     layers = select(dense.layers)
     result["prunable_params"] = sum(layer.numel for layer in layers)
     start = time.perf_counter()
-    dense.rankings(layers)
+    layer_rankings(dense, layers)
     result["precompute_s"] = round(time.perf_counter() - start, 2)
 
     uniform = time_slider(dense, "uniform")
@@ -200,7 +203,13 @@ def main() -> None:
     apply_magnitude(state, MagnitudeSettings(sparsity=0.5))
     ids = torch.tensor(dense.tokenizer.encode(eval_text(dense.info.get("text_set", "stories"))))
     x = ids[: args.tokens].view(1, -1)
-    dense_t, pruned_t = time_pair(dense.model, state.model, x)
+    timed = time_interleaved(
+        {"dense": forward_runner(dense.model, x), "pruned": forward_runner(state.model, x)},
+        {"dense": DENSE, "pruned": DENSE_ZEROS},  # masked dense: the zeros are multiplied too
+        warmup=3,
+        repeats=15,
+    )
+    dense_t, pruned_t = timed["dense"], timed["pruned"]
     result["forward_tokens"] = int(x.shape[1])
     result["dense_forward_ms"] = round(dense_t.median_ms, 3)
     result["pruned_forward_ms"] = round(pruned_t.median_ms, 3)

@@ -24,14 +24,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prune_explorer import speed  # noqa: E402
-from prune_explorer.state import DenseModel, PruningState  # noqa: E402
+from prune_explorer.measure.flops import Phase  # noqa: E402
+from prune_explorer.measure.speed import Case, measure_case  # noqa: E402
+from prune_explorer.models.dense import DenseModel  # noqa: E402
+from prune_explorer.state import PruningState  # noqa: E402
+from tests.support.models import SMOLLM2_SHAPES, tiny_model  # noqa: E402
 
 CASES = (
-    speed.Case("unstructured 50%", 0.5, "unstructured", "auto"),
-    speed.Case("unstructured 90%", 0.9, "unstructured", "auto"),
-    speed.Case("unstructured 95%", 0.95, "unstructured", "auto"),
-    speed.Case("structured MLP 50%", 0.5, "mlp_neurons", "auto"),
+    Case("unstructured 50%", 0.5, "unstructured", "auto"),
+    Case("unstructured 90%", 0.9, "unstructured", "auto"),
+    Case("unstructured 95%", 0.95, "unstructured", "auto"),
+    Case("structured MLP 50%", 0.5, "mlp_neurons", "auto"),
 )
 # (case, phase, what, minimum): the goals of issue #6, set for smollm2-135m; "ideal" means a share of the
 # FLOP ideal. A tiny model (stories260K) runs in microseconds per layer: overhead, not kernels, decides there.
@@ -45,26 +48,14 @@ GOALS = (
 
 def smollm2_shapes() -> DenseModel:
     """A random Llama with SmolLM2-135M's shapes (hidden 576, intermediate 1536, 30 layers, 9/3 heads)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=49152,
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-    )
-    return DenseModel(LlamaForCausalLM(config), tokenizer=None, name="smollm2-shapes (random weights)")
+    model = tiny_model("llama", seed=0, **SMOLLM2_SHAPES)
+    return DenseModel(model, tokenizer=None, name="smollm2-shapes (random weights)")
 
 
 def load(name: str) -> DenseModel:
     if name == "smollm2-shapes":
         return smollm2_shapes()
-    from prune_explorer.models import load_model
+    from prune_explorer.models.loading import load_model
 
     return load_model(name)
 
@@ -80,12 +71,12 @@ def main() -> None:
 
     dense = load(args.model)
     state = PruningState(dense)
-    phases = (speed.Phase("prefill", args.tokens), speed.Phase("decode", args.tokens))
+    phases = (Phase("prefill", args.tokens), Phase("decode", args.tokens))
     keys = {"prefill": f"prefill_{args.tokens}", "decode": "decode_1"}
     rows, results = [], {}
     start = time.perf_counter()
     for case in CASES:
-        r = speed.measure_case(state, case, phases, warmup=args.warmup, repeats=args.repeats)
+        r = measure_case(state, case, phases, warmup=args.warmup, repeats=args.repeats)
         results[case.label] = r
         for phase in phases:
             d, c = r.timings[f"dense {phase.name}"], r.timings[f"case {phase.name}"]

@@ -3,40 +3,25 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-APP = Path(__file__).resolve().parents[1] / "app.py"
-TIMEOUT = 120
-
+from tests.support.apptest import (
+    PRUNED,
+    captions,
+    errors,
+    figures,
+    generation,
+    metric,
+    set_sparsity,
+    start,
+    weight_bytes,
+)
+from tests.support.models import saved_model
 
 pytestmark = pytest.mark.usefixtures("one_thread", "app_navigation")
-
-
-def start() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def metric(at: AppTest, label: str) -> str:
-    values = [m.value for m in at.metric if m.label == label]
-    assert values, f"no metric {label!r}; have {[m.label for m in at.metric]}"
-    return values[0]
-
-
-def generation(at: AppTest, side: str) -> str:
-    """The visible text of the dense or pruned continuation."""
-    bodies = [h.value for h in at.html if f"pe-gen-{side}" in h.value]
-    assert len(bodies) == 1
-    return re.sub(r"<[^>]+>", "", bodies[0])
-
-
-def captions(at: AppTest) -> str:
-    return "\n".join(c.value for c in at.caption)
 
 
 def threshold_caption(at: AppTest) -> float:
@@ -45,25 +30,15 @@ def threshold_caption(at: AppTest) -> float:
     return float(match.group(1))
 
 
-def set_sparsity(at: AppTest, percent: int) -> AppTest:
-    at.slider(key="sidebar_sparsity").set_value(percent).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def weight_bytes(dense) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone().view(torch.uint8) for n, p in dense.model.named_parameters()}
-
-
 def test_prune_page_follows_the_slider():
     at = start()
-    assert metric(at, "Pruned (selected layers)") == "0.0%"
+    assert metric(at, PRUNED) == "0.0%"
     assert metric(at, "KL(dense ‖ pruned), next token") == "0.0000 nats"
     assert generation(at, "dense") == generation(at, "pruned")
     assert metric(at, "Dense perplexity") == metric(at, "Pruned perplexity")
 
     set_sparsity(at, 50)
-    assert metric(at, "Pruned (selected layers)") == "50.0%"
+    assert metric(at, PRUNED) == "50.0%"
     assert float(metric(at, "KL(dense ‖ pruned), next token").split()[0]) > 0
     assert generation(at, "dense") != generation(at, "pruned")
     assert float(metric(at, "Pruned perplexity")) > float(metric(at, "Dense perplexity"))
@@ -80,7 +55,7 @@ def test_reset_to_dense_restores_exact_weights():
     at.button(key="sidebar_reset").click().run()
     assert not at.exception
     assert at.slider(key="sidebar_sparsity").value == 0
-    assert metric(at, "Pruned (selected layers)") == "0.0%"
+    assert metric(at, PRUNED) == "0.0%"
     assert generation(at, "dense") == generation(at, "pruned")
     for layer in state.dense.layers:
         current = state.weight(layer.name).contiguous().view(torch.uint8)
@@ -101,9 +76,13 @@ def test_layers_page_table_histogram_and_overview():
     table = at.dataframe[0].value
     assert table["sparsity %"].round(1).eq(50.0).all()
     assert threshold_caption(at) > 0.0
-    charts = at.get("plotly_chart")
-    assert len(charts) == 2  # histogram and the block × kind overview
-    assert '"type":"line"' in charts[0].proto.spec.replace(" ", "")  # the threshold line
+    histogram, overview = figures(at)  # the |w| histogram and the block × kind overview
+    (line,) = histogram["layout"]["shapes"]  # the threshold line, where the caption says
+    assert line["type"] == "line" and line["x0"] == line["x1"] == pytest.approx(
+        threshold_caption(at), abs=1e-6
+    )
+    assert "pruned" in [trace["name"] for trace in histogram["data"]]
+    assert overview["data"][0]["type"] == "heatmap"
 
     at.toggle(key="layers_log_x").set_value(True).run()
     at.toggle(key="layers_log_y").set_value(True).run()
@@ -136,7 +115,7 @@ def test_global_policy_and_overrides():
     at = start()
     at.radio(key="sidebar_policy").set_value("global").run()
     set_sparsity(at, 50)
-    assert metric(at, "Pruned (selected layers)") == "50.0%"
+    assert metric(at, PRUNED) == "50.0%"
     state = at.session_state["pruning_state"]
     sparsities = {round(state.sparsity(layer.name), 3) for layer in state.dense.layers if layer.block >= 0}
     assert len(sparsities) > 1  # one global cut-off leaves layers at different sparsities
@@ -156,20 +135,19 @@ def test_threshold_out_of_range_keeps_previous_state():
     at.radio(key="sidebar_policy").set_value("threshold").run()
     start_threshold = at.number_input(key="sidebar_threshold").value
     assert start_threshold > 0  # starts near the pruning the user had, not at "prune nothing"
-    shown = metric(at, "Pruned (selected layers)")
+    shown = metric(at, PRUNED)
     assert shown != "0.0%"
     before = {layer.name: state.pruned_count(layer.name) for layer in state.dense.layers}
 
     at.number_input(key="sidebar_threshold").set_value(100.0).run()
     assert not at.exception, at.exception
-    errors = " ".join(e.value for e in at.error)
-    assert "above the largest |w|" in errors and "previous pruning is kept" in errors
+    assert "above the largest |w|" in errors(at) and "previous pruning is kept" in errors(at)
     assert {layer.name: state.pruned_count(layer.name) for layer in state.dense.layers} == before
-    assert metric(at, "Pruned (selected layers)") == shown
+    assert metric(at, PRUNED) == shown
 
     at.number_input(key="sidebar_threshold").set_value(start_threshold / 2).run()
     assert not at.error
-    assert metric(at, "Pruned (selected layers)") != shown
+    assert metric(at, PRUNED) != shown
 
 
 @pytest.mark.parametrize(
@@ -182,13 +160,14 @@ def test_failed_load_keeps_previous_model(source, message):
     at.text_input(key="sidebar_source").input(source)
     at.button(key="sidebar_load").click().run()
     assert not at.exception, at.exception
-    errors = " ".join(e.value for e in at.error)
-    assert "Could not load" in errors and message in errors and "Still using stories260K" in errors
+    assert (
+        "Could not load" in errors(at) and message in errors(at) and "Still using stories260K" in errors(at)
+    )
     assert "Active model: **stories260K**" in captions(at)
-    assert metric(at, "Pruned (selected layers)") == "20.0%"
+    assert metric(at, PRUNED) == "20.0%"
 
     set_sparsity(at, 40)
-    assert metric(at, "Pruned (selected layers)") == "40.0%"
+    assert metric(at, PRUNED) == "40.0%"
     assert generation(at, "dense") != generation(at, "pruned")
 
 
@@ -196,17 +175,17 @@ def _assert_load_refused(at: AppTest, source: str, message: str) -> None:
     at.text_input(key="sidebar_source").input(source)
     at.button(key="sidebar_load").click().run()
     assert not at.exception, at.exception
-    errors = " ".join(e.value for e in at.error)
-    assert "Could not load" in errors and message in errors and "Still using stories260K" in errors
-    assert metric(at, "Pruned (selected layers)") == "20.0%"
+    assert (
+        "Could not load" in errors(at) and message in errors(at) and "Still using stories260K" in errors(at)
+    )
+    assert metric(at, PRUNED) == "20.0%"
     set_sparsity(at, 40)
-    assert metric(at, "Pruned (selected layers)") == "40.0%"
+    assert metric(at, PRUNED) == "40.0%"
 
 
 def test_corrupt_checkpoint_is_refused_and_the_session_goes_on(tmp_path):
     folder = tmp_path / "corrupt"
-    _tiny_model("llama").save_pretrained(folder)
-    _tokenizer(folder, chat=False)
+    saved_model(folder, "llama")
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:200])
     at = start()
@@ -215,14 +194,13 @@ def test_corrupt_checkpoint_is_refused_and_the_session_goes_on(tmp_path):
 
 
 def test_model_too_big_for_free_memory_is_refused_before_loading(tmp_path, monkeypatch):
-    import prune_explorer.models as models
+    from prune_explorer.models import memory
 
     folder = tmp_path / "big"
-    _tiny_model("llama").save_pretrained(folder)
-    _tokenizer(folder, chat=False)
+    saved_model(folder, "llama")
     at = start()
     set_sparsity(at, 20)
-    monkeypatch.setattr(models, "available_memory_bytes", lambda: 1000)
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 1000)
     _assert_load_refused(at, str(folder), "of memory is free")
 
 
@@ -234,8 +212,8 @@ def test_sessions_are_isolated_and_the_dense_model_is_unchanged():
 
     set_sparsity(first, 70)
     second.run()
-    assert metric(first, "Pruned (selected layers)") == "70.0%"
-    assert metric(second, "Pruned (selected layers)") == "0.0%"
+    assert metric(first, PRUNED) == "70.0%"
+    assert metric(second, PRUNED) == "0.0%"
     assert generation(second, "dense") == generation(second, "pruned")
     assert generation(first, "dense") == generation(second, "dense")
     after = weight_bytes(dense)
@@ -243,51 +221,10 @@ def test_sessions_are_isolated_and_the_dense_model_is_unchanged():
     assert all(torch.equal(snapshot[n], after[n]) for n in snapshot)
 
 
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
-    "{% if add_generation_prompt %}<s>assistant:{% endif %}"
-)
-
-
-def _tokenizer(folder: Path, chat: bool):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from prune_explorer.texts import calibration_text
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], limit_alphabet=60)
-    tok.train_from_iterator(calibration_text("shakespeare").splitlines(), trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-    if chat:
-        fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(folder)
-    return fast
-
-
-def _tiny_model(arch: str):
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    if arch == "llama":
-        config = LlamaConfig(
-            vocab_size=300, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=128, bos_token_id=1, eos_token_id=2,
-        )  # fmt: skip
-        return LlamaForCausalLM(config)
-    config = GPT2Config(
-        vocab_size=300, n_embd=32, n_layer=2, n_head=4, n_positions=128, bos_token_id=1, eos_token_id=2
-    )
-    return GPT2LMHeadModel(config)
-
-
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_load_a_saved_folder_from_the_sidebar(tmp_path, arch):
     folder = tmp_path / arch
-    _tiny_model(arch).save_pretrained(folder)
-    _tokenizer(folder, chat=arch == "llama")  # the Llama twin also tries the chat-template path
+    saved_model(folder, arch, chat=arch == "llama")  # the Llama twin also tries the chat-template path
 
     at = start()
     set_sparsity(at, 25)
@@ -297,12 +234,12 @@ def test_load_a_saved_folder_from_the_sidebar(tmp_path, arch):
     assert not at.error, [e.value for e in at.error]
     assert f"Active model: **{folder}**" in captions(at)
     assert at.slider(key="sidebar_sparsity").value == 0  # a model change starts dense
-    assert metric(at, "Pruned (selected layers)") == "0.0%"
+    assert metric(at, PRUNED) == "0.0%"
     assert at.selectbox(key="sidebar_model").value is None
 
     assert ("chat template" in captions(at)) == (arch == "llama")
     set_sparsity(at, 50)
-    assert metric(at, "Pruned (selected layers)") == "50.0%"
+    assert metric(at, PRUNED) == "50.0%"
     assert float(metric(at, "KL(dense ‖ pruned), next token").split()[0]) > 0
     kinds = set(at.pills(key="sidebar_kinds").value)
     assert ("attn_qkv" in kinds) == (arch == "gpt2")
@@ -316,10 +253,10 @@ def test_load_a_saved_folder_from_the_sidebar(tmp_path, arch):
 
 
 def test_big_models_wait_for_buttons(monkeypatch):
-    import sys
+    from ui import defaults
 
     at = start()
-    monkeypatch.setattr(sys.modules["ui.outputs"], "SMALL_MODEL", 0)  # treat stories260K as a big model
+    monkeypatch.setattr(defaults, "SMALL_MODEL", 0)  # treat stories260K as a big model
     set_sparsity(at, 35)
     labels = {b.label for b in at.button}
     assert {"Time a forward pass", "Compute perplexity", "Run the sweep"} <= labels

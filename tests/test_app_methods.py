@@ -2,36 +2,27 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
-from test_app import captions, generation, metric, set_sparsity, start
 
-PRUNED = "Pruned (selected layers)"
-
+from tests.support.apptest import (
+    PRUNED,
+    axis_titles,
+    captions,
+    choose,
+    errors,
+    figures,
+    generation,
+    metric,
+    pruned_counts,
+    set_sparsity,
+    start,
+    trace_names,
+)
+from tests.support.models import saved_model
 
 pytestmark = pytest.mark.usefixtures("one_thread", "app_navigation")
-
-
-def choose(at: AppTest, method: str | None = None, pattern: str | None = None) -> AppTest:
-    if method is not None:
-        at.selectbox(key="sidebar_method").set_value(method)
-    if pattern is not None:
-        at.selectbox(key="sidebar_pattern").set_value(pattern)
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def pruned_counts(at: AppTest) -> dict[str, int]:
-    state = at.session_state["pruning_state"]
-    return {layer.name: state.pruned_count(layer.name) for layer in state.dense.layers}
-
-
-def errors(at: AppTest) -> str:
-    return " ".join(e.value for e in at.error)
 
 
 @pytest.mark.parametrize(
@@ -109,8 +100,10 @@ def fresh_points(stories):
     """Compare-page points live on the shared dense model: start each Compare test without them."""
     at = start()
     dense = at.session_state["pruning_state"].dense
-    for key in [k for k in dense.cache if k[:2] == ("ui", "store")]:
-        del dense.cache[key]
+    for name in ("points", "layers"):
+        store = dense.cache.peek(("ui", "store", name))
+        if store is not None:
+            store.clear()
     return at
 
 
@@ -132,11 +125,12 @@ def test_compare_page_curves_layers_tokens_and_apply(fresh_points):
     at.button_group(key="compare_grid").set_value([30, 60])
     at.run()
     assert not at.exception, at.exception
-    specs = [c.proto.spec for c in at.get("plotly_chart")]
-    assert len(specs) == 3  # curves, reconstruction error, Jaccard
-    assert "Magnitude · Unstructured" in specs[0] and "Wanda · Unstructured" in specs[0]
-    assert "‖WX − W′X‖" in specs[1] and "Jaccard" in specs[2]
-    assert "Magnitude vs Wanda" in specs[2]
+    curves, errors_chart, jaccard = figures(at)  # curves, reconstruction error, Jaccard
+    assert {"Magnitude · Unstructured", "Wanda · Unstructured"} <= set(trace_names(curves))
+    assert "‖WX − W′X‖ / ‖WX‖" in axis_titles(errors_chart)
+    assert set(trace_names(errors_chart)) == {"Magnitude", "Wanda"}
+    assert "Jaccard of pruned weights" in axis_titles(jaccard)
+    assert trace_names(jaccard) == ["Magnitude vs Wanda", "two random masks"]  # and its reference line
     assert [i.value for i in at.info if "dense now" in i.value]  # nothing to colour yet
     options = at.selectbox(key="compare_point").options
     assert len(options) == 4
@@ -165,10 +159,10 @@ def test_compare_page_curves_layers_tokens_and_apply(fresh_points):
 
 
 def test_big_models_compute_on_request_and_keep_finished_points(fresh_points, monkeypatch):
-    from ui import outputs
+    from ui import defaults, outputs
 
     at = fresh_points
-    monkeypatch.setattr(sys.modules["ui.outputs"], "SMALL_MODEL", 0)  # stories260K as a big model
+    monkeypatch.setattr(defaults, "SMALL_MODEL", 0)  # stories260K as a big model
     dense = at.session_state["pruning_state"].dense
     at.switch_page("pages/compare.py").run()
     at.multiselect(key="compare_methods").set_value(["magnitude", "random"])
@@ -183,7 +177,7 @@ def test_big_models_compute_on_request_and_keep_finished_points(fresh_points, mo
     outputs.compute_point(dense, point_key(at, "random", "unstructured", 0.4), None)
     at.run()
     assert at.button(key="compare_compute").label == "Compute 5 missing points"
-    assert "Random · Unstructured" in at.get("plotly_chart")[0].proto.spec
+    assert "Random · Unstructured" in trace_names(figures(at)[0])
 
     at.button(key="compare_compute").click().run()
     assert not at.exception, at.exception
@@ -208,11 +202,8 @@ def test_big_models_compute_on_request_and_keep_finished_points(fresh_points, mo
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_a_model_change_clears_the_method_and_other_architectures_work(tmp_path, arch):
-    from test_app import _tiny_model, _tokenizer
-
     folder = tmp_path / arch
-    _tiny_model(arch).save_pretrained(folder)
-    _tokenizer(folder, chat=False)
+    saved_model(folder, arch)
     at = start()
     choose(at, "wanda", "2:4")
     assert metric(at, PRUNED) == "50.0%"
@@ -247,8 +238,11 @@ def test_layers_histogram_shows_where_a_method_pruned():
     assert not at.exception, at.exception
     text = captions(at)
     assert "does not cut at one |w|" in text and "Current threshold" not in text
-    figure = at.get("plotly_chart")[0].proto.spec
-    assert '"name":"pruned"' in figure.replace(" ", "") and "threshold" not in figure
+    histogram = figures(at)[0]
+    assert "pruned" in trace_names(histogram)
+    assert not histogram["layout"].get("shapes") and not histogram["layout"].get(
+        "annotations"
+    )  # no threshold
     state = at.session_state["pruning_state"]
     name = state.dense.layers[1].name
     assert not state.pruned_by_magnitude(name)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from prune_explorer import texts
-from prune_explorer.calibration import calibration_batch, collect_stats
-from prune_explorer.layers import select
+from prune_explorer.models.layers import select
+from prune_explorer.pruning.calibration import calibration_batch, collect_stats
 
 
 def test_batch_is_consecutive_slices_of_the_encoded_text(char_tokenizer):

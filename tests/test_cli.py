@@ -1,13 +1,17 @@
 """The command line: the same load → prune → evaluate loop as the app."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
 
 from prune_explorer.cli import main
+from prune_explorer.texts import eval_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,10 +21,27 @@ def run_json(capsys, *args: str) -> dict:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-def test_prune_reports_dense_and_pruned_perplexity(capsys):
+def reference_perplexity(dense, text: str) -> tuple[float, int]:
+    """Perplexity by hand: a plain transformers forward per window of the model's context (non-overlapping,
+    each window's first token context only, as the papers evaluate) and torch's cross-entropy."""
+    ids = torch.tensor(dense.tokenizer.encode(text))
+    window = dense.model.config.max_position_embeddings
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, ids.numel() - 1, window):
+            chunk = ids[start : start + window]
+            logits = dense.model(input_ids=chunk.view(1, -1)).logits[0, :-1]
+            nll += F.cross_entropy(logits.double(), chunk[1:], reduction="sum").item()
+            count += chunk.numel() - 1
+    return math.exp(nll / count), count
+
+
+def test_prune_reports_dense_and_pruned_perplexity(capsys, stories):
     out = run_json(capsys, "--sparsity", "0.5")
     assert out["sparsity"] == pytest.approx(0.5, abs=1e-3)
-    assert out["dense_ppl"] == pytest.approx(4.4876, abs=1e-3)
+    ppl, tokens = reference_perplexity(stories, eval_text("stories"))  # the CLI's default model and text
+    assert out["tokens"] == tokens
+    assert out["dense_ppl"] == pytest.approx(ppl, abs=1e-3)
     assert out["pruned_ppl"] > out["dense_ppl"]
     assert run_json(capsys, "--sparsity", "0")["pruned_ppl"] == out["dense_ppl"]
 

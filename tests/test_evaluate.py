@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from prune_explorer.evaluate import (
+from prune_explorer.measure.evaluate import (
     agreement,
     continue_greedily,
     greedy_generate,
@@ -16,7 +16,7 @@ from prune_explorer.evaluate import (
     token_diff,
     top_k,
 )
-from prune_explorer.pruning import MagnitudeSettings, apply_magnitude
+from prune_explorer.pruning.policies import MagnitudeSettings, apply_magnitude
 from prune_explorer.state import PruningState
 
 

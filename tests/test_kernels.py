@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from prune_explorer import kernels
+from prune_explorer.pruning import kernels
 
 
 def test_masked_copy_equals_where_with_positive_zero():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from prune_explorer.llama2c import (
+from prune_explorer.models.llama2c import (
     STORIES260K_CHECKPOINT,
     STORIES260K_DIR,
     STORIES260K_TOKENIZER,

@@ -5,9 +5,9 @@ import torch
 import torch.nn.utils.prune as tprune
 from torch import nn
 
-from prune_explorer.masks import check_mask, magnitude_mask, sparsity_of
-from prune_explorer.pruning import MagnitudeSettings, magnitude_counts
-from prune_explorer.ranking import GlobalRanking, count_for_sparsity, magnitude_ranking
+from prune_explorer.pruning.masks import check_mask, magnitude_mask, sparsity_of
+from prune_explorer.pruning.policies import MagnitudeSettings, magnitude_counts
+from prune_explorer.pruning.ranking import GlobalRanking, count_for_sparsity, layer_ranking, magnitude_ranking
 
 
 @pytest.mark.parametrize("amount", [0.0, 0.1, 0.37, 0.5, 0.9, 0.999, 1.0])
@@ -37,18 +37,50 @@ def test_global_policy_prunes_the_smallest_weights_of_all_layers(llama_dense, sp
         assert counts[layer.name] == int((~clone.weight_mask.bool()).sum()), layer.name
 
 
+class _Named:
+    def __init__(self, name):
+        self.name = name
+
+
+def _global_ranking(weights: dict[str, torch.Tensor]) -> GlobalRanking:
+    ranks = {name: magnitude_ranking(w) for name, w in weights.items()}
+    return GlobalRanking(ranks, [_Named(name) for name in weights])
+
+
+def _brute_force_counts(weights: dict[str, torch.Tensor], sparsity: float) -> dict[str, int]:
+    """Global top-k by hand: every weight as (|w|, layer position, flat index), sorted, the first
+    round(sparsity · total) pruned (ties: earlier layer first, then lower index)."""
+    names = list(weights)
+    entries = sorted(
+        (abs(v), layer, i)
+        for layer, name in enumerate(names)
+        for i, v in enumerate(weights[name].reshape(-1).tolist())
+    )
+    counts = dict.fromkeys(names, 0)
+    for _, layer, _ in entries[: round(sparsity * len(entries))]:
+        counts[names[layer]] += 1
+    return counts
+
+
 def test_global_ties_are_split_exactly_and_deterministically():
-    a = torch.tensor([[0.5, 0.5, 0.5, 2.0]])
-    b = torch.tensor([[0.5, 0.5, 3.0, 4.0]])
-    ranks = {"a": magnitude_ranking(a), "b": magnitude_ranking(b)}
+    weights = {"a": torch.tensor([[0.5, 0.5, 0.5, 2.0]]), "b": torch.tensor([[0.5, 0.5, 3.0, 4.0]])}
+    # 4 of 8 go; five weights tie at 0.5 for the last places: layer a's three first, then one of b's
+    assert _global_ranking(weights).counts(0.5) == {"a": 3, "b": 1} == _brute_force_counts(weights, 0.5)
 
-    class L:
-        def __init__(self, name):
-            self.name = name
 
-    g = GlobalRanking(ranks, [L("a"), L("b")])
-    assert g.counts(0.5) == {"a": 3, "b": 1}
-    assert g.counts(0.5) == g.counts(0.5)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.37, 0.5, 0.9, 1.0])
+def test_global_counts_equal_a_brute_force_top_k(seed, sparsity):
+    g = torch.Generator().manual_seed(seed)
+    # few distinct magnitudes (and signs): many ties across layers, as 4-bit weights have
+    weights = {
+        name: (torch.randint(-4, 5, shape, generator=g) / 4.0)
+        for name, shape in (("q", (5, 7)), ("up", (3, 11)), ("down", (11, 3)))
+    }
+    counts = _global_ranking(weights).counts(sparsity)
+    total = sum(w.numel() for w in weights.values())
+    assert sum(counts.values()) == round(sparsity * total)
+    assert counts == _brute_force_counts(weights, sparsity)
 
 
 @pytest.mark.parametrize("sparsity", [0.1, 0.5, 0.8])
@@ -106,7 +138,8 @@ def test_ranking_mask_is_the_first_k_of_the_order_at_every_k(numel):
 
 
 def test_a_drag_of_random_moves_equals_a_fresh_prune_after_every_move():
-    from prune_explorer.state import DenseModel, PruningState
+    from prune_explorer.models.dense import DenseModel
+    from prune_explorer.state import PruningState
 
     torch.manual_seed(3)
     model = nn.Sequential(nn.Linear(300, 211, bias=False), nn.Linear(211, 5, bias=False))
@@ -122,6 +155,6 @@ def test_a_drag_of_random_moves_equals_a_fresh_prune_after_every_move():
         span = numel if torch.rand(1, generator=rng) < 0.3 else numel // 100
         k = int(min(numel, max(1, k + torch.randint(-span, span + 1, (1,), generator=rng))))
         state.apply_counts({name: k})
-        expected = torch.where(dense.ranking(name).mask(k, w.shape), w, torch.zeros(()))
+        expected = torch.where(layer_ranking(dense, name).mask(k, w.shape), w, torch.zeros(()))
         assert torch.equal(state.model[0].weight.view(torch.int32), expected.view(torch.int32)), k
         assert state.pruned_count(name) == k

@@ -4,22 +4,17 @@ weights through the session state (restore stays exact), clear errors, and stori
 import pytest
 import torch
 
-from prune_explorer import methods, texts
-from prune_explorer.calibration import calibration_batch
-from prune_explorer.evaluate import perplexity
-from prune_explorer.layers import select
-from prune_explorer.methods import (
-    FORMULAS,
-    METHODS,
-    VARIANTS,
-    default_calibration,
-    mask_overlap,
-    parse_pattern,
-    prune_masks,
-    reconstruction_errors,
-)
-from prune_explorer.pruning import MagnitudeSettings, apply_magnitude
-from prune_explorer.ranking import count_for_sparsity
+from prune_explorer import texts
+from prune_explorer.measure.comparison import mask_overlap, reconstruction_errors
+from prune_explorer.measure.evaluate import perplexity
+from prune_explorer.models.layers import select
+from prune_explorer.pruning import sequential
+from prune_explorer.pruning.calibration import calibration_batch, default_calibration
+from prune_explorer.pruning.methods import METHODS, get_method
+from prune_explorer.pruning.patterns import PATTERN_KINDS, parse_pattern
+from prune_explorer.pruning.policies import MagnitudeSettings, apply_magnitude
+from prune_explorer.pruning.prune import prune_masks
+from prune_explorer.pruning.ranking import count_for_sparsity
 from prune_explorer.state import PruningState
 
 TEXT = "The quick brown fox jumps over the lazy dog while the cat sleeps in the sun. " * 12
@@ -34,7 +29,7 @@ def _bits(t):
     return t.detach().contiguous().view(torch.uint8)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", list(METHODS))
 @pytest.mark.parametrize("fixture", ["llama_dense", "gpt2_dense"])
 def test_unstructured_sparsity_asked_is_obtained(request, fixture, method, calib):
     dense = request.getfixturevalue(fixture)
@@ -50,11 +45,13 @@ def test_unstructured_sparsity_asked_is_obtained(request, fixture, method, calib
         else:
             assert pruned == count_for_sparsity(layer.numel, 0.37), layer.name
     assert (result.weights is not None) == (method == "sparsegpt")
-    assert result.info["formula"] == method and result.info["variant"] == VARIANTS[method]
+    spec, pattern = get_method(method), parse_pattern("unstructured")
+    assert result.info["formula"] == spec.formula_for(pattern) == spec.formula
+    assert result.info["variant"] == spec.variant_for(pattern, result.info["sequential"])
     assert result.info["sparsity"] == pytest.approx(0.37, abs=0.01)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", list(METHODS))
 @pytest.mark.parametrize("pattern", ["2:4", "4:8", "1:4", "2:3"])
 def test_n_m_every_full_group_keeps_n(llama_dense, calib, method, pattern):
     n, m = parse_pattern(pattern).n, parse_pattern(pattern).m
@@ -110,7 +107,7 @@ def test_replaying_blocks_equals_running_the_whole_model(request, fixture, calib
     def refuse(*args, **kwargs):
         raise ValueError("forced fallback")
 
-    monkeypatch.setattr(methods, "capture_block_inputs", refuse)
+    monkeypatch.setattr(sequential, "capture_block_inputs", refuse)
     full = prune_masks(dense, "sparsegpt", calibration=calib)
     for name, w in full.weights.items():
         assert torch.equal(replayed.masks[name], full.masks[name]), name
@@ -143,7 +140,9 @@ def test_apply_weights_validates(llama_dense):
 @pytest.mark.parametrize("unit", ["neurons", "heads"])
 def test_structured_through_the_interface(llama_dense, calib, method, unit):
     result = prune_masks(llama_dense, method, unit, 0.5, calibration=calib)
-    assert result.info["formula"] == f"structured_{method}" and result.weights is None
+    spec = get_method(method)
+    assert result.info["formula"] == spec.unit_formula and result.info["variant"] == spec.unit_variant
+    assert result.weights is None
     if unit == "neurons":
         down = result.masks["model.layers.1.mlp.down_proj"]
         assert int((~down.all(0)).sum()) == round(0.5 * 37)
@@ -160,7 +159,7 @@ def test_structured_through_the_interface(llama_dense, calib, method, unit):
         ({"pattern": "0:4"}, "at least 1"),
         ({"pattern": "diagonal"}, "unknown pattern"),
         ({"sparsity": 1.2}, "between 0 and 1"),
-        ({"method": "sparsegpt", "pattern": "heads"}, "SparseGPT prunes unstructured or N:M"),
+        ({"method": "sparsegpt", "pattern": "heads"}, r"SparseGPT prunes unstructured.*not heads"),
         ({"pattern": "heads", "sparsity": 0.9}, "would remove all 4 units"),
         ({"method": "wanda", "calibration": ""}, "empty"),
         ({"method": "wanda", "calibration": "tiny"}, r"has 5 tokens.*needs"),
@@ -197,15 +196,22 @@ def test_wanda_statistics_are_cached_and_progress_ends_at_one(llama_dense, calib
     seen = []
     first = prune_masks(llama_dense, "wanda", sparsity=0.5, calibration=calib, progress=seen.append)
     assert seen[-1] == 1.0 and seen == sorted(seen)
-    assert any(key[0] == "activation_stats" for key in llama_dense.cache if isinstance(key, tuple))
+    layers = tuple(layer.name for layer in select(llama_dense.layers))
+    assert ("activation_stats", calib.key, layers) in llama_dense.cache
+    misses = llama_dense.cache.stats().misses
     second = prune_masks(llama_dense, "wanda", sparsity=0.5, calibration=calib)
+    assert llama_dense.cache.stats().misses == misses  # no statistic computed twice
     assert all(torch.equal(first.masks[n], second.masks[n]) for n in first.masks)
 
 
-def test_formulas_cover_every_method():
-    for method in METHODS:
-        assert method in FORMULAS and method in VARIANTS
-        assert f"structured_{method}" in FORMULAS or method == "sparsegpt"
+def test_every_method_declares_what_it_runs():
+    for name, method in METHODS.items():
+        assert method.name == name and method.label and method.formula and method.variant
+        assert set(method.patterns) <= set(PATTERN_KINDS) and "unstructured" in method.patterns
+        structured = {"neurons", "heads"} & set(method.patterns)
+        assert bool(method.unit_formula) == bool(structured) == bool(method.unit_variant), name
+        assert method.offers_sequential <= method.calibrated, name
+        assert method.variant_for(parse_pattern("unstructured"), sequential=False) == method.variant
 
 
 def test_overlap_helper(llama_dense, calib):

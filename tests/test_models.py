@@ -2,33 +2,26 @@
 
 import pytest
 import torch
-from conftest import tiny_gpt2, tiny_llama
 
-from prune_explorer.evaluate import perplexity
-from prune_explorer.layers import select
-from prune_explorer.models import ModelLoadError, check_memory, load_model, load_pretrained
-from prune_explorer.pruning import MagnitudeSettings, apply_magnitude
+from prune_explorer.measure.evaluate import perplexity
+from prune_explorer.models.errors import ModelLoadError
+from prune_explorer.models.layers import select
+from prune_explorer.models.loading import load_model, load_pretrained
+from prune_explorer.models.memory import (
+    DEFAULT_CACHE_BYTES,
+    MEMORY_HEADROOM,
+    RANKING_BYTES,
+    check_memory,
+    memory_needed,
+)
+from prune_explorer.pruning.policies import MagnitudeSettings, apply_magnitude
 from prune_explorer.state import PruningState
-
-
-def save_tokenizer(folder) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{chr(c): c - 29 for c in range(32, 127)}}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-    fast.save_pretrained(folder)
+from tests.support.models import save_tokenizer, saved_model, tiny_model
 
 
 @pytest.fixture(params=["llama", "gpt2"])
 def saved_folder(request, tmp_path):
-    model = tiny_llama() if request.param == "llama" else tiny_gpt2()
-    model.config.bos_token_id, model.config.eos_token_id = 1, 2
-    model.save_pretrained(tmp_path)
-    save_tokenizer(tmp_path)
-    return tmp_path, model
+    return tmp_path, saved_model(tmp_path, request.param)
 
 
 def test_saved_folders_load_with_identical_weights_and_prune(saved_folder):
@@ -47,7 +40,7 @@ def test_saved_folders_load_with_identical_weights_and_prune(saved_folder):
 
 
 def test_pytorch_bin_checkpoint_loads_with_weights_only(tmp_path):
-    model = tiny_llama()
+    model = tiny_model("llama")
     # transformers 5 always writes safetensors: write the legacy .bin checkpoint by hand.
     model.config.save_pretrained(tmp_path)
     torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
@@ -86,9 +79,15 @@ def test_model_too_big_for_free_memory_is_refused_before_loading(saved_folder):
     folder, _ = saved_folder
     with pytest.raises(ModelLoadError, match="only 0.0 GiB of memory is free"):
         load_pretrained(str(folder), available=1000)
+    # weights with headroom, the shared rankings, and the shared cache's budget (1 GiB by default)
+    need = memory_needed(135_000_000)
+    assert need == int(135_000_000 * (4 * MEMORY_HEADROOM + RANKING_BYTES)) + DEFAULT_CACHE_BYTES
     with pytest.raises(ModelLoadError, match="135.0M parameters"):
-        check_memory(135_000_000, available=2**28)
-    check_memory(135_000_000, available=2**33)
+        check_memory(135_000_000, available=need - 1)
+    check_memory(135_000_000, available=need)
+    with pytest.raises(ModelLoadError, match="135.0M parameters"):
+        check_memory(135_000_000, available=need, cache_bytes=DEFAULT_CACHE_BYTES + 1)
+    check_memory(135_000_000, available=need - DEFAULT_CACHE_BYTES, cache_bytes=0)
 
 
 def test_remote_code_is_never_trusted(tmp_path):
@@ -108,7 +107,7 @@ class _Payload:
 
 
 def test_pickle_checkpoint_with_code_is_refused(tmp_path, capsys):
-    model = tiny_llama()
+    model = tiny_model("llama")
     model.config.save_pretrained(tmp_path)
     state = dict(model.state_dict())
     state["evil"] = _Payload()

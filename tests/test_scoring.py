@@ -4,8 +4,8 @@ reconstruction error and Jaccard overlap."""
 import pytest
 import torch
 
-from prune_explorer.masks import magnitude_mask, n_m_mask, n_m_tail, parse_n_m, per_row_mask
-from prune_explorer.scoring import (
+from prune_explorer.pruning.masks import magnitude_mask, n_m_mask, n_m_tail, parse_n_m, per_row_mask
+from prune_explorer.pruning.scores import (
     jaccard_pruned,
     magnitude_scores,
     random_scores,

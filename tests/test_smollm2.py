@@ -9,16 +9,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
-from prune_explorer import smollm2
-from prune_explorer.evaluate import greedy_generate, next_token_logits, perplexity
-from prune_explorer.layers import ATTENTION_KINDS, select
-from prune_explorer.models import ModelLoadError
-from prune_explorer.pruning import MagnitudeSettings, apply_magnitude
-from prune_explorer.ranking import count_for_sparsity, magnitude_ranking
+from prune_explorer.measure.evaluate import greedy_generate, next_token_logits, perplexity
+from prune_explorer.models import smollm2
+from prune_explorer.models.errors import ModelLoadError
+from prune_explorer.models.layers import ATTENTION_KINDS, select
+from prune_explorer.pruning.policies import MagnitudeSettings, apply_magnitude
+from prune_explorer.pruning.ranking import count_for_sparsity, magnitude_ranking
 from prune_explorer.state import PruningState
 from prune_explorer.texts import eval_text
 
@@ -135,7 +137,7 @@ def test_damaged_cache_is_rebuilt_and_round_trips_bit_exactly(smol, tmp_path, mo
         return conversions[-1]
 
     monkeypatch.setattr(smollm2, "convert_gguf", spy)
-    with caplog.at_level(logging.WARNING, logger="prune_explorer.smollm2"):
+    with caplog.at_level(logging.WARNING, logger=smollm2.log.name):
         rebuilt = smollm2.load_smollm2(cache_dir=tmp_path)
     assert any("damaged" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
     assert len(conversions) == 1
@@ -153,23 +155,37 @@ def test_damaged_cache_is_rebuilt_and_round_trips_bit_exactly(smol, tmp_path, mo
 
 @pytest.mark.real_model
 def test_four_sessions_pruning_at_once_do_not_see_each_other(smol):
+    """Four threads, one session each on the one shared dense model, pruning and running at the same time
+    (the first prune of a layer also builds its shared ranking while the others wait for it); afterwards each
+    session holds exactly what it would have alone, bit for bit, and the dense model is unchanged."""
     dense, _ = smol
+    dense.cache.clear()  # the rankings are built concurrently, by whichever session asks first
     before = dense_digest(dense.model)
     prompt = dense.tokenizer.encode("To be, or not to be, that is the question:")
     sparsities = (0.2, 0.4, 0.5, 0.7)
     settings = [MagnitudeSettings(sparsity=s, kinds=ATTENTION_KINDS) for s in sparsities]  # 1/4 of the cost
-    sessions = [PruningState(dense) for _ in sparsities]
-    for state, setting in zip(sessions, settings, strict=True):
+    together = threading.Barrier(len(settings), timeout=300)
+    misses = dense.cache.stats().misses
+
+    def session(setting: MagnitudeSettings) -> tuple[PruningState, torch.Tensor]:
+        state = PruningState(dense)
+        together.wait()  # all four start pruning at once
         apply_magnitude(state, setting)
-    logits = [next_token_logits(state.model, prompt) for state in sessions]
+        together.wait()  # and run their pruned models while the others' pruning is in place
+        return state, next_token_logits(state.model, prompt)
+
+    with ThreadPoolExecutor(max_workers=len(settings)) as pool:
+        done = list(pool.map(session, settings))
     selected = {layer.name for layer in select(dense.layers, ATTENTION_KINDS)}
-    for state, setting, got in zip(sessions, settings, logits, strict=True):
+    for (state, got), setting in zip(done, settings, strict=True):
+        alone = PruningState(dense)
+        apply_magnitude(alone, setting)
         for layer in dense.layers:
             want = count_for_sparsity(layer.numel, setting.sparsity) if layer.name in selected else 0
             assert state.pruned_count(layer.name) == want, layer.name
-            assert int((state.weight(layer.name) == 0).sum()) >= want
-        alone = PruningState(dense)
-        apply_magnitude(alone, setting)
+            assert same_bits(state.weight(layer.name), alone.weight(layer.name)), layer.name
         assert same_bits(got, next_token_logits(alone.model, prompt))
-    assert len({tuple(x[-1, :8].tolist()) for x in logits}) == 4
+    assert len({tuple(logits[-1, :8].tolist()) for _, logits in done}) == 4
+    # one ranking per layer, however many sessions asked for it at once
+    assert dense.cache.stats().misses - misses == len(selected)
     assert dense_digest(dense.model) == before

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from prune_explorer.masks import magnitude_mask, n_m_mask, per_row_mask
-from prune_explorer.scoring import reconstruction_error, wanda_scores
-from prune_explorer.sparsegpt import hessian, sparsegpt_prune
+from prune_explorer.pruning.masks import magnitude_mask, n_m_mask, per_row_mask
+from prune_explorer.pruning.scores import reconstruction_error, wanda_scores
+from prune_explorer.pruning.sparsegpt_layer import hessian, sparsegpt_prune
 
 
 def _layer(rows=24, cols=40, tokens=300, seed=0):
@@ -136,11 +136,24 @@ def test_hopeless_hessian_is_a_clear_error():
         sparsegpt_prune(torch.ones(2, 2), gram, 1, 0.5)
 
 
-def test_dead_inputs_keep_their_weights_when_not_chosen():
+@pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.7])
+@pytest.mark.parametrize("blocksize", [5, 128])
+def test_dead_inputs_keep_their_weights_when_not_chosen(sparsity, blocksize):
+    # An input that never fires has a zero Hessian diagonal. The authors' code zeroes its whole column; ours
+    # (sparsegpt_layer's docstring) scores its weights like any other, keeps those not chosen exactly as they
+    # were (no OBS update reaches an input no other input correlates with) and prunes exactly round(s · n).
     w, x, _ = _layer(rows=6, cols=12)
     x[:, 3] = 0.0
-    out = sparsegpt_prune(w, x.T @ x, x.shape[0], 0.0)
-    torch.testing.assert_close(out.weight, w)
+    out = sparsegpt_prune(w, x.T @ x, x.shape[0], sparsity, blocksize=blocksize)
+    kept = out.mask[:, 3]
+    assert kept.any(), "the dead input's column was zeroed whole"
+    assert torch.equal(out.weight[kept, 3], w[kept, 3])
+    assert (out.weight[~kept, 3] == 0).all()
+    assert int((~out.mask).sum()) == round(sparsity * w.numel())
+    assert (out.weight[~out.mask] == 0).all()
+    live = out.mask.clone()
+    live[:, 3] = False
+    assert not torch.equal(out.weight[live], w[live])  # the live inputs' kept weights did get the OBS update
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from prune_explorer.evaluate import next_token_logits
-from prune_explorer.masks import magnitude_mask
-from prune_explorer.pruning import MagnitudeSettings, apply_magnitude
+from prune_explorer.measure.evaluate import next_token_logits
+from prune_explorer.pruning.masks import magnitude_mask
+from prune_explorer.pruning.policies import MagnitudeSettings, apply_magnitude
 from prune_explorer.state import PruningState
 
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.utils.prune as tprune
 from torch import nn
 
-from prune_explorer.layers import select
-from prune_explorer.structured import (
+from prune_explorer.models.layers import select
+from prune_explorer.pruning.units import (
     activation_unit_scores,
     find_unit_groups,
     keep_units,

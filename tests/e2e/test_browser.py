@@ -202,7 +202,7 @@ def test_a_model_switch_in_the_browser_starts_from_the_new_models_defaults(app_u
     SmolLM2's prompt and token count and a 0% slider, not the previous model's values."""
     from playwright.sync_api import expect
 
-    from prune_explorer.smollm2 import NAME
+    from prune_explorer.models.smollm2 import NAME
 
     with _browser_page(1400) as page:
         page.goto(app_url)

@@ -1,0 +1,119 @@
+"""Driving the app headlessly (Streamlit's AppTest) from tests and benchmarks.
+
+Read what the app shows as data: metrics by label, captions and errors as text, and figures through their
+Plotly spec parsed with ``json.loads`` (never by searching the spec's text: Plotly escapes non-ASCII
+characters such as "·" unless orjson is installed).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = ROOT / "app.py"
+TIMEOUT = 120
+PRUNED = "Pruned (selected layers)"
+
+
+@contextmanager
+def navigation_not_pages_folder() -> Iterator[None]:
+    """Make AppTest route through app.py's ``st.navigation`` on every rerun, as a real server does.
+
+    AppTest (Streamlit 1.67) re-detects the legacy ``pages/`` folder before every run, so a rerun after the
+    first would execute the page file alone, without app.py. A real server stops doing that once
+    ``st.navigation`` has run.
+    """
+    init = PagesManager.__init__
+
+    def patched(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    PagesManager.__init__ = patched
+    try:
+        yield
+    finally:
+        PagesManager.__init__ = init
+
+
+def start() -> AppTest:
+    """The app, run once (stories260K loaded), with no exception."""
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    values = [m.value for m in at.metric if m.label == label]
+    assert values, f"no metric {label!r}; have {[m.label for m in at.metric]}"
+    return values[0]
+
+
+def generation(at: AppTest, side: str) -> str:
+    """The visible text of the dense or pruned continuation."""
+    bodies = [h.value for h in at.html if f"pe-gen-{side}" in h.value]
+    assert len(bodies) == 1
+    return re.sub(r"<[^>]+>", "", bodies[0])
+
+
+def captions(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.caption)
+
+
+def errors(at: AppTest) -> str:
+    return " ".join(e.value for e in at.error)
+
+
+def set_sparsity(at: AppTest, percent: int) -> AppTest:
+    at.slider(key="sidebar_sparsity").set_value(percent).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def choose(at: AppTest, method: str | None = None, pattern: str | None = None) -> AppTest:
+    """Pick a method and/or pattern in the sidebar and rerun."""
+    if method is not None:
+        at.selectbox(key="sidebar_method").set_value(method)
+    if pattern is not None:
+        at.selectbox(key="sidebar_pattern").set_value(pattern)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def pruned_counts(at: AppTest) -> dict[str, int]:
+    state = at.session_state["pruning_state"]
+    return {layer.name: state.pruned_count(layer.name) for layer in state.dense.layers}
+
+
+def weight_bytes(dense) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone().view(torch.uint8) for n, p in dense.model.named_parameters()}
+
+
+def figures(at: AppTest) -> list[dict]:
+    """Every Plotly chart on the page, as the figure dict it was sent as (``data``, ``layout``)."""
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def trace_names(figure: dict) -> list[str]:
+    return [trace.get("name") for trace in figure.get("data", [])]
+
+
+def axis_titles(figure: dict) -> list[str]:
+    """The titles of every axis of a figure (x, y, x2...), as text."""
+    out = []
+    for key, axis in figure.get("layout", {}).items():
+        if re.fullmatch(r"[xy]axis\d*", key) and isinstance(axis, dict):
+            title = axis.get("title")
+            text = title.get("text") if isinstance(title, dict) else title
+            if text:
+                out.append(text)
+    return out
