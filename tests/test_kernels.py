@@ -1,9 +1,15 @@
 """The fused slider kernels against the torch operations they replace."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from prune_explorer.pruning import kernels
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_masked_copy_equals_where_with_positive_zero():
@@ -53,3 +59,19 @@ def test_kernels_refuse_wrong_dtypes_and_layouts():
         kernels.masked_copy(torch.zeros(2, 2), torch.zeros(4, dtype=torch.uint8), 1, torch.zeros(4))
     with pytest.raises(ValueError, match="uint8"):
         kernels.zero_buckets(torch.zeros(4), torch.zeros(4, dtype=torch.int32), 0, 1)
+
+
+def test_kernels_keep_the_callers_torch_thread_count():
+    """The first entry into numba's parallel layer resets torch's thread count (1 becomes 2); the kernels put
+    it back. Only a fresh process shows it, so the check runs in one."""
+    script = (
+        "import torch\n"
+        "from prune_explorer.pruning import kernels\n"
+        "torch.set_num_threads(1)\n"
+        "kernels.keep_from(torch.arange(64, dtype=torch.uint8), 8)\n"
+        "print(torch.get_num_threads())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.split()[-1] == "1"

@@ -159,7 +159,11 @@ def test_structured_through_the_interface(llama_dense, calib, method, unit):
         ({"pattern": "0:4"}, "at least 1"),
         ({"pattern": "diagonal"}, "unknown pattern"),
         ({"sparsity": 1.2}, "between 0 and 1"),
-        ({"method": "sparsegpt", "pattern": "heads"}, r"SparseGPT prunes unstructured.*not heads"),
+        (
+            {"method": "sparsegpt", "pattern": "heads"},
+            r"SparseGPT prunes unstructured and N:M patterns, not heads; "
+            r"for heads use Magnitude or Random or Wanda",
+        ),
         ({"pattern": "heads", "sparsity": 0.9}, "would remove all 4 units"),
         ({"method": "wanda", "calibration": ""}, "empty"),
         ({"method": "wanda", "calibration": "tiny"}, r"has 5 tokens.*needs"),

@@ -9,18 +9,34 @@ partial buckets at the ends are scattered through the order; scatters run in par
 (they touch distinct weights).
 
 numba's default threading layer must not be entered from two threads at once, and Streamlit serves each
-browser session on its own thread: every call here holds one process-wide lock.
+browser session on its own thread: every call here holds one process-wide lock. Entering numba's parallel
+layer also resets torch's intra-op thread count (seen with torch 2.13 and numba 0.68: 1 becomes 2), so
+every call puts the caller's count back.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 from numba import njit, prange
 
 _LOCK = threading.Lock()
+
+
+@contextmanager
+def _kernel() -> Iterator[None]:
+    """Hold the process-wide kernel lock; keep torch's thread count as the caller had it."""
+    with _LOCK:
+        threads = torch.get_num_threads()
+        try:
+            yield
+        finally:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
 
 
 @njit(parallel=True, cache=True)
@@ -69,27 +85,27 @@ def _flat(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
 
 def masked_copy(dense: torch.Tensor, bucket: torch.Tensor, b: int, out: torch.Tensor) -> None:
     """``out = where(bucket >= b, dense, +0.0)``: float32 (n,) dense, uint8 (n,) bucket, float32 (n,) out."""
-    with _LOCK:
+    with _kernel():
         _masked_copy(_flat(dense, torch.float32), _flat(bucket, torch.uint8), b, _flat(out, torch.float32))
 
 
 def keep_from(bucket: torch.Tensor, b: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """bool (n,) ``bucket >= b`` for uint8 (n,) bucket, written into ``out`` if given; ``b`` may be 256."""
     keep = torch.empty(bucket.shape, dtype=torch.bool) if out is None else out
-    with _LOCK:
+    with _kernel():
         _keep_from(_flat(bucket, torch.uint8), b, _flat(keep, torch.bool))
     return keep
 
 
 def zero_buckets(out: torch.Tensor, bucket: torch.Tensor, b0: int, b1: int) -> None:
     """``out[(b0 <= bucket) & (bucket < b1)] = +0.0``: float32 (n,) out, uint8 (n,) bucket."""
-    with _LOCK:
+    with _kernel():
         _zero_buckets(_flat(out, torch.float32), _flat(bucket, torch.uint8), b0, b1)
 
 
 def restore_buckets(out: torch.Tensor, dense: torch.Tensor, bucket: torch.Tensor, b0: int, b1: int) -> None:
     """``out[sel] = dense[sel]`` where ``sel = (b0 <= bucket) & (bucket < b1)``: float32 (n,), uint8 (n,)."""
-    with _LOCK:
+    with _kernel():
         _restore_buckets(
             _flat(out, torch.float32), _flat(dense, torch.float32), _flat(bucket, torch.uint8), b0, b1
         )
@@ -97,13 +113,13 @@ def restore_buckets(out: torch.Tensor, dense: torch.Tensor, bucket: torch.Tensor
 
 def zero_at(out: torch.Tensor, idx: torch.Tensor) -> None:
     """``out[idx] = +0.0``: float32 (n,) out, int32 (m,) distinct indices."""
-    with _LOCK:
+    with _kernel():
         _zero_at(_flat(out, torch.float32), _flat(idx, torch.int32))
 
 
 def copy_at(out: torch.Tensor, src: torch.Tensor, idx: torch.Tensor) -> None:
     """``out[idx] = src[idx]``: float32 (n,) out and src, int32 (m,) distinct indices."""
-    with _LOCK:
+    with _kernel():
         _copy_at(_flat(out, torch.float32), _flat(src, torch.float32), _flat(idx, torch.int32))
 
 

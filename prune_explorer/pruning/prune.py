@@ -20,7 +20,7 @@ from prune_explorer.progress import Progress
 from prune_explorer.pruning.calibration import CalibrationBatch, resolve_calibration
 from prune_explorer.pruning.masks import n_m_tail, sparsity_of
 from prune_explorer.pruning.method import Method, PruneJob
-from prune_explorer.pruning.methods import get_method
+from prune_explorer.pruning.methods import METHODS, get_method
 from prune_explorer.pruning.patterns import Pattern, parse_pattern
 from prune_explorer.pruning.result import PruneResult
 from prune_explorer.pruning.sparsegpt_layer import DEFAULT_BLOCKSIZE, DEFAULT_PERCDAMP
@@ -33,8 +33,11 @@ def _check_request(method: Method, pattern: Pattern, sparsity: float, sequential
     if not 0.0 <= sparsity <= 1.0:
         raise ValueError(f"sparsity must be between 0 and 1, got {sparsity}")
     if pattern.kind not in method.patterns:
-        supported = ", ".join(method.patterns)
-        raise ValueError(f"{method.label} prunes {supported} patterns, not {pattern.kind}")
+        others = [m.label for m in METHODS.values() if pattern.kind in m.patterns]
+        raise ValueError(
+            f"{method.label} prunes {_pattern_names(method.patterns)} patterns, not {pattern.kind}; "
+            f"for {pattern.kind} use {' or '.join(others) if others else 'another pattern'}"
+        )
     if sequential and pattern.structured:
         raise ValueError(
             "structured pruning scores units on one pass of the dense model; sequential is not offered"
@@ -43,6 +46,11 @@ def _check_request(method: Method, pattern: Pattern, sparsity: float, sequential
         raise ValueError(f"sequential pruning needs calibration data; {method.name} uses none")
     if sequential and not method.offers_sequential:
         raise ValueError(f"{method.label} has no sequential variant")
+
+
+def _pattern_names(kinds: Sequence[str]) -> str:
+    names = [{"n:m": "N:M"}.get(kind, kind) for kind in kinds]
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
 
 
 def _n_m_messages(pattern: Pattern, sparsity: float, layers: Sequence[PrunableLayer]) -> list[str]:
