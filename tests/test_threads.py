@@ -15,6 +15,7 @@ from prune_explorer.measure.flops import PREFILL
 from prune_explorer.pruning.policies import MagnitudeSettings, apply_magnitude
 from prune_explorer.pruning.prune import prune_masks
 from prune_explorer.state import ModulesSwappedError, PruningState
+from tests.support.models import saved_model
 
 WAIT = 30.0  # seconds a thread waits for another before the test gives up (never reached when all is well)
 # Slider positions a user drags through: big jumps and small steps (both ways), ending pruned.
@@ -332,30 +333,6 @@ def test_a_write_while_swapped_is_refused_and_changes_nothing(llama_dense, one_t
 # ----- (d) one model per source
 
 
-def save_tiny_llama(folder) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=100,
-        hidden_size=16,
-        intermediate_size=24,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{chr(c): c - 29 for c in range(32, 127)}}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-    fast.save_pretrained(folder)
-
-
 def test_resolve_source_names_one_folder_once(tmp_path, monkeypatch):
     from prune_explorer.models.loading import BUILTINS, resolve_source
 
@@ -373,10 +350,10 @@ def test_resolve_source_names_one_folder_once(tmp_path, monkeypatch):
 def test_load_dense_loads_one_folder_once_however_it_is_spelled(tmp_path, monkeypatch):
     from ui import session
 
-    save_tiny_llama(tmp_path / "m")
+    saved_model(tmp_path / "m")
     monkeypatch.chdir(tmp_path)
     first = session.load_dense("./m")
-    assert first.model.config.hidden_size == 16
+    assert first.model.config.hidden_size == 32
     assert session.load_dense(str(tmp_path / "m")) is first
     assert session.load_dense("m") is first
     # Evicted from Streamlit's resource cache but still held by a session: found again, not loaded twice.
