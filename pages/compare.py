@@ -8,7 +8,7 @@ import streamlit as st
 from prune_explorer.models.layers import DEFAULT_KINDS
 from prune_explorer.pruning.methods import METHODS, get_method
 from prune_explorer.pruning.patterns import PATTERNS, parse_pattern
-from ui import charts, compare, data, defaults, methods, outputs, session
+from ui import charts, compare, data, defaults, methods, outputs, session, sweeps
 
 GRID = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
@@ -60,21 +60,21 @@ unstructured = parse_pattern("unstructured")
 variants = {m: get_method(m).variant_for(unstructured, get_method(m).sequential_default) for m in chosen}
 st.caption("Variants run: " + "; ".join(f"**{get_method(m).label}**: {v}" for m, v in variants.items()))
 keys = list(
-    dict.fromkeys(outputs.point_key(m, p, s / 100, kinds, batch) for m, p in combos for s in sorted(percents))
+    dict.fromkeys(sweeps.point_key(m, p, s / 100, kinds, batch) for m, p in combos for s in sorted(percents))
 )
 if not keys:
     st.info("Pick at least one method, one pattern and one sparsity.")
     st.stop()
 
-missing = outputs.missing_points(dense, keys)
+missing = sweeps.missing_points(dense, keys)
 stopped = st.session_state.get("compare_stopped") == keys
 if missing:
     compare.compute_points(dense, keys, missing, batch, start_now=small and not stopped, stopped=stopped)
 
-done = [key for key in keys if outputs.cached_point(dense, key) is not None]
+done = [key for key in keys if sweeps.cached_point(dense, key) is not None]
 for key in keys:
-    if outputs.point_error(dense, key):
-        st.caption(f"{compare.point_label(key)}: {outputs.point_error(dense, key)}")
+    if sweeps.point_error(dense, key):
+        st.caption(f"{compare.point_label(key)}: {sweeps.point_error(dense, key)}")
 table = compare.points_table(dense, done)
 chart_slot = st.container()
 if done:
@@ -86,7 +86,7 @@ if done:
         "Apply this point", key="compare_apply", type="primary", icon=":material/check:",
         on_click=compare.apply_point, args=("compare_point",),
     )  # fmt: skip
-    chosen_point = outputs.cached_point(dense, point)
+    chosen_point = sweeps.cached_point(dense, point)
     dense_ppl = outputs.dense_perplexity(dense) if small else outputs.cached_dense_perplexity(dense)
     ppl = outputs.pruned_perplexity(state) if small else outputs.cached_pruned_perplexity(state)
     current = (state.overall_sparsity(data.selected(dense, applied)), ppl.ppl) if ppl else None
@@ -142,14 +142,12 @@ if batch is None:
 elif not view_methods:
     st.info("Pick at least one method above.")
 else:
-    view_keys = {
-        m: outputs.point_key(m, view_pattern, view_percent / 100, kinds, batch) for m in view_methods
-    }
+    view_keys = {m: sweeps.point_key(m, view_pattern, view_percent / 100, kinds, batch) for m in view_methods}
     pair = (first, second) if second else (first, first)
-    views = outputs.cached_layer_views(dense, view_keys, pair, batch)
+    views = sweeps.cached_layer_views(dense, view_keys, pair, batch)
     if views is None and (small or st.button("Compute per-layer views", key="compare_layers_go")):
         bar = st.progress(0.0, text="Pruning and measuring each layer…")
-        views = outputs.layer_views(dense, view_keys, pair, batch, lambda f: bar.progress(f))
+        views = sweeps.layer_views(dense, view_keys, pair, batch, lambda f: bar.progress(f))
         bar.empty()
     if views is not None:
         compare.show_layer_views(dense, views, pair if second else None, view_sparsity)

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from prune_explorer.measure.evaluate import agreement
-from ui import charts, controls, data, defaults, outputs, session
+from ui import charts, controls, data, defaults, outputs, session, sweeps
 
 state = session.state()
 dense = state.dense
@@ -103,10 +103,10 @@ with text:
         "the curve on the right is the pessimistic one."
     )
 with live:
-    points = outputs.cached_sweep(dense, applied)
+    points = sweeps.cached_sweep(dense, applied)
     if small or st.button("Run the sweep", key="learn_sweep"):
         bar = st.progress(0.0, text="Pruning to each sparsity and scoring…")
-        points = outputs.perplexity_sweep(dense, applied, progress=lambda f: bar.progress(f, text="Sweep…"))
+        points = sweeps.perplexity_sweep(dense, applied, progress=lambda f: bar.progress(f, text="Sweep…"))
         bar.empty()
     if points is None:
         st.caption("Press the button to score 0–90% sparsity (one pass over the held-out text per point).")

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from prune_explorer.measure.evaluate import agreement, token_diff
-from ui import charts, data, defaults, methods, outputs, session
+from ui import charts, data, defaults, methods, outputs, session, sweeps
 
 state = session.state()
 dense = state.dense
@@ -112,10 +112,10 @@ else:
 
 # ----- sweep
 st.subheader("Sparsity sweep")
-points = outputs.cached_sweep(dense, applied)
+points = sweeps.cached_sweep(dense, applied)
 if small or st.button("Run the sweep", key="prune_sweep"):
     bar = st.progress(0.0, text="Pruning to each sparsity and scoring…")
-    points = outputs.perplexity_sweep(dense, applied, progress=lambda f: bar.progress(f, text="Sweep…"))
+    points = sweeps.perplexity_sweep(dense, applied, progress=lambda f: bar.progress(f, text="Sweep…"))
     bar.empty()
 if points is None:
     st.caption(

@@ -9,12 +9,12 @@ import streamlit as st
 from prune_explorer.execution.labels import DENSE_LABELS
 from prune_explorer.measure import layer_speed, sizes, speed
 from prune_explorer.state import PruningState
-from ui import session
+from ui import results, session
 
 state = session.ensure_state()
 dense = state.dense
 RESULTS = "speed_results"  # session_state: finished measurements, kept across reruns and Stop
-results: dict = st.session_state.setdefault(RESULTS, {})
+finished: dict = st.session_state.setdefault(RESULTS, {})
 
 st.title("Speed")
 st.markdown(
@@ -64,12 +64,12 @@ def session_model() -> None:
     if st.button("Measure my model", key="speed_session_run"):
         # The session lock: no slider move of this session runs while its model is on other modules.
         with session.exclusive(), st.status("Calibrating the auto backend and timing…") as status:
-            results[key] = speed.measure(state, "auto", warmup=2, repeats=7)  # restores masked dense itself
+            finished[key] = speed.measure(state, "auto", warmup=2, repeats=7)  # restores masked dense itself
             status.update(label="Done", state="complete")
-    if key not in results:
+    if key not in finished:
         st.caption("Times the current pruning with the auto backend against the dense model (a few seconds).")
         return
-    r = results[key]
+    r = finished[key]
     # Every layer on a dense matmul (zeros multiplied or not): the same work as dense, so any gap is noise.
     same_kernels = set(r.report.kernels()) <= DENSE_LABELS
     if same_kernels:
@@ -113,7 +113,7 @@ def one_layer() -> None:
     run, stop = st.columns(2)
     if run.button("Measure this shape", key="speed_layer_run"):
         layer = next(layer for layer in dense.layers if layer.shape == shape)
-        points = results[key] = []
+        points = finished[key] = []
         bar = st.progress(0.0, text="timing…")
         stop.button("Stop", key="speed_layer_stop")  # any click reruns the page, which stops this loop
         total = len(sparsities) * 3
@@ -122,7 +122,7 @@ def one_layer() -> None:
             bar.progress(
                 len(points) / total, text=f"{point.backend} at {point.sparsity:.0%}: {point.median_ms:.3f} ms"
             )
-    points = results.get(key)
+    points = finished.get(key)
     if not points:
         st.caption(
             "Times dense (zeros multiplied), CSR and a compacted matrix for this shape at 8 sparsities."
@@ -188,7 +188,7 @@ def end_to_end() -> None:
     run, stop = st.columns(2)
     if run.button("Measure (about a minute on a 135M model)", key="speed_e2e_run"):
         scratch = PruningState(dense)  # never the session's own pruning
-        done = results[key] = []
+        done = finished[key] = []
         bar = st.progress(0.0, text="timing…")
         stop.button("Stop", key="speed_e2e_stop")
         for i, case in enumerate(cases):
@@ -196,7 +196,7 @@ def end_to_end() -> None:
             bar.progress(
                 (i + 1) / len(cases), text=f"{case.label}: {done[-1].speedup('prefill'):.2f}× prefill"
             )
-    done = results.get(key)
+    done = finished.get(key)
     if not done:
         st.caption(
             "Unstructured magnitude pruning on CSR and on auto, and whole MLP neurons compacted (the same "
@@ -250,7 +250,7 @@ def show_cases(done: list, sparsities: list[float]) -> None:
 def model_size() -> None:
     st.subheader("Size of your pruned model")
     with session.exclusive():
-        found = session.memo("speed_sizes", session.pruned_key(), lambda: sizes.model_sizes(state))
+        found = results.memo("speed_sizes", session.pruned_key(), lambda: sizes.model_sizes(state))
     st.dataframe(
         pd.DataFrame(
             [

@@ -109,14 +109,14 @@ def fresh_points(stories):
 
 def point_key(at: AppTest, method: str, pattern: str, sparsity: float) -> tuple:
     """The key the Compare page gives a point, with the sidebar's layer kinds and calibration."""
-    from ui import outputs
+    from ui import sweeps
 
     kinds = tuple(at.pills(key="sidebar_kinds").value)
-    return outputs.point_key(method, pattern, sparsity, kinds, at.session_state["calibration_batch"][0])
+    return sweeps.point_key(method, pattern, sparsity, kinds, at.session_state["calibration_batch"][0])
 
 
 def test_compare_page_curves_layers_tokens_and_apply(fresh_points):
-    from ui import outputs
+    from ui import sweeps
 
     at = fresh_points
     at.switch_page("pages/compare.py").run()
@@ -143,7 +143,7 @@ def test_compare_page_curves_layers_tokens_and_apply(fresh_points):
     assert (applied.method, applied.sparsity) == ("wanda", 0.6), applied
     assert at.selectbox(key="sidebar_method").value == "wanda"
     assert at.slider(key="sidebar_sparsity").value == 60
-    chosen = outputs.cached_point(
+    chosen = sweeps.cached_point(
         at.session_state["pruning_state"].dense, point_key(at, "wanda", "unstructured", 0.6)
     )
     assert metric(at, PRUNED) == f"{chosen.achieved:.1%}"  # Wanda rounds per row: 59.5% here
@@ -159,7 +159,7 @@ def test_compare_page_curves_layers_tokens_and_apply(fresh_points):
 
 
 def test_big_models_compute_on_request_and_keep_finished_points(fresh_points, monkeypatch):
-    from ui import defaults, outputs
+    from ui import defaults, sweeps
 
     at = fresh_points
     monkeypatch.setattr(defaults, "SMALL_MODEL", 0)  # stories260K as a big model
@@ -174,7 +174,7 @@ def test_big_models_compute_on_request_and_keep_finished_points(fresh_points, mo
     assert not at.get("plotly_chart")
 
     # A stopped run leaves what it finished: one point done, the chart shows it, the button offers the rest.
-    outputs.compute_point(dense, point_key(at, "random", "unstructured", 0.4), None)
+    sweeps.compute_point(dense, point_key(at, "random", "unstructured", 0.4), None)
     at.run()
     assert at.button(key="compare_compute").label == "Compute 5 missing points"
     assert "Random · Unstructured" in trace_names(figures(at)[0])

@@ -11,7 +11,7 @@ import streamlit as st
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import PrunableLayer
 from prune_explorer.pruning.calibration import CalibrationBatch
-from ui import charts, outputs
+from ui import charts, outputs, sweeps
 from ui.methods import PATTERN_LABELS, SHORT_LABELS, request_apply
 
 
@@ -42,7 +42,7 @@ def compute_points(
     bar = st.progress(0.0, text="Pruning and scoring…")
     for i, key in enumerate(missing):
         text = f"{point_label(key)} ({i + 1} of {len(missing)})"
-        outputs.compute_point(
+        sweeps.compute_point(
             dense, key, batch, lambda f, i=i, text=text: bar.progress((i + f) / len(missing), text=text)
         )
     bar.empty()
@@ -71,7 +71,7 @@ def points_table(dense: DenseModel, keys: list[tuple]) -> pd.DataFrame:
     """The finished points as rows for ``charts.method_curves``."""
     rows = []
     for key in keys:
-        point = outputs.cached_point(dense, key)
+        point = sweeps.cached_point(dense, key)
         label = f"{SHORT_LABELS[key[0]]} · {PATTERN_LABELS[key[1]].split(' (')[0]}"
         rows.append(
             dict(
@@ -106,7 +106,7 @@ def _compact(layer: PrunableLayer) -> str:
 
 
 def show_layer_views(
-    dense: DenseModel, views: outputs.LayerViews, pair: tuple[str, str] | None, sparsity: float
+    dense: DenseModel, views: sweeps.LayerViews, pair: tuple[str, str] | None, sparsity: float
 ) -> None:
     """Reconstruction error by layer for each method, and the Jaccard overlap of the pair's pruned weights."""
     for method, why in views.failed.items():
@@ -120,7 +120,7 @@ def show_layer_views(
     )
     st.caption(
         f"Relative output error of each pruned layer on its own dense inputs over (up to) "
-        f"{outputs.MEASURE_SEQUENCES} calibration sequences "
+        f"{sweeps.MEASURE_SEQUENCES} calibration sequences "
         "(0 = the layer computes what it did). Wanda and SparseGPT look at these inputs; magnitude and "
         "random do not."
     )

@@ -20,7 +20,7 @@ from prune_explorer.pruning.policies import MagnitudeSettings
 from prune_explorer.pruning.ranking import layer_ranking
 from prune_explorer.state import PruningState
 from prune_explorer.timing import Timing
-from ui import session
+from ui import results
 
 KIND_LABELS = {
     "attn_q": "attention q",
@@ -107,7 +107,7 @@ class Histogram:
 
 def magnitude_histogram(dense: DenseModel, name: str, log_x: bool, bins: int = 60) -> Histogram:
     """|w| histogram of one layer from its sorted magnitudes (a binary search per edge); cached per layer."""
-    return session.shared(
+    return results.shared(
         dense, ("histogram", name, log_x, bins), lambda: _histogram(dense, name, log_x, bins)
     )
 

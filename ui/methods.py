@@ -23,7 +23,7 @@ from prune_explorer.pruning.methods import METHODS, get_method
 from prune_explorer.pruning.patterns import PATTERNS, parse_pattern
 from prune_explorer.pruning.policies import MagnitudeSettings
 from prune_explorer.pruning.settings import PruneSettings
-from ui import defaults, session
+from ui import defaults, results, session
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def _read_upload(raw: bytes) -> str:
 
 def _batch(dense: DenseModel, text: str, source: str, seq_len: int, n_sequences: int) -> CalibrationBatch:
     digest = hashlib.sha1(text.encode()).hexdigest()
-    return session.memo(
+    return results.memo(
         "calibration",
         (id(dense), digest, source, seq_len, n_sequences),
         lambda: calibration_batch(dense.tokenizer, text, seq_len, n_sequences, source=source),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -29,7 +29,7 @@ from prune_explorer.pruning.policies import MagnitudeSettings
 from prune_explorer.pruning.ranking import layer_rankings
 from prune_explorer.pruning.settings import apply_settings
 from prune_explorer.state import PruningState
-from ui import defaults
+from ui import defaults, results
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ STATE = "pruning_state"
 ACTIVE = "model_source"  # what the user asked for: a LOADERS key, a folder or a hub id
 APPLIED = "pruning_applied"
 LOAD_ERROR = "load_error"
-MEMO = "memo"
 RUN_LOCK = "run_lock"
 APPLIED_INFO = (
     "pruning_applied_info"  # the PruneResult.info of the method applied last (None: magnitude path)
@@ -148,7 +147,7 @@ def _start(dense: DenseModel, source: str) -> None:
     st.session_state[STATE] = PruningState(dense)
     st.session_state[APPLIED] = None
     st.session_state[APPLIED_INFO] = None
-    st.session_state[MEMO] = {}
+    st.session_state[results.MEMO] = {}
 
 
 def ensure_state() -> PruningState:
@@ -298,20 +297,6 @@ def reset_to_dense() -> None:
     st.session_state[PATTERN] = "unstructured"
 
 
-def settings_key(settings: MagnitudeSettings | None) -> tuple:
-    """A hashable key for ``settings`` (None: the dense model)."""
-    if settings is None:
-        return ("dense",)
-    return (
-        settings.policy,
-        round(settings.sparsity, 6),
-        settings.threshold if settings.policy == "threshold" else 0.0,
-        settings.kinds,
-        tuple(sorted(settings.overrides.items())),
-        *getattr(settings, "method_key", ()),
-    )
-
-
 def calibration() -> tuple[CalibrationBatch | None, str | None]:
     """The calibration batch the sidebar built this run, or (None, why not)."""
     return st.session_state.get(CALIBRATION, (None, "no calibration text chosen yet"))
@@ -326,32 +311,4 @@ def nothing_pruned() -> bool:
 def pruned_key() -> tuple:
     """Identifies what the session's working model computes now: the model and the applied settings."""
     current = state()
-    return (id(current.dense), "dense" if nothing_pruned() else settings_key(applied()))
-
-
-def memo(name: str, key: Any, compute: Callable[[], Any]) -> Any:
-    """Session-level cache holding the last value of ``name``; recomputed when ``key`` changes."""
-    store = st.session_state.setdefault(MEMO, {})
-    hit = store.get(name)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    value = compute()
-    store[name] = (key, value)
-    return value
-
-
-def peek(name: str, key: Any) -> Any:
-    """The memoised value of ``name`` if it was computed for ``key``, else None."""
-    hit = st.session_state.get(MEMO, {}).get(name)
-    return hit[1] if hit is not None and hit[0] == key else None
-
-
-def shared(dense: DenseModel, key: tuple, compute: Callable[[], Any]) -> Any:
-    """Process-wide result on the dense model's shared cache (computed once, evicted least recently used)
-    for results that depend on the dense weights only."""
-    return dense.cache.get(("ui", *key), compute)
-
-
-def peek_shared(dense: DenseModel, key: tuple) -> Any:
-    """The shared value for ``key`` if some session computed it, else None."""
-    return dense.cache.peek(("ui", *key))
+    return (id(current.dense), "dense" if nothing_pruned() else results.settings_key(applied()))
