@@ -37,6 +37,13 @@ def _parser() -> argparse.ArgumentParser:
         "--pattern", default="unstructured", help="unstructured, N:M (e.g. 2:4), neurons, heads"
     )
     prune.add_argument("--calib-text", help="calibration text file for wanda/sparsegpt (default: built-in)")
+    prune.add_argument(
+        "--sequential",
+        choices=("default", "yes", "no"),
+        default="default",
+        help="wanda/sparsegpt: prune block by block on the already-pruned blocks (yes) or calibrate every "
+        "block on the dense model (no); default: the method's own (sparsegpt yes, wanda no)",
+    )
     prune.add_argument("--text", help="evaluation text file (default: the model's built-in held-out text)")
     prune.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     layers = sub.add_parser("layers", help="list a model's prunable layers")
@@ -59,7 +66,10 @@ def _prune(args: argparse.Namespace) -> int:
     state = PruningState(dense)
     start = time.perf_counter()
     calibration = _read(args.calib_text) if args.calib_text else None
-    info = apply_settings(state, prune_settings(settings, args.method, args.pattern), calibration)
+    sequential = {"default": None, "yes": True, "no": False}[args.sequential]
+    info = apply_settings(
+        state, prune_settings(settings, args.method, args.pattern, sequential=sequential), calibration
+    )
     for message in (info or {}).get("messages", []):
         print(f"note: {message}", file=sys.stderr)
     prune_ms = (time.perf_counter() - start) * 1000
@@ -76,6 +86,7 @@ def _prune(args: argparse.Namespace) -> int:
         "dense_ppl": round(before.ppl, 4),
         "pruned_ppl": round(after.ppl, 4),
         "prune_ms": round(prune_ms, 2),
+        "variant": info["variant"] if info else "magnitude slider path (shared |w| ranking)",
     }
     if args.json:
         print(json.dumps(result))
@@ -85,6 +96,7 @@ def _prune(args: argparse.Namespace) -> int:
             f"({args.method}, {args.pattern}, {settings.policy} policy)"
         )
         print(f"perplexity over {before.tokens} tokens: dense {before.ppl:.4f}  pruned {after.ppl:.4f}")
+        print(f"ran: {result['variant']}")
     return 0
 
 

@@ -54,6 +54,26 @@ def test_methods_and_patterns_from_the_cli(capsys):
     assert nm["sparsity"] == pytest.approx(0.5, abs=0.01)
 
 
+def test_the_cli_runs_either_wanda_variant_and_says_which(capsys):
+    from prune_explorer.models.loading import load_model
+    from prune_explorer.pruning.methods import get_method
+    from prune_explorer.pruning.prune import prune_masks
+    from prune_explorer.state import PruningState
+
+    wanda = get_method("wanda")
+    one_pass = run_json(capsys, "--method", "wanda", "--pattern", "2:4", "--sequential", "no")
+    blocks = run_json(capsys, "--method", "wanda", "--pattern", "2:4", "--sequential", "yes")
+    assert one_pass["variant"] == wanda.variant and blocks["variant"] == wanda.sequential_variant
+    assert run_json(capsys, "--method", "wanda", "--pattern", "2:4")["pruned_ppl"] == one_pass["pruned_ppl"]
+    # The CLI prunes what the library's block-by-block Wanda decides (the same masks, the same perplexity).
+    dense = load_model("stories260K")
+    state = PruningState(dense)
+    prune_masks(dense, "wanda", "2:4", sequential=True).apply(state)
+    assert one_pass["pruned_ppl"] != blocks["pruned_ppl"]
+    assert eval_ppl(dense, state) == pytest.approx(blocks["pruned_ppl"], abs=1e-4)
+    assert run_json(capsys, "--sparsity", "0.5")["variant"].startswith("magnitude slider path")
+
+
 def test_bad_input_exits_2_with_a_message(capsys, tmp_path):
     assert main(["prune", "--model", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -72,3 +92,11 @@ def test_module_entry_point_lists_layers():
         check=True,
     )
     assert "model.layers.0.self_attn.q_proj" in out.stdout and "attn_q" in out.stdout
+
+
+def eval_ppl(dense, state) -> float:
+    """Perplexity of ``state``'s model on the model's evaluation text, as the CLI measures it."""
+    from prune_explorer.measure.evaluate import perplexity
+    from prune_explorer.texts import eval_text
+
+    return perplexity(state.model, dense.tokenizer.encode(eval_text("stories"))).ppl

@@ -14,10 +14,10 @@ from prune_explorer.models.llama2c import (
     STORIES260K_CHECKPOINT,
     STORIES260K_DIR,
     STORIES260K_TOKENIZER,
-    Llama2cTokenizer,
     load_llama2c_model,
     read_checkpoint,
 )
+from prune_explorer.models.tokenizers import Llama2cTokenizer
 
 GOLDEN_TEXT = "One day, a clever fox found a shiny key under the old oak tree."
 GOLDEN_NLL = 54.4041

@@ -7,14 +7,13 @@ import torch.nn.utils.prune as tprune
 from torch import nn
 
 from prune_explorer.models.layers import select
-from prune_explorer.pruning.units import (
+from prune_explorer.pruning.structured import (
     activation_unit_scores,
-    find_unit_groups,
     keep_units,
     magnitude_unit_scores,
-    unit_masks,
     unit_weights,
 )
+from prune_explorer.pruning.units import find_unit_groups, unit_masks
 
 
 def _weights(dense, group):

@@ -23,7 +23,7 @@ class DenseModel:
 
     Args:
         model: a causal LM (transformers ``PreTrainedModel`` or compatible); put in eval mode, no grad.
-        tokenizer: encode/decode/token_pieces (``tokenizers.HFTokenizer`` or ``llama2c.Llama2cTokenizer``).
+        tokenizer: encode/decode/token_pieces (``tokenizers.HFTokenizer`` or ``tokenizers.Llama2cTokenizer``).
         name: what the user asked for (a built-in name, a folder, a hub id).
         cache_bytes: bound on the shared cache's evictable entries.
         info: source, chat, text_set, quantized_note...

@@ -20,7 +20,7 @@ from prune_explorer.models.errors import ModelLoadError, first_line
 from prune_explorer.models.memory import check_memory, count_parameters
 from prune_explorer.models.smollm2 import NAME as SMOLLM2
 from prune_explorer.models.smollm2 import load_smollm2
-from prune_explorer.models.tokenizers import HFTokenizer
+from prune_explorer.models.tokenizers import HFTokenizer, Llama2cTokenizer
 from prune_explorer.progress import StagedProgress
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ BUILTINS = (STORIES260K, SMOLLM2)
 def load_stories260k() -> DenseModel:
     """The built-in 260K-parameter TinyStories Llama (MIT), read from the llama2.c checkpoint it ships as."""
     model = llama2c.load_llama2c_model(llama2c.STORIES260K_CHECKPOINT)
-    tokenizer = llama2c.Llama2cTokenizer.from_file(llama2c.STORIES260K_TOKENIZER)
+    tokenizer = Llama2cTokenizer.from_file(llama2c.STORIES260K_TOKENIZER)
     return DenseModel(
         model,
         tokenizer,

@@ -7,7 +7,7 @@ from prune_explorer.pruning.masks import n_m_mask
 from prune_explorer.pruning.method import Decision, Method, PruneJob
 from prune_explorer.pruning.ranking import prefix_mask
 from prune_explorer.pruning.scores import magnitude_scores
-from prune_explorer.pruning.units import magnitude_unit_scores, structured_masks
+from prune_explorer.pruning.structured import magnitude_unit_scores, structured_masks
 
 
 def decide(job: PruneJob) -> Decision:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from prune_explorer.pruning.masks import n_m_mask, unstructured_mask
 from prune_explorer.pruning.method import Decision, Method, PruneJob
 from prune_explorer.pruning.scores import random_scores
-from prune_explorer.pruning.units import structured_masks
+from prune_explorer.pruning.structured import structured_masks
 
 
 def decide(job: PruneJob) -> Decision:

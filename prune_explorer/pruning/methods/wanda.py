@@ -15,7 +15,8 @@ from prune_explorer.pruning.masks import n_m_mask, per_row_mask
 from prune_explorer.pruning.method import Decision, Method, PruneJob
 from prune_explorer.pruning.scores import wanda_scores
 from prune_explorer.pruning.sequential import prune_sequentially
-from prune_explorer.pruning.units import activation_unit_scores, model_unit_groups, structured_masks
+from prune_explorer.pruning.structured import activation_unit_scores, structured_masks
+from prune_explorer.pruning.units import model_unit_groups
 
 
 def _layer_mask(job: PruneJob, weight: torch.Tensor, stats: LayerStats) -> torch.Tensor:
