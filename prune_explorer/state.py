@@ -30,9 +30,8 @@ from torch import nn
 
 from prune_explorer.models.dense import DenseModel, working_copy
 from prune_explorer.models.layers import PrunableLayer
-from prune_explorer.pruning import kernels
 from prune_explorer.pruning.masks import check_mask
-from prune_explorer.pruning.ranking import LayerRanking, layer_ranking
+from prune_explorer.pruning.ranking import layer_ranking
 
 
 @dataclass
@@ -44,11 +43,6 @@ class _Pruned:
 
 
 _ZERO = torch.zeros(())
-# Below these shares of a layer, a move scatters through the order instead of passing over the buckets
-# (measured on SmolLM2-135M, 2 threads: a bucket pass costs about as much as zeroing 1.5% of the weights by
-# scatter, or restoring 1%, which gathers from the dense weight as well).
-ZERO_SCATTER_SHARE = 0.015
-RESTORE_SCATTER_SHARE = 0.01
 
 
 class ModulesSwappedError(RuntimeError):
@@ -225,30 +219,9 @@ class PruningState:
             old_k = old.k if old is not None else None
             if old_k == k:
                 continue
-            self._move_layer(name, k, old_k, layer_ranking(self.dense, name), self._own_weight(name).view(-1))
+            dense_w = self.dense.storage(name).detach().view(-1)
+            layer_ranking(self.dense, name).move(self._own_weight(name).view(-1), dense_w, old_k, k)
             self._pruned[name] = _Pruned(k=k)
-
-    def _move_layer(
-        self, name: str, k: int, old_k: int | None, ranking: LayerRanking, own: torch.Tensor
-    ) -> None:
-        """Write ``own`` (storage layout, flat) from pruning ``old_k`` (None: any other state) to ``k``."""
-        dense_w = self.dense.storage(name).detach().view(-1)
-        if own.dtype != torch.float32:  # the fused kernels are float32; other dtypes take torch ops
-            keep = ranking.mask(k, own.shape)
-            torch.where(keep, dense_w, _ZERO.to(own.dtype), out=own)
-        elif old_k is None:
-            kernels.masked_copy(dense_w, ranking.bucket, ranking.whole_buckets(0, k)[1], own)
-            kernels.zero_at(own, ranking.edges(0, k))
-        elif old_k < k <= old_k + ZERO_SCATTER_SHARE * ranking.numel:
-            kernels.zero_at(own, ranking.order[old_k:k])
-        elif old_k < k:
-            kernels.zero_buckets(own, ranking.bucket, *ranking.whole_buckets(old_k, k))
-            kernels.zero_at(own, ranking.edges(old_k, k))
-        elif k >= old_k - RESTORE_SCATTER_SHARE * ranking.numel:
-            kernels.copy_at(own, dense_w, ranking.order[k:old_k])
-        else:
-            kernels.restore_buckets(own, dense_w, ranking.bucket, *ranking.whole_buckets(k, old_k))
-            kernels.copy_at(own, dense_w, ranking.edges(k, old_k))
 
     def apply_masks(self, masks: dict[str, torch.Tensor]) -> None:
         """Apply explicit bool (out, in) masks, True = keep; layers not named are left as they are."""
