@@ -81,10 +81,8 @@ if timed is None:
     st.caption("Press the button to time both models (warm-up, then the median of 15 interleaved runs).")
 else:
     dense_t, pruned_t = timed
-    a, b, c = st.columns(3)
-    a.metric("Dense", f"{dense_t.median_ms:.2f} ms", help=f"± {dense_t.spread_ms:.2f} ms (half IQR)")
-    b.metric("Pruned", f"{pruned_t.median_ms:.2f} ms", help=f"± {pruned_t.spread_ms:.2f} ms (half IQR)")
-    c.metric("Pruned / dense", f"{pruned_t.median_ms / dense_t.median_ms:.2f}×")
+    st.metric("Pruned / dense", data.latency_ratio(dense_t, pruned_t))
+    st.caption(data.latency_measured(dense_t, pruned_t))
     st.info(data.latency_reading(dense_t, pruned_t))
     if not small:
         st.caption("Measured for the settings shown; press the button again after moving a slider.")

@@ -9,7 +9,7 @@ import streamlit as st
 from prune_explorer.execution.labels import DENSE_LABELS
 from prune_explorer.measure import layer_speed, sizes, speed
 from prune_explorer.state import PruningState
-from ui import results, session
+from ui import data, results, session
 
 state = session.ensure_state()
 dense = state.dense
@@ -82,12 +82,12 @@ def session_model() -> None:
     for col, phase in zip(cols, ("prefill", "decode"), strict=True):
         d, a = r.timings[f"dense {phase}"], r.timings[f"case {phase}"]
         what = f"{speed.PREFILL.tokens}-token prefill" if phase == "prefill" else "one-token decode"
-        # A gap smaller than the two runs' spreads is noise, not speed (e.g. the same kernel timed twice).
-        noise = same_kernels or abs(a.median_ms - d.median_ms) <= a.spread_ms + d.spread_ms
+        # The same kernel, or a gap within the spreads, is no speedup: the headline says so itself.
+        headline = data.latency_ratio(d, a, same=same_kernels)
         col.metric(
             what,
-            f"{a.median_ms:.1f} ms",
-            f"{r.speedup(phase):.2f}× dense ({d.median_ms:.1f} ms)" + (", within noise" if noise else ""),
+            headline if headline.startswith("~") else f"{r.speedup(phase):.2f}×",
+            f"speedup over dense: {a.median_ms:.1f} ms against {d.median_ms:.1f} ms",
             delta_color="off",
         )
         bound = f", memory-bound {r.memory_bound():.2f}×" if phase == "decode" else ""

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from prune_explorer.execution.labels import DENSE_LABELS
 from prune_explorer.measure.evaluate import probabilities, top_k
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import EXTRA_KINDS, PrunableLayer, select
@@ -127,11 +128,44 @@ def _histogram(dense: DenseModel, name: str, log_x: bool, bins: int) -> Histogra
     return Histogram(edges=edges, counts=counts.astype(np.int64))
 
 
+def same_kernel(dense_t: Timing, pruned_t: Timing) -> bool:
+    """Whether both timings ran a dense matmul (zeros multiplied or not): the same work, whatever the gap."""
+    return {dense_t.kernel, pruned_t.kernel} <= DENSE_LABELS
+
+
+def within_noise(dense_t: Timing, pruned_t: Timing) -> bool:
+    """Whether the gap between two medians is no larger than twice the larger run-to-run spread."""
+    noise = max(dense_t.spread_ms, pruned_t.spread_ms)
+    return abs(pruned_t.median_ms - dense_t.median_ms) <= 2 * noise
+
+
+def latency_ratio(dense_t: Timing, pruned_t: Timing, same: bool | None = None) -> str:
+    """The pruned / dense headline: "~1.00×, same kernel" or "~1.00×, within noise" when the gap means
+    nothing, else the measured ratio ("0.42×"). A bare 0.63× for one kernel timed twice reads as a speedup.
+
+    Args:
+        same: whether both ran the same kernel; None reads it from the timings' kernel labels.
+    """
+    if same_kernel(dense_t, pruned_t) if same is None else same:
+        return "~1.00×, same kernel"
+    if within_noise(dense_t, pruned_t):
+        return "~1.00×, within noise"
+    return f"{pruned_t.median_ms / dense_t.median_ms:.2f}×"
+
+
+def latency_measured(dense_t: Timing, pruned_t: Timing) -> str:
+    """The two medians and their spreads in one line, for a caption under :func:`latency_ratio`."""
+    return (
+        f"Measured: dense {dense_t.median_ms:.2f} ± {dense_t.spread_ms:.2f} ms, "
+        f"pruned {pruned_t.median_ms:.2f} ± {pruned_t.spread_ms:.2f} ms (median ± half IQR)."
+    )
+
+
 def latency_verdict(dense_t: Timing, pruned_t: Timing) -> str:
     """The gap between two timings read against their spread."""
     noise = max(dense_t.spread_ms, pruned_t.spread_ms)
     gap = pruned_t.median_ms - dense_t.median_ms
-    if abs(gap) <= 2 * noise:
+    if within_noise(dense_t, pruned_t):
         return (
             f"The gap ({gap:+.2f} ms) is within the run-to-run spread (± {noise:.2f} ms): "
             "the same work, timed twice."
