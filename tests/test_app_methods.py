@@ -13,6 +13,7 @@ from tests.support.apptest import (
     choose,
     errors,
     figures,
+    finish_background,
     generation,
     metric,
     pruned_counts,
@@ -191,6 +192,7 @@ def test_big_models_compute_on_request_and_keep_finished_points(fresh_points, mo
     assert pruned_counts(at) == before
     at.button(key="sidebar_apply").click().run()
     assert not at.exception, at.exception
+    finish_background(at)
     assert at.session_state["pruning_applied"].method == "sparsegpt"
     assert metric(at, PRUNED) == "50.0%"
 
@@ -248,3 +250,39 @@ def test_layers_histogram_shows_where_a_method_pruned():
     assert not state.pruned_by_magnitude(name)
     choose(at, "magnitude")
     assert "Current threshold" in captions(at)
+
+
+def test_sparsegpt_on_a_big_model_runs_in_the_background_and_survives_a_slider_move(monkeypatch):
+    """After Apply the sidebar shows the run, not a stale Apply button; a slider move does not drop it."""
+    import threading
+
+    from ui import defaults, jobs
+
+    gate, decide = threading.Event(), jobs.method_result
+    monkeypatch.setattr(jobs, "method_result", lambda *a, **k: gate.wait(60) and decide(*a, **k))
+    at = start()
+    monkeypatch.setattr(defaults, "SMALL_MODEL", 0)  # stories260K as a big model
+    at.slider(key="sidebar_sparsity").set_value(50)
+    choose(at, "sparsegpt")
+    assert "press Apply to run SparseGPT · unstructured · 50%" in captions(at)
+    assert metric(at, PRUNED) == "0.0%"
+
+    at.button(key="sidebar_apply").click().run()
+    assert not at.exception, at.exception
+    assert not [b for b in at.button if b.key == "sidebar_apply"]  # the run shows, not its button
+    assert "Running in the background" in captions(at)
+
+    set_sparsity(at, 60)  # a move during the run keeps it going and offers the new setting
+    assert "Running in the background" in captions(at)
+    assert "Until it finishes the pruning shown is none (dense)" in captions(at)
+    gate.set()
+    finish_background(at)
+    applied = at.session_state["pruning_applied"]
+    assert (applied.method, applied.sparsity) == ("sparsegpt", 0.5)
+    assert metric(at, PRUNED) == "50.0%"
+    assert "Applied: SparseGPT" in captions(at)
+    assert "the pruning shown is SparseGPT · unstructured · 50%" in captions(at)  # 60% waits for Apply
+
+    set_sparsity(at, 50)  # back at what is applied: no Apply button, no run, nothing stale
+    assert not [b for b in at.button if b.key == "sidebar_apply"]
+    assert "press Apply" not in captions(at) and "Running in the background" not in captions(at)

@@ -23,7 +23,7 @@ from prune_explorer.pruning.methods import METHODS, get_method
 from prune_explorer.pruning.patterns import PATTERNS, parse_pattern
 from prune_explorer.pruning.policies import MagnitudeSettings
 from prune_explorer.pruning.settings import PruneSettings
-from ui import defaults, results, session
+from ui import defaults, jobs, results, session
 
 log = logging.getLogger(__name__)
 
@@ -228,9 +228,20 @@ def request_apply(method: str, pattern: str, percent: int) -> None:
 def apply(settings: PruneSettings, calib_error: str | None) -> str | None:
     """Bring the session's state to ``settings``; on any error keep the previous state and return why.
 
-    Draws a progress bar while a method runs, and an Apply button instead of running SparseGPT on a big model.
+    Draws a progress bar while a method runs. SparseGPT on a big model waits for its Apply button and then
+    runs in the background (``ui.jobs``), so moving a slider meanwhile does not throw the run away; its
+    progress shows whatever the sidebar is set to until it is applied.
     """
+    error = _apply(settings, calib_error)
+    jobs.progress()
+    return error
+
+
+def _apply(settings: PruneSettings, calib_error: str | None) -> str | None:
     requested = st.session_state.pop(session.APPLY_REQUESTED, False)
+    error = jobs.finish()
+    if error:
+        return error
     if settings == session.applied():
         return None
     if settings.slider_path:
@@ -240,15 +251,13 @@ def apply(settings: PruneSettings, calib_error: str | None) -> str | None:
     if settings.sparsity == 0.0:  # no method prunes anything at 0% (N:M's sparsity is never 0)
         with session.exclusive():
             session.state().reset()
+        session.cancel_job()
         st.session_state[session.APPLIED] = settings
         st.session_state[session.APPLIED_INFO] = None
         return None
-    if settings.method == "sparsegpt" and not defaults.is_small(session.dense()) and not requested:
-        st.caption("SparseGPT takes a minute or two on this model; the pruning shown is still the last one.")
-        if not st.button(
-            "Apply SparseGPT", key="sidebar_apply", type="primary", icon=":material/play_arrow:"
-        ):
-            return None
+    if settings.method == "sparsegpt" and not defaults.is_small(session.dense()):
+        _in_background(settings, requested)
+        return None
     label = METHOD_LABELS[settings.method]
     bar = st.progress(0.0, text=f"{label}: pruning…")
     try:
@@ -261,9 +270,40 @@ def apply(settings: PruneSettings, calib_error: str | None) -> str | None:
         bar.empty()
 
 
+def _in_background(settings: PruneSettings, requested: bool) -> None:
+    """The Apply button for a slow method, or the progress of its run; the run itself is in ``ui.jobs``."""
+    job = jobs.current()
+    if job is None or job.settings != settings:
+        slot = st.empty()
+        shown = "none (dense)" if session.nothing_pruned() else short(session.applied())
+        with slot.container():
+            st.caption(
+                f"SparseGPT takes a minute or two on this model: press Apply to run {short(settings)} "
+                f"(in the background). Until it finishes the pruning shown is {shown}."
+            )
+            pressed = st.button(
+                "Apply SparseGPT", key="sidebar_apply", type="primary", icon=":material/play_arrow:"
+            )
+        if requested or pressed:
+            slot.empty()
+            jobs.start(settings, short(settings), session.calibration()[0])
+
+
+def short(settings: MagnitudeSettings | None) -> str:
+    """ "SparseGPT · 2:4 · 50%": method, pattern and sparsity only (:func:`describe` says everything)."""
+    if settings is None:
+        return "none (dense)"
+    method = getattr(settings, "method", "magnitude")
+    pattern = getattr(settings, "pattern", "unstructured")
+    return f"{SHORT_LABELS.get(method, method)} · {pattern} · {settings.sparsity:.0%}"
+
+
 def details(chosen: PruneSettings) -> None:
     """What is applied and what its method reported; the chosen method's formula and paper variant."""
     info = session.applied_info()
+    note = st.session_state.pop(session.JOB_NOTE, None)
+    if note:
+        st.warning(note)
     st.caption(f"Applied: {describe(session.applied())}.")
     if info is not None:
         st.caption(f"Ran: {info['variant']}")

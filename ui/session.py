@@ -27,6 +27,8 @@ from prune_explorer.pruning import kernels
 from prune_explorer.pruning.calibration import DEFAULT_SEQ_LEN, CalibrationBatch
 from prune_explorer.pruning.policies import MagnitudeSettings
 from prune_explorer.pruning.ranking import layer_rankings
+from prune_explorer.pruning.result import PruneResult
+from prune_explorer.pruning.settings import apply_result as apply_result_to
 from prune_explorer.pruning.settings import apply_settings
 from prune_explorer.state import PruningState
 from ui import defaults, results
@@ -43,6 +45,8 @@ APPLIED_INFO = (
 )
 CALIBRATION = "calibration_batch"  # (CalibrationBatch or None, error message or None), set by the sidebar
 APPLY_REQUESTED = "apply_requested"  # a page asked the sidebar to apply its settings now (e.g. slow methods)
+JOB = "apply_job"  # a slow method running in the background (ui.jobs.ApplyJob), until its result is applied
+JOB_NOTE = "apply_job_note"  # why the last background run was dropped, shown once in the sidebar
 
 # Sidebar widget keys reset when the model changes or the user resets to dense.
 SPARSITY = "sidebar_sparsity"
@@ -143,6 +147,7 @@ def default_source() -> str:
 
 
 def _start(dense: DenseModel, source: str) -> None:
+    cancel_job()
     st.session_state[ACTIVE] = source
     st.session_state[STATE] = PruningState(dense)
     st.session_state[APPLIED] = None
@@ -274,9 +279,37 @@ def apply(
         if not isinstance(exc, ValueError):
             log.warning("applying %s failed: %s", settings, exc)
         return error_message(exc)
+    _record(settings, info)
+    return None
+
+
+def apply_result(settings: MagnitudeSettings, result: PruneResult) -> str | None:
+    """Write a method's decision, computed apart (``ui.jobs``), into the session's state under its lock."""
+    try:
+        with exclusive():
+            info = apply_result_to(state(), result)
+    except (ValueError, RuntimeError) as exc:  # e.g. a write while a speed measurement swapped modules
+        return error_message(exc)
+    _record(settings, info)
+    return None
+
+
+def _record(settings: MagnitudeSettings, info: dict | None) -> None:
+    """Remember what was applied; a background run for other settings is stale now, so it is dropped."""
     st.session_state[APPLIED] = settings
     st.session_state[APPLIED_INFO] = info
-    return None
+    job = st.session_state.get(JOB)
+    if job is not None and job.settings != settings:
+        cancel_job(f"The background {job.label} run was dropped: another pruning was applied meanwhile.")
+
+
+def cancel_job(note: str | None = None) -> None:
+    """Cancel the session's background run, if any (its thread stops at its next progress report)."""
+    job = st.session_state.pop(JOB, None)
+    if job is not None:
+        job.cancelled = True
+        if note:
+            st.session_state[JOB_NOTE] = note
 
 
 def error_message(exc: BaseException) -> str:
@@ -286,6 +319,7 @@ def error_message(exc: BaseException) -> str:
 
 def reset_to_dense() -> None:
     """Button callback: exact dense weights back, sliders to zero, magnitude method, overrides cleared."""
+    cancel_job()
     with exclusive():
         state().reset()
     st.session_state[APPLIED] = None

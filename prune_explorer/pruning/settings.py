@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from prune_explorer.models.dense import DenseModel
 from prune_explorer.progress import Progress
 from prune_explorer.pruning.calibration import CalibrationBatch, CalibrationSpec
 from prune_explorer.pruning.methods import get_method
 from prune_explorer.pruning.patterns import parse_pattern
 from prune_explorer.pruning.policies import MagnitudeSettings, apply_magnitude
 from prune_explorer.pruning.prune import prune_masks
+from prune_explorer.pruning.result import PruneResult
 from prune_explorer.pruning.target import Target
 
 
@@ -89,10 +91,26 @@ def apply_settings(
     if uses_slider_path(method, pattern):
         apply_magnitude(state, settings)
         return None
-    result = prune_masks(
-        state.dense,
+    return apply_result(state, method_result(state.dense, settings, calibration, progress))
+
+
+def method_result(
+    dense: DenseModel,
+    settings: MagnitudeSettings,
+    calibration: CalibrationBatch | str | None = None,
+    progress: Progress = None,
+) -> PruneResult:
+    """What the method of ``settings`` decides on the dense model; nothing is written (so a slow method can
+    run apart from the state it will be applied to, e.g. in a background thread).
+
+    Raises:
+        ValueError: as :func:`apply_settings`.
+    """
+    method = getattr(settings, "method", "magnitude")
+    return prune_masks(
+        dense,
         method,
-        pattern,
+        getattr(settings, "pattern", "unstructured"),
         settings.sparsity,
         kinds=settings.kinds,
         calibration=calibration if get_method(method).calibrated else None,
@@ -100,6 +118,10 @@ def apply_settings(
         sequential=getattr(settings, "sequential", None),
         progress=progress,
     )
+
+
+def apply_result(state: Target, result: PruneResult) -> dict:
+    """Write a method's decision into ``state``; layers it does not name go back to dense. Returns info."""
     state.reset([layer.name for layer in state.dense.layers if layer.name not in result.masks])
     result.apply(state)
     return result.info

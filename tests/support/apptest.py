@@ -117,3 +117,14 @@ def axis_titles(figure: dict) -> list[str]:
             if text:
                 out.append(text)
     return out
+
+
+def finish_background(at: AppTest, timeout: float = TIMEOUT) -> AppTest:
+    """Wait for the session's background pruning run (``ui.jobs``), then rerun so the sidebar applies it."""
+    job = at.session_state["apply_job"] if "apply_job" in at.session_state else None
+    if job is not None:
+        job.thread.join(timeout)
+        assert not job.thread.is_alive(), "the background pruning run did not finish"
+    at.run()
+    assert not at.exception, at.exception
+    return at
