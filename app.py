@@ -40,12 +40,13 @@ with session.exclusive():
         controls.model_picker(state.dense)
         st.divider()
         method, pattern, sequential = methods.method_picker()
-        magnitude = controls.pruning_controls(state.dense, method, pattern)
+        magnitude, slider_slot = controls.pruning_controls(state.dense, method, pattern)
         batch, calib_error = methods.calibration_controls(state.dense, needed=get_method(method).calibrated)
         settings = prune_settings(magnitude, method, pattern, batch, sequential)
         error = methods.apply(settings, calib_error)
         if error:
             st.error(error)
+        controls.threshold_slider(slider_slot, state)
         controls.pruning_summary(state, session.applied())
         methods.details(settings)
         st.button(

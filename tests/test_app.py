@@ -127,6 +127,8 @@ def test_global_policy_and_overrides():
     at.slider(key="sidebar_override_percent").set_value(90).run()
     assert not at.exception, at.exception
     assert state.sparsity(name) == pytest.approx(0.9, abs=1e-3)
+    assert "Applied: Magnitude |w| · global policy · 50% · 1 layer at 90%." in captions(at)  # not "50%" alone
+    assert metric(at, PRUNED) != "50.0%"  # the override's 90% counts in the share shown
 
 
 def test_threshold_out_of_range_keeps_previous_state():
@@ -139,17 +141,23 @@ def test_threshold_out_of_range_keeps_previous_state():
     assert start_threshold > 0  # starts near the pruning the user had, not at "prune nothing"
     shown = metric(at, PRUNED)
     assert shown != "0.0%"
+    assert f"threshold policy · |w| ≤ {start_threshold:.5g}" in captions(at)  # the summary names it
     before = {layer.name: state.pruned_count(layer.name) for layer in state.dense.layers}
 
     at.number_input(key="sidebar_threshold").set_value(100.0).run()
     assert not at.exception, at.exception
     assert "above the largest |w|" in errors(at) and "previous pruning is kept" in errors(at)
+    assert at.number_input(key="sidebar_threshold").value == start_threshold  # visibly rejected
     assert {layer.name: state.pruned_count(layer.name) for layer in state.dense.layers} == before
     assert metric(at, PRUNED) == shown
 
-    at.number_input(key="sidebar_threshold").set_value(start_threshold / 2).run()
+    at.number_input(key="sidebar_threshold").set_value(start_threshold / 4).run()
     assert not at.error
     assert metric(at, PRUNED) != shown
+    # The greyed slider follows what the threshold prunes, not the 30% it had before.
+    slider = at.slider(key="sidebar_sparsity")
+    assert slider.disabled and slider.value == round(float(metric(at, PRUNED).rstrip("%")))
+    assert slider.value < 30
 
 
 @pytest.mark.parametrize(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import DEFAULT_KINDS, EXTRA_KINDS, PrunableLayer, select
 from prune_explorer.models.loading import LOADERS
 from prune_explorer.pruning.patterns import parse_pattern
-from prune_explorer.pruning.policies import POLICIES, MagnitudeSettings
+from prune_explorer.pruning.policies import POLICIES, MagnitudeSettings, magnitude_counts
 from prune_explorer.pruning.settings import uses_slider_path
 from prune_explorer.state import PruningState
 from ui import data, defaults, session
@@ -31,6 +32,7 @@ SPARSITY_HELP = {
     "heads": "Share of each block's attention heads removed whole.",
     "n:m": "N:M patterns fix the sparsity at 1 − N/M; the slider does not apply.",
 }
+THRESHOLD_ERROR = "sidebar_threshold_error"  # why a typed threshold was rejected, shown on the next run
 SPARSITY_CAPTIONS = {
     "random": "Random: the same share of every selected layer, chosen at random (seeded).",
     "wanda": "Wanda: the same share of every output row, lowest |W|·‖X‖ first.",
@@ -54,9 +56,32 @@ def _on_policy() -> None:
     """Entering the typed-threshold policy starts from a cut-off close to the pruning the user has now."""
     if st.session_state.get(session.POLICY) != "threshold":
         return
+    st.session_state[session.THRESHOLD] = _threshold_in_use()
+
+
+def _threshold_in_use() -> float:
+    """The typed threshold applied now, else the median per-layer cut-off of the pruning applied now."""
     state, settings = session.state(), session.applied()
+    if settings is not None and getattr(settings, "slider_path", True) and settings.policy == "threshold":
+        return float(settings.threshold)
     cuts = sorted(data.layer_threshold(state, layer.name) for layer in data.selected(state.dense, settings))
-    st.session_state[session.THRESHOLD] = float(cuts[len(cuts) // 2]) if cuts else 0.0
+    return float(cuts[len(cuts) // 2]) if cuts else 0.0
+
+
+def _on_threshold() -> None:
+    """A typed threshold no layer can take is rejected here, before the run: the box goes back to the value
+    in use and the sidebar says why (a rejected number left in the box would look applied)."""
+    dense = session.dense()
+    typed = float(st.session_state.get(session.THRESHOLD) or 0.0)
+    kinds = _chosen_kinds(dense, st.session_state.get(session.KINDS), st.session_state.get(session.EXTRAS))
+    try:
+        magnitude_counts(dense, MagnitudeSettings(policy="threshold", threshold=typed, kinds=kinds))
+    except ValueError as exc:
+        in_use = _threshold_in_use()
+        st.session_state[session.THRESHOLD] = in_use
+        st.session_state[THRESHOLD_ERROR] = (
+            f"{session.error_message(exc)} The box is back at {in_use:.5f}, the threshold in use."
+        )
 
 
 def model_picker(dense: DenseModel) -> None:
@@ -89,12 +114,14 @@ def model_picker(dense: DenseModel) -> None:
 
 def pruning_controls(
     dense: DenseModel, method: str = "magnitude", pattern: str = "unstructured"
-) -> MagnitudeSettings:
-    """The global pruning controls; returns the settings they describe (not yet validated or applied).
+) -> tuple[MagnitudeSettings, DeltaGenerator | None]:
+    """The global pruning controls; returns the settings they describe (not yet validated or applied) and,
+    under the typed-threshold policy, the place of the sparsity slider for :func:`threshold_slider`.
 
     Policies and per-layer overrides belong to the magnitude slider path (magnitude + unstructured); for any
     other method or pattern they are shown disabled. An N:M pattern fixes the sparsity, so the slider is
-    disabled too (the pattern picker moves it to 1 − N/M).
+    disabled too (the pattern picker moves it to 1 − N/M). A typed threshold decides the sparsity itself:
+    the slider is drawn after applying, disabled, at the share actually pruned.
     """
     slider_path = uses_slider_path(method, pattern)
     fixed = parse_pattern(pattern).fixed_sparsity
@@ -107,16 +134,9 @@ def pruning_controls(
         on_change=_on_policy,
         disabled=not slider_path,
     )
-    percent = st.slider(
-        "Global sparsity",
-        min_value=0,
-        max_value=100,
-        step=1,
-        format="%d%%",
-        key=session.SPARSITY,
-        disabled=fixed is not None or (slider_path and policy == "threshold"),
-        help=SPARSITY_HELP.get(pattern if fixed is None else "n:m", SPARSITY_HELP["unstructured"]),
-    )
+    by_threshold = slider_path and policy == "threshold"
+    slot = st.empty()
+    percent = 0 if by_threshold else _sparsity_slider(slot, pattern, disabled=fixed is not None)
     if fixed is not None:
         n, m = pattern.split(":")
         st.caption(
@@ -125,28 +145,69 @@ def pruning_controls(
     elif not slider_path:
         st.caption(SPARSITY_CAPTIONS.get(pattern if pattern in SPARSITY_CAPTIONS else method, ""))
     threshold_note = st.empty()
-    threshold = 0.0
-    if slider_path and policy == "threshold":
-        threshold = st.number_input(
-            "Prune every |w| at or below",
-            step=0.001,
-            format="%.5f",
-            key=session.THRESHOLD,
-            persist_state="session",
-            help="Starts at the median per-layer cut-off of the pruning you had when you chose this policy.",
-        )
+    threshold = _threshold_input() if by_threshold else 0.0
     chosen = _kind_pickers(dense)
-    if slider_path and policy == "threshold":
+    if by_threshold:
         top = data.largest_magnitude(dense, select(dense.layers, chosen))
         threshold_note.caption(f"Largest |w| in the selected layers: {top:.5f}")
     overrides = _overrides(select(dense.layers, chosen), disabled=not slider_path)
-    return MagnitudeSettings(
+    settings = MagnitudeSettings(
         sparsity=(percent / 100.0) if fixed is None else fixed,
         policy=policy,
         threshold=float(threshold),
         kinds=chosen,
         overrides=overrides,
     )
+    return settings, slot if by_threshold else None
+
+
+def _sparsity_slider(slot: DeltaGenerator, pattern: str, disabled: bool, hint: str | None = None) -> int:
+    fixed = parse_pattern(pattern).fixed_sparsity
+    return slot.slider(
+        "Global sparsity",
+        min_value=0,
+        max_value=100,
+        step=1,
+        format="%d%%",
+        key=session.SPARSITY,
+        disabled=disabled,
+        help=hint or SPARSITY_HELP.get(pattern if fixed is None else "n:m", SPARSITY_HELP["unstructured"]),
+    )
+
+
+def _threshold_input() -> float:
+    """The typed |w| threshold, validated in its callback; a rejection is reported here."""
+    value = st.number_input(
+        "Prune every |w| at or below",
+        step=0.001,
+        format="%.5f",
+        key=session.THRESHOLD,
+        on_change=_on_threshold,
+        persist_state="session",
+        help="Starts at the median per-layer cut-off of the pruning you had when you chose this policy.",
+    )
+    rejected = st.session_state.pop(THRESHOLD_ERROR, None)
+    if rejected:
+        st.error(rejected)
+    return value
+
+
+def threshold_slider(slot: DeltaGenerator | None, state: PruningState) -> None:
+    """Under a typed threshold: the (disabled) sparsity slider at the share of the selected weights actually
+    pruned, so it never shows a sparsity that is not applied. Set before the widget exists in this run."""
+    if slot is None:
+        return
+    share = state.overall_sparsity(data.selected(state.dense, session.applied()))
+    st.session_state[session.SPARSITY] = round(100 * share)
+    hint = f"Set by the typed threshold (and any overrides): {share:.1%} of the selected weights are pruned."
+    _sparsity_slider(slot, "unstructured", disabled=True, hint=hint)
+
+
+def _chosen_kinds(dense: DenseModel, kinds: list[str] | None, include_extras: bool | None) -> tuple[str, ...]:
+    """The kinds taking part, in model order: the picked default kinds, then embeddings/LM head if on."""
+    present = defaults.present_kinds(dense, DEFAULT_KINDS)
+    extras = defaults.present_kinds(dense, EXTRA_KINDS) if include_extras else []
+    return tuple(k for k in present if k in (kinds or ())) + tuple(extras)
 
 
 def _kind_pickers(dense: DenseModel) -> tuple[str, ...]:
@@ -166,7 +227,7 @@ def _kind_pickers(dense: DenseModel) -> tuple[str, ...]:
         disabled=not extras,
         help="Off by default: these layers are small in number but every token passes through them.",
     )
-    return tuple(k for k in present if k in (kinds or ())) + (tuple(extras) if include_extras else ())
+    return _chosen_kinds(dense, kinds, include_extras)
 
 
 def _overrides(candidates: list[PrunableLayer], disabled: bool = False) -> dict[str, float]:

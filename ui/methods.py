@@ -51,20 +51,36 @@ DEFAULT_SEQUENCES = 32
 
 
 def describe(settings: MagnitudeSettings | None) -> str:
-    """One line for people: "Wanda · 2:4 · 50% · calibration 6 × 128 tokens (built-in …)"."""
+    """One line for people of everything applied, overrides and a typed threshold included:
+    "Wanda · 2:4 · 50% · calibration 6 × 128 tokens (…)", "Magnitude |w| · uniform policy · 50% · 1 layer at
+    90%", "Magnitude |w| · threshold policy · |w| ≤ 0.012"."""
     if settings is None:
         return "nothing (dense)"
     method = getattr(settings, "method", "magnitude")
     pattern = getattr(settings, "pattern", "unstructured")
-    parts = [METHOD_LABELS.get(method, method), PATTERN_LABELS.get(pattern, pattern)]
+    parts = [METHOD_LABELS.get(method, method)]
     if getattr(settings, "slider_path", True):
-        parts[1] = f"{settings.policy} policy"
-    if not (getattr(settings, "slider_path", True) and settings.policy == "threshold"):
-        parts.append(f"{settings.sparsity:.0%}")
+        parts.append(f"{settings.policy} policy")
+        threshold = settings.policy == "threshold"
+        parts.append(f"|w| ≤ {settings.threshold:.5g}" if threshold else f"{settings.sparsity:.0%}")
+        parts.extend(_overrides_text(settings.overrides))
+    else:
+        parts += [PATTERN_LABELS.get(pattern, pattern), f"{settings.sparsity:.0%}"]
     calib = getattr(settings, "calibration", None)
     if calib is not None:
         parts.append(f"calibration {calib.n_sequences} × {calib.seq_len} tokens ({calib.source})")
     return " · ".join(parts)
+
+
+def _overrides_text(overrides: dict[str, float]) -> list[str]:
+    """ "2 layers at 90%" for each override sparsity, most common first."""
+    counts: dict[float, int] = {}
+    for value in overrides.values():
+        counts[value] = counts.get(value, 0) + 1
+    return [
+        f"{n} layer{'s' * (n != 1)} at {value:.0%}"
+        for value, n in sorted(counts.items(), key=lambda kv: -kv[1])
+    ]
 
 
 def _sweep_pattern(settings: MagnitudeSettings | None) -> str:
