@@ -131,6 +131,24 @@ def test_global_policy_and_overrides():
     assert metric(at, PRUNED) != "50.0%"  # the override's 90% counts in the share shown
 
 
+def test_no_layer_kind_at_all_is_refused_and_the_last_choice_kept():
+    at = start()
+    set_sparsity(at, 40)
+    kinds = at.pills(key="sidebar_kinds")
+    chosen = kinds.value
+    kinds.set_value([kinds.value[0]]).run()
+    assert not at.exception, at.exception
+    one = metric(at, PRUNED)
+
+    at.pills(key="sidebar_kinds").set_value([]).run()
+    assert not at.exception, at.exception
+    assert "At least one layer kind must take part" in " ".join(w.value for w in at.warning)
+    assert at.pills(key="sidebar_kinds").value == [chosen[0]]
+    assert metric(at, PRUNED) == one and "of 0 weights" not in captions(at)
+    at.switch_page("pages/prune.py").run()
+    assert not at.warning  # said once, where it happened
+
+
 def test_threshold_out_of_range_keeps_previous_state():
     at = start()
     set_sparsity(at, 30)

@@ -32,6 +32,8 @@ SPARSITY_HELP = {
     "heads": "Share of each block's attention heads removed whole.",
     "n:m": "N:M patterns fix the sparsity at 1 − N/M; the slider does not apply.",
 }
+KINDS_LAST = "sidebar_kinds_last"  # the last layer-kind pills that chose something, for _on_kinds
+KINDS_WARNING = "sidebar_kinds_warning"  # why an empty layer-kind choice was refused, shown on the next run
 THRESHOLD_ERROR = "sidebar_threshold_error"  # why a typed threshold was rejected, shown on the next run
 SPARSITY_CAPTIONS = {
     "random": "Random: the same share of every selected layer, chosen at random (seeded).",
@@ -210,8 +212,24 @@ def _chosen_kinds(dense: DenseModel, kinds: list[str] | None, include_extras: bo
     return tuple(k for k in present if k in (kinds or ())) + tuple(extras)
 
 
+def _on_kinds() -> None:
+    """A choice with no layer kind at all is refused: the pills go back to the last choice that had one."""
+    dense = session.dense()
+    kinds, extras = st.session_state.get(session.KINDS), st.session_state.get(session.EXTRAS)
+    if _chosen_kinds(dense, kinds, extras):
+        return
+    present = defaults.present_kinds(dense, DEFAULT_KINDS)
+    last = [k for k in st.session_state.get(KINDS_LAST) or () if k in present]
+    st.session_state[session.KINDS] = last or present
+    st.session_state[KINDS_WARNING] = (
+        "At least one layer kind must take part, so the last choice is kept. To prune nothing, set the "
+        "sparsity to 0% or press Reset to dense."
+    )
+
+
 def _kind_pickers(dense: DenseModel) -> tuple[str, ...]:
-    """Layer-kind pills and the embeddings/LM-head toggle; returns the kinds chosen, in model order."""
+    """Layer-kind pills and the embeddings/LM-head toggle; returns the kinds chosen, in model order (never
+    none: :func:`_on_kinds` refuses an empty choice)."""
     present = defaults.present_kinds(dense, DEFAULT_KINDS)
     kinds = st.pills(
         "Layer kinds that take part",
@@ -219,14 +237,21 @@ def _kind_pickers(dense: DenseModel) -> tuple[str, ...]:
         selection_mode="multi",
         format_func=lambda k: data.KIND_LABELS.get(k, k),
         key=session.KINDS,
+        on_change=_on_kinds,
     )
+    refused = st.session_state.pop(KINDS_WARNING, None)
+    if refused:
+        st.warning(refused)
     extras = defaults.present_kinds(dense, EXTRA_KINDS)
     include_extras = st.toggle(
         "Include embeddings and LM head",
         key=session.EXTRAS,
         disabled=not extras,
+        on_change=_on_kinds,
         help="Off by default: these layers are small in number but every token passes through them.",
     )
+    if kinds:
+        st.session_state[KINDS_LAST] = list(kinds)
     return _chosen_kinds(dense, kinds, include_extras)
 
 

@@ -83,6 +83,7 @@ MODEL_DEPENDENT_KEYS = (
     "learn_layer",
     "learn_layer_chosen",
     "compare_point",
+    "sidebar_kinds_last",
 )
 
 
