@@ -27,19 +27,20 @@ st.caption(
 )
 
 # ----- perplexity against sparsity
-left, mid, right = st.columns([2, 2, 3])
-chosen = left.multiselect(
-    "Methods", list(METHODS), default=["magnitude", "wanda"], format_func=methods.SHORT_LABELS.get,
-    key="compare_methods", persist_state="session",
-)  # fmt: skip
-patterns = mid.multiselect(
-    "Patterns", PATTERNS, default=["unstructured"], format_func=methods.PATTERN_LABELS.get,
-    key="compare_patterns", persist_state="session",
-)  # fmt: skip
-percents = right.pills(
+# Pills, not multiselects: every option stays visible with the chosen ones lit, however many are chosen.
+left, right = st.columns(2)
+chosen = left.pills(
+    "Methods", list(METHODS), selection_mode="multi", default=["magnitude", "wanda"],
+    format_func=methods.SHORT_LABELS.get, key="compare_methods", persist_state="session",
+) or []  # fmt: skip
+patterns = right.pills(
+    "Patterns", PATTERNS, selection_mode="multi", default=["unstructured"],
+    format_func=methods.PATTERN_LABELS.get, key="compare_patterns", persist_state="session",
+) or []  # fmt: skip
+percents = st.pills(
     "Sparsities (%)", GRID, selection_mode="multi", default=[20, 40, 50, 60, 70, 80], key="compare_grid",
     persist_state="session", help="N:M patterns have one fixed sparsity, so one point per method.",
-)  # fmt: skip
+) or []  # fmt: skip
 skipped = [m for m in chosen if get_method(m).calibrated and batch is None]
 if skipped:
     st.warning(f"{calib_error} — {', '.join(skipped)} left out until the sidebar's calibration text works.")

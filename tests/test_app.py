@@ -14,9 +14,11 @@ from tests.support.apptest import (
     errors,
     figures,
     generation,
+    legend_below,
     metric,
     set_sparsity,
     start,
+    trace_names,
     weight_bytes,
 )
 from tests.support.models import saved_model
@@ -43,6 +45,8 @@ def test_prune_page_follows_the_slider():
     assert generation(at, "dense") != generation(at, "pruned")
     assert float(metric(at, "Pruned perplexity")) > float(metric(at, "Dense perplexity"))
     assert "Kernel that ran" in "".join(i.value for i in at.info)
+    next_token = figures(at)[0]
+    assert trace_names(next_token) == ["dense", "pruned"] and legend_below(next_token)
     # Masked dense runs the dense kernel: the headline says so, never a bare 0.63× or 1.17×.
     assert metric(at, "Pruned / dense") == "~1.00×, same kernel"
     assert "They part at new token" in captions(at)

@@ -15,6 +15,7 @@ from tests.support.apptest import (
     figures,
     finish_background,
     generation,
+    legend_below,
     metric,
     pruned_counts,
     set_sparsity,
@@ -121,13 +122,14 @@ def test_compare_page_curves_layers_tokens_and_apply(fresh_points):
 
     at = fresh_points
     at.switch_page("pages/compare.py").run()
-    at.multiselect(key="compare_methods").set_value(["magnitude", "wanda"])
-    at.multiselect(key="compare_patterns").set_value(["unstructured"])
+    at.button_group(key="compare_methods").set_value(["magnitude", "wanda"])
+    at.button_group(key="compare_patterns").set_value(["unstructured"])
     at.button_group(key="compare_grid").set_value([30, 60])
     at.run()
     assert not at.exception, at.exception
     curves, errors_chart, jaccard = figures(at)  # curves, reconstruction error, Jaccard
     assert {"Magnitude · Unstructured", "Wanda · Unstructured"} <= set(trace_names(curves))
+    assert all(legend_below(figure) for figure in (curves, errors_chart, jaccard))  # clear of the modebar
     assert "‖WX − W′X‖ / ‖WX‖" in axis_titles(errors_chart)
     assert set(trace_names(errors_chart)) == {"Magnitude", "Wanda"}
     assert "Jaccard of pruned weights" in axis_titles(jaccard)
@@ -166,8 +168,8 @@ def test_big_models_compute_on_request_and_keep_finished_points(fresh_points, mo
     monkeypatch.setattr(defaults, "SMALL_MODEL", 0)  # stories260K as a big model
     dense = at.session_state["pruning_state"].dense
     at.switch_page("pages/compare.py").run()
-    at.multiselect(key="compare_methods").set_value(["magnitude", "random"])
-    at.multiselect(key="compare_patterns").set_value(["unstructured", "2:4"])
+    at.button_group(key="compare_methods").set_value(["magnitude", "random"])
+    at.button_group(key="compare_patterns").set_value(["unstructured", "2:4"])
     at.button_group(key="compare_grid").set_value([40, 70])
     at.run()
     assert not at.exception, at.exception

@@ -13,12 +13,18 @@ PRUNED_COLOR = "#e45756"
 KEPT_COLOR = "#4c78a8"
 
 
+# Below the plot, at the foot of the figure: Plotly reserves the room under the axis title, and the legend
+# never sits under the modebar (top right), however many entries wrap onto how many rows.
+LEGEND_BELOW = dict(orientation="h", yref="container", y=0.0, yanchor="bottom", xanchor="left", x=0.0)
+
+
 def _layout(fig: go.Figure, height: int, title: str | None = None, top: int = 10) -> go.Figure:
+    """Height, tight margins, an optional title, and the legend below the plot (``LEGEND_BELOW``)."""
     fig.update_layout(
         height=height,
         margin=dict(l=10, r=10, t=40 if title else top, b=10),
         title=dict(text=title) if title else None,
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+        legend=LEGEND_BELOW,
     )
     return fig
 
@@ -214,7 +220,7 @@ def method_curves(
     dense_ppl: float | None = None,
     highlight: tuple[float, float] | None = None,
     current: tuple[float, float] | None = None,
-    height: int = 420,
+    height: int = 480,
 ) -> go.Figure:
     """Perplexity against achieved sparsity (log y), one curve per method × pattern on one chart.
 

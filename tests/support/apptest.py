@@ -103,6 +103,13 @@ def figures(at: AppTest) -> list[dict]:
     return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
 
 
+def legend_below(figure: dict) -> bool:
+    """Whether the legend sits at the foot of the figure (Plotly reserves its room there), where it cannot
+    collide with the modebar at the top right."""
+    legend = figure.get("layout", {}).get("legend", {})
+    return legend.get("yref") == "container" and legend.get("y") == 0 and legend.get("yanchor") == "bottom"
+
+
 def trace_names(figure: dict) -> list[str]:
     return [trace.get("name") for trace in figure.get("data", [])]
 
