@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from prune_explorer.execution.labels import DENSE_LABELS
 from prune_explorer.measure import layer_speed, sizes, speed
 from prune_explorer.state import PruningState
-from ui import data, results, session
+from ui import charts, data, results, session
 
 state = session.ensure_state()
 dense = state.dense
@@ -34,26 +37,18 @@ st.caption(
 )
 
 
-def _line_chart(x: list[float], series: dict[str, list[float]], y_title: str, dashed: set[str]) -> go.Figure:
-    fig = go.Figure()
-    for name, ys in series.items():
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=ys,
-                name=name,
-                mode="lines" if name in dashed else "lines+markers",
-                line=dict(dash="dash" if name in dashed else "solid"),
-            )
-        )
-    fig.update_xaxes(title_text="sparsity", tickformat=".0%")
-    fig.update_yaxes(title_text=y_title, rangemode="tozero")
-    fig.update_layout(
-        height=330,
-        margin=dict(l=10, r=10, t=30, b=10),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
-    )
-    return fig
+@contextmanager
+def running(stop_column, stop_key: str) -> Iterator:
+    """A progress bar and a Stop button while a measurement loop runs (a click reruns the page, which stops
+    the loop); both go when it ends, leaving a short "done" line."""
+    bar = st.progress(0.0, text="timing…")
+    stop = stop_column.empty()
+    stop.button("Stop", key=stop_key, icon=":material/stop:")
+    started = time.perf_counter()
+    yield bar
+    bar.empty()
+    stop.empty()
+    st.caption(f"Done in {time.perf_counter() - started:.0f} s.")
 
 
 # ----- your model now
@@ -91,11 +86,14 @@ def session_model() -> None:
             delta_color="off",
         )
         bound = f", memory-bound {r.memory_bound():.2f}×" if phase == "decode" else ""
-        col.caption(
-            f"ideal (FLOPs) {r.ideal(phase):.2f}×{bound}; spread ±{a.spread_ms:.1f} ms. "
-            f"Kernels: {a.kernel}. Dense: {d.kernel}."
-        )
+        col.caption(f"ideal (FLOPs) {r.ideal(phase):.2f}×{bound}; spread ±{a.spread_ms:.1f} ms.")
+    st.caption(
+        f"Kernels: {data.kernel_summary(r.report.kernels())}"
+        + (" (residual stream stored token-fastest)" if r.report.layout else "")
+        + "; the dense model runs dense in every layer. Each layer's kernel in full: below."
+    )
     with st.expander("Backend chosen for each layer"):
+        st.caption(f"In full: {r.report.summary()}.")
         st.dataframe(pd.DataFrame(r.report.rows()), hide_index=True, key="speed_session_table")
 
 
@@ -114,14 +112,12 @@ def one_layer() -> None:
     if run.button("Measure this shape", key="speed_layer_run"):
         layer = next(layer for layer in dense.layers if layer.shape == shape)
         points = finished[key] = []
-        bar = st.progress(0.0, text="timing…")
-        stop.button("Stop", key="speed_layer_stop")  # any click reruns the page, which stops this loop
         total = len(sparsities) * 3
-        for point in layer_speed.layer_points(layer.weight(dense.model), sparsities, tokens):
-            points.append(point)
-            bar.progress(
-                len(points) / total, text=f"{point.backend} at {point.sparsity:.0%}: {point.median_ms:.3f} ms"
-            )
+        with running(stop, "speed_layer_stop") as bar:
+            for point in layer_speed.layer_points(layer.weight(dense.model), sparsities, tokens):
+                points.append(point)
+                text = f"{point.backend} at {point.sparsity:.0%}: {point.median_ms:.3f} ms"
+                bar.progress(len(points) / total, text=text)
     points = finished.get(key)
     if not points:
         st.caption(
@@ -143,7 +139,7 @@ def show_layer_points(points: list, shape: tuple[int, int], tokens: int) -> None
     series["ideal (FLOPs)"] = [layer_speed.ideal_ms(d0, s) for s in xs]
     series["memory-bound (CSR bytes)"] = [layer_speed.memory_bound_ms(d0, shape, s) for s in xs]
     st.plotly_chart(
-        _line_chart(xs, series, "ms per call", {"ideal (FLOPs)", "memory-bound (CSR bytes)"}),
+        charts.speed_lines(xs, series, "ms per call", {"ideal (FLOPs)", "memory-bound (CSR bytes)"}),
         key="speed_layer_chart",
     )
     even = layer_speed.break_even(points)
@@ -189,13 +185,11 @@ def end_to_end() -> None:
     if run.button("Measure (about a minute on a 135M model)", key="speed_e2e_run"):
         scratch = PruningState(dense)  # never the session's own pruning
         done = finished[key] = []
-        bar = st.progress(0.0, text="timing…")
-        stop.button("Stop", key="speed_e2e_stop")
-        for i, case in enumerate(cases):
-            done.append(speed.measure_case(scratch, case, warmup=1, repeats=5))
-            bar.progress(
-                (i + 1) / len(cases), text=f"{case.label}: {done[-1].speedup('prefill'):.2f}× prefill"
-            )
+        with running(stop, "speed_e2e_stop") as bar:
+            for i, case in enumerate(cases):
+                done.append(speed.measure_case(scratch, case, warmup=1, repeats=5))
+                text = f"{case.label}: {done[-1].speedup('prefill'):.2f}× prefill"
+                bar.progress((i + 1) / len(cases), text=text)
     done = finished.get(key)
     if not done:
         st.caption(
@@ -223,7 +217,9 @@ def show_cases(done: list, sparsities: list[float]) -> None:
         st.markdown(f"**{phase}**")
         dashed = {"dense", "ideal (FLOPs, unstructured)", "memory-bound (CSR bytes)"}
         st.plotly_chart(
-            _line_chart(sparsities[:n], {k: v[:n] for k, v in series.items()}, "speedup over dense", dashed),
+            charts.speed_lines(
+                sparsities[:n], {k: v[:n] for k, v in series.items()}, "speedup over dense", dashed
+            ),
             key=f"speed_e2e_{phase}",
         )
     st.dataframe(
@@ -235,7 +231,7 @@ def show_cases(done: list, sparsities: list[float]) -> None:
                     "decode ×": r.speedup("decode"),
                     "ideal prefill ×": r.ideal("prefill"),
                     "memory-bound decode ×": r.memory_bound(),
-                    "kernels": r.report.summary(),
+                    "kernels": data.kernel_summary(r.report.kernels()),
                 }
                 for r in done
             ]
@@ -243,6 +239,9 @@ def show_cases(done: list, sparsities: list[float]) -> None:
         hide_index=True,
         key="speed_e2e_table",
     )
+    with st.expander("Kernels in full"):
+        for r in done:
+            st.caption(f"**{r.case.label}**: {r.report.summary()}.")
 
 
 # ----- size
@@ -256,8 +255,8 @@ def model_size() -> None:
             [
                 {
                     "form": s.form,
-                    "in memory (MB)": s.memory_bytes / 1e6,
-                    "on disk (MB)": s.disk_bytes / 1e6,
+                    "in memory": data.megabytes(s.memory_bytes),
+                    "on disk": data.megabytes(s.disk_bytes),
                     "runs as": s.kernel,
                 }
                 for s in found

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -17,6 +19,8 @@ from prune_explorer.pruning.policies import MagnitudeSettings, apply_magnitude
 from prune_explorer.pruning.prune import prune_masks
 from prune_explorer.state import PruningState
 from prune_explorer.timing import Timing
+from tests.support.apptest import figures
+from ui.charts import SPEED_COLORS
 
 # tiny llama: hidden 32, 4 heads of 8 over 2 KV heads, intermediate 37, 2 blocks, vocab 300
 BLOCK_WEIGHTS = 32 * 32 + 16 * 32 + 16 * 32 + 32 * 32 + 3 * 37 * 32
@@ -248,6 +252,13 @@ def test_speed_page_tells_a_speedup_from_noise():
     for phase in ("prefill", "decode"):
         d, c = result.timings[f"dense {phase}"], result.timings[f"case {phase}"]
         assert (d.runs_ms, c.runs_ms) == (FAKE_RUNS[phase]["dense"], FAKE_RUNS[phase]["case"])
+    # Kernels in a few words, each layer's full label in the expander's table.
+    (kernels,) = [c.value for c in at.caption if c.value.startswith("Kernels: ")]
+    assert re.match(r"Kernels: [a-zA-Z: ]+ in \d+ layers?(, [a-zA-Z: ]+ in \d+)*", kernels), kernels
+    assert "compacted dense in" in kernels and "F.linear" not in kernels
+    assert set(at.dataframe[0].value["kernel"]) <= set(result.report.kernels(by_family=False))
+    (sizes,) = [d.value for d in at.dataframe if "in memory" in d.value]  # readable units, not 0.0012 MB
+    assert all(re.fullmatch(r"\d+(\.\d)? (bytes|KB|MB)|\d+\.\d\d GB", v) for v in sizes["in memory"])
     headlines = _speed_metrics(at)
     assert headlines["128-token prefill"] == "2.00×"  # a 5 ms gap, no spread: a speedup
     assert headlines["one-token decode"] == "~1.00×, within noise"  # 0.5 ms gap, spreads of about 1.2 ms
@@ -278,6 +289,12 @@ def test_speed_page_times_one_layer_on_every_kernel():
     at.button(key="speed_layer_run").click().run()
     assert not at.exception, at.exception
     assert any("Break-even for CSR" in m.value for m in at.markdown)
+    # Finished: no progress bar and no live Stop button left, a short "done" line instead.
+    assert not at.get("progress") and not [b for b in at.button if b.key == "speed_layer_stop"]
+    assert any(c.value.startswith("Done in ") for c in at.caption)
+    (chart,) = [f for f in figures(at) if f["layout"]["yaxis"]["title"]["text"] == "ms per call"]
+    colours = [trace["line"]["color"] for trace in chart["data"]]
+    assert len(set(colours)) == len(colours) == 5 and set(colours) <= set(SPEED_COLORS.values())
     (points,) = [v for key, v in at.session_state["speed_results"].items() if key[0] == "layer"]
     assert len(points) == 8 * 3  # 8 sparsities × dense, CSR, compacted
     rows = points[0].shape[0]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from prune_explorer.execution.labels import CSR, DENSE, DENSE_ZEROS
+from prune_explorer.execution.labels import CSR, DENSE, DENSE_ZEROS, compacted_label
 from prune_explorer.timing import Timing
-from ui import data
+from ui import charts, data
 
 
 def test_latency_headline_never_shows_a_ratio_for_the_same_kernel_or_within_noise():
@@ -19,3 +19,34 @@ def test_latency_headline_never_shows_a_ratio_for_the_same_kernel_or_within_nois
         "~1.00×, within noise"
     )
     assert data.latency_ratio(Timing(slow, DENSE), Timing(fast, CSR), same=True) == "~1.00×, same kernel"
+
+
+def test_kernel_summary_is_short_and_counts_layers():
+    counts = {
+        DENSE_ZEROS: 20,
+        compacted_label(64, 32, "rows"): 8,
+        f"{CSR} at 1 token; {DENSE_ZEROS} at 128 tokens": 2,
+        CSR: 150,
+    }
+    assert data.kernel_summary(counts) == (
+        "CSR in 150 layers, dense in 20, compacted dense in 8, CSR or dense by token count in 2"
+    )
+    assert data.kernel_summary({DENSE: 1}) == "dense in 1 layer"
+
+
+def test_sizes_read_in_readable_units():
+    assert [data.megabytes(n) for n in (812, 4_200, 1_234_567, 2_500_000_000)] == [
+        "812 bytes",
+        "4.2 KB",
+        "1.2 MB",
+        "2.50 GB",
+    ]
+
+
+def test_speed_series_have_clearly_distinct_colours():
+    names = [
+        "dense", "CSR", "auto", "structured MLP", "ideal (FLOPs, unstructured)", "memory-bound (CSR bytes)",
+        "dense (zeros multiplied)", "CSR int32", "compacted (rows removed)", "ideal (FLOPs)",
+    ]  # fmt: skip
+    e2e, layer = [charts.speed_color(n) for n in names[:6]], [charts.speed_color(n) for n in names[6:]]
+    assert len(set(e2e)) == 6 and len(set(layer)) == 4

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from prune_explorer.execution.labels import DENSE_LABELS
+from prune_explorer.execution.labels import COMPACTED, CSR, DENSE_LABELS, SEMI, family
 from prune_explorer.measure.evaluate import probabilities, top_k
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import EXTRA_KINDS, PrunableLayer, select
@@ -43,11 +43,46 @@ def small_number(x: float) -> str:
     return f"{x:.4f}" if x == 0 or abs(x) >= 1e-3 else f"{x:.2e}"
 
 
-def megabytes(nbytes: int) -> str:
-    """Bytes as people read them: "12.3 MB", "1.25 GB"."""
+def megabytes(nbytes: float) -> str:
+    """Bytes as people read them: "812 bytes", "4.2 KB", "12.3 MB", "1.25 GB" (never "0.0012 MB")."""
     if nbytes >= 1e9:
         return f"{nbytes / 1e9:.2f} GB"
-    return f"{nbytes / 1e6:.1f} MB"
+    if nbytes >= 1e6:
+        return f"{nbytes / 1e6:.1f} MB"
+    if nbytes >= 1e3:
+        return f"{nbytes / 1e3:.1f} KB"
+    return f"{int(nbytes)} bytes"
+
+
+def short_kernel(label: str) -> str:
+    """A kernel label (``execution.labels``) in a word or two: "dense", "CSR", "compacted", ..."""
+    if label in DENSE_LABELS:
+        return "dense"
+    if "; " in label:  # the auto backend chose per token count
+        return "CSR or dense by token count"
+    if label == CSR:
+        return "CSR"
+    if label == SEMI:
+        return "2:4 semi-structured"
+    if family(label).startswith(COMPACTED):
+        return "compacted dense"
+    return label
+
+
+def kernel_summary(counts: dict[str, int]) -> str:
+    """How many layers run each kind of kernel, most first: "CSR in 150 layers, dense in 60".
+
+    Args:
+        counts: {kernel label: layers}, as ``LayerReport``s' ``kernels()`` gives them.
+    """
+    short: dict[str, int] = {}
+    for label, n in counts.items():
+        short[short_kernel(label)] = short.get(short_kernel(label), 0) + n
+    parts = [f"{name} in {n}" for name, n in sorted(short.items(), key=lambda kv: -kv[1])]
+    if parts:
+        first_n = max(short.values())
+        parts[0] += f" layer{'s' * (first_n != 1)}"
+    return ", ".join(parts) or "no layers"
 
 
 def short_name(layer: PrunableLayer) -> str:
