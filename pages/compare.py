@@ -89,14 +89,17 @@ if done:
     )  # fmt: skip
     chosen_point = sweeps.cached_point(dense, point)
     dense_ppl = outputs.dense_perplexity(dense) if small else outputs.cached_dense_perplexity(dense)
-    ppl = outputs.pruned_perplexity(state) if small else outputs.cached_pruned_perplexity(state)
-    current = (state.overall_sparsity(data.selected(dense, applied)), ppl.ppl) if ppl else None
+    if small:
+        outputs.pruned_perplexity(state)
+    mark = outputs.model_mark(state)
+    current, earlier = outputs.mark_points(mark)
     chart_slot.plotly_chart(
         charts.method_curves(
             table,
             dense_ppl.ppl if dense_ppl else None,
             highlight=(chosen_point.achieved, chosen_point.ppl),
             current=current,
+            earlier=earlier,
         ),
         key="compare_curves",
         on_select=functools.partial(compare.pick_point, done, "compare_curves", "compare_point"),
@@ -104,7 +107,8 @@ if done:
     )
     chart_slot.caption(
         "Lower is better. The x axis is the share of zeros in the sidebar's layer kinds (neuron and head "
-        "patterns prune only their own layers). The star is your model now; click a point to choose it."
+        "patterns prune only their own layers). The ring is the point chosen below; click a point to "
+        f"choose it. {outputs.mark_caption(mark, 'star', 'press Compute perplexity on the Prune page')}"
     )
 
 # ----- per layer

@@ -110,8 +110,10 @@ with live:
         st.caption("Press the button to score 0–90% sparsity (one pass over the held-out text per point).")
     else:
         dense_ppl = outputs.cached_dense_perplexity(dense)
-        ppl = outputs.pruned_perplexity(state) if small else outputs.cached_pruned_perplexity(state)
-        current = (state.overall_sparsity(data.selected(dense, applied)), ppl.ppl) if ppl else None
+        if small:
+            outputs.pruned_perplexity(state)
+        mark = outputs.model_mark(state)
+        current, earlier = outputs.mark_points(mark)
         st.plotly_chart(
             charts.sweep_chart(
                 [p.achieved for p in points],
@@ -119,7 +121,13 @@ with live:
                 dense_ppl.ppl if dense_ppl else None,
                 current,
                 height=300,
+                earlier=earlier,
             ),
             key="learn_sweep_chart",
         )
-        st.caption("The diamond is your model now: move the sparsity slider and it walks along the curve.")
+        st.caption(
+            "The diamond is your model now: move the sparsity slider and it walks along the curve."
+            if small
+            else outputs.mark_caption(mark, "diamond", "press Compute perplexity on the Prune page")
+            + " On a model this size the diamond moves only when its perplexity is computed."
+        )

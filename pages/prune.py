@@ -120,9 +120,8 @@ if points is None:
         "Press the button to score 0–90% sparsity with your layer kinds and policy (one model pass each)."
     )
 else:
-    current = None
-    if ppl is not None:
-        current = (state.overall_sparsity(data.selected(dense, applied)), ppl.ppl)
+    mark = outputs.model_mark(state)
+    current, earlier = outputs.mark_points(mark)
     st.plotly_chart(
         charts.sweep_chart(
             [p.achieved for p in points],
@@ -130,7 +129,9 @@ else:
             dense_ppl.ppl if dense_ppl else None,
             current,
             name=methods.sweep_name(applied),
+            earlier=earlier,
         ),
         key="prune_sweep_chart",
     )
-    st.caption(methods.sweep_caption(applied))
+    how = "press Compute perplexity above"
+    st.caption(f"{methods.sweep_caption(applied)} {outputs.mark_caption(mark, 'diamond', how)}")

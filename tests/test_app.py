@@ -112,6 +112,10 @@ def test_learn_page_views_follow_the_slider():
 
     set_sparsity(at, 40)
     assert metric(at, "Weights removed here") == "40%"
+    sweep = figures(at)[-1]
+    (now,) = [t for t in sweep["data"] if t["name"] == "your model now"]
+    assert now["x"] == [pytest.approx(40, abs=0.5)]  # the diamond walked with the slider
+    assert "walks along the curve" in captions(at)
     assert float(metric(at, "KL(dense ‖ pruned), next token")) > 0
     assert "0 of 288 weights" not in captions(at)
     assert "this app does not do that yet" in " ".join(s.value for s in at.subheader)
@@ -301,11 +305,27 @@ def test_big_models_wait_for_buttons(monkeypatch):
     at.button(key="prune_time").click().run()
     assert metric(at, "Pruned / dense") == "~1.00×, same kernel"
 
+    at.button(key="prune_sweep").click().run()
+    assert not at.exception, at.exception
+    sweep = figures(at)[-1]
+    assert "your model now" in trace_names(sweep)
+    assert "The diamond is your model now." in captions(at)
+
     set_sparsity(at, 45)  # results belong to the settings they were measured at
     assert not [m for m in at.metric if m.label == "Pruned perplexity"]
+    # The sweep keeps the last measured point, hollow and named for the setting it was measured at.
+    sweep = figures(at)[-1]
+    (earlier,) = [t for t in sweep["data"] if t["name"] == "your model, measured earlier"]
+    assert earlier["x"] == [pytest.approx(35, abs=0.5)] and earlier["marker"]["symbol"] == "diamond-open"
+    assert "your model now" not in trace_names(sweep)
+    assert "The hollow diamond is your model as last measured (Magnitude |w| · uniform policy · 35%)" in (
+        captions(at)
+    )
 
     at.switch_page("pages/learn.py").run()
     assert not at.exception, at.exception
+    assert "walks along the curve" not in captions(at)  # a promise only a small model keeps
+    assert "The hollow diamond is your model as last measured" in captions(at)
     at.button(key="learn_time").click().run()
     assert not at.exception, at.exception
     assert metric(at, "Pruned / dense forward time") == "~1.00×, same kernel"

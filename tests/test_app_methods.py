@@ -129,6 +129,9 @@ def test_compare_page_curves_layers_tokens_and_apply(fresh_points):
     assert not at.exception, at.exception
     curves, errors_chart, jaccard = figures(at)  # curves, reconstruction error, Jaccard
     assert {"Magnitude · Unstructured", "Wanda · Unstructured"} <= set(trace_names(curves))
+    assert "your model now" in trace_names(curves) and "The star is your model now." in captions(at)
+    (star,) = [t for t in curves["data"] if t["name"] == "your model now"]
+    assert star["marker"]["symbol"] == "star"
     assert all(legend_below(figure) for figure in (curves, errors_chart, jaccard))  # clear of the modebar
     assert "‖WX − W′X‖ / ‖WX‖" in axis_titles(errors_chart)
     assert set(trace_names(errors_chart)) == {"Magnitude", "Wanda"}

@@ -112,6 +112,7 @@ def sweep_chart(
     current: tuple[float, float] | None = None,
     height: int = 340,
     name: str = "sweep",
+    earlier: tuple[float, float, str] | None = None,
 ) -> go.Figure:
     """Perplexity against sparsity (log y), with the dense level and the session's current point.
 
@@ -119,6 +120,7 @@ def sweep_chart(
         sparsity: achieved sparsity of each sweep point, in [0, 1].
         ppl: perplexity at each point.
         current: (sparsity, perplexity) of the session's model now, or None when not measured.
+        earlier: (sparsity, perplexity, settings) last measured for earlier settings, drawn hollow.
     """
     fig = go.Figure()
     fig.add_trace(
@@ -140,6 +142,20 @@ def sweep_chart(
                 line=dict(color="gray", dash="dot"),
             )
         )
+    _add_model_mark(fig, current, earlier, "diamond", 13)
+    fig.update_xaxes(title_text="sparsity of the selected layers (%)", range=[-2, 102])
+    fig.update_yaxes(title_text="perplexity (log)", type="log", dtick=1)
+    return _layout(fig, height)
+
+
+def _add_model_mark(
+    fig: go.Figure,
+    current: tuple[float, float] | None,
+    earlier: tuple[float, float, str] | None,
+    symbol: str,
+    size: int,
+) -> None:
+    """The session's model: filled when measured now, hollow (``symbol``-open) when measured earlier."""
     if current is not None:
         fig.add_trace(
             go.Scatter(
@@ -147,12 +163,22 @@ def sweep_chart(
                 y=[current[1]],
                 mode="markers",
                 name="your model now",
-                marker=dict(color=PRUNED_COLOR, size=13, symbol="diamond"),
+                marker=dict(color=PRUNED_COLOR, size=size, symbol=symbol),
             )
         )
-    fig.update_xaxes(title_text="sparsity of the selected layers (%)", range=[-2, 102])
-    fig.update_yaxes(title_text="perplexity (log)", type="log", dtick=1)
-    return _layout(fig, height)
+    if earlier is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[100 * earlier[0]],
+                y=[earlier[1]],
+                mode="markers",
+                name="your model, measured earlier",
+                marker=dict(color=PRUNED_COLOR, size=size, symbol=f"{symbol}-open", line=dict(width=2)),
+                hovertemplate=(
+                    f"measured for {earlier[2]}<br>%{{x:.1f}}%, perplexity %{{y:.4g}}<extra></extra>"
+                ),
+            )
+        )
 
 
 def sparsity_heatmap(
@@ -221,6 +247,7 @@ def method_curves(
     highlight: tuple[float, float] | None = None,
     current: tuple[float, float] | None = None,
     height: int = 480,
+    earlier: tuple[float, float, str] | None = None,
 ) -> go.Figure:
     """Perplexity against achieved sparsity (log y), one curve per method × pattern on one chart.
 
@@ -230,7 +257,8 @@ def method_curves(
             ``point`` (an id handed back in a selection event's ``customdata[1]``).
             Colour follows the method, line dash and marker the pattern.
         highlight: (sparsity, perplexity) of the point chosen for applying, ringed.
-        current: (sparsity, perplexity) of the session's model now.
+        current: (sparsity, perplexity) of the session's model now (a star).
+        earlier: (sparsity, perplexity, settings) last measured for earlier settings (a hollow star).
     """
     fig = go.Figure()
     for label, curve in points.groupby("label", sort=False):
@@ -252,19 +280,17 @@ def method_curves(
                 ),
             )
         )
-    _add_reference_marks(fig, dense_ppl, current, highlight)
+    _add_reference_marks(fig, dense_ppl, highlight)
+    _add_model_mark(fig, current, earlier, "star", 14)
     fig.update_xaxes(title_text="sparsity of the selected layers (%)", range=[-2, 102])
     fig.update_yaxes(title_text="perplexity (log)", type="log", dtick=1)
     return _layout(fig, height)
 
 
 def _add_reference_marks(
-    fig: go.Figure,
-    dense_ppl: float | None,
-    current: tuple[float, float] | None,
-    highlight: tuple[float, float] | None,
+    fig: go.Figure, dense_ppl: float | None, highlight: tuple[float, float] | None
 ) -> None:
-    """The dense model's line, the session's model now (a star) and the chosen point (a ring)."""
+    """The dense model's line and the chosen point (a ring)."""
     if dense_ppl is not None:
         fig.add_trace(
             go.Scatter(
@@ -274,16 +300,6 @@ def _add_reference_marks(
                 name="dense",
                 line=dict(color="gray", dash="dot"),
                 hoverinfo="skip",
-            )
-        )
-    if current is not None:
-        fig.add_trace(
-            go.Scatter(
-                x=[100 * current[0]],
-                y=[current[1]],
-                mode="markers",
-                name="your model now",
-                marker=dict(color=PRUNED_COLOR, size=14, symbol="star"),
             )
         )
     if highlight is not None:

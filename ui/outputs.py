@@ -8,8 +8,9 @@ dense results are reused.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import streamlit as st
 import torch
 
 from prune_explorer import texts
@@ -19,7 +20,9 @@ from prune_explorer.models.dense import DenseModel, context_length
 from prune_explorer.progress import Progress
 from prune_explorer.state import PruningState
 from prune_explorer.timing import Timing, forward_runner, time_interleaved
-from ui import results, session
+from ui import data, methods, results, session
+
+LAST_MARK = "last_model_mark"  # session_state: (pruned key, ModelMark) of the last perplexity measured
 
 
 def prompt_ids(dense: DenseModel, text: str) -> list[int]:
@@ -101,11 +104,73 @@ def cached_pruned_perplexity(state: PruningState) -> evaluate.Perplexity | None:
 
 def pruned_perplexity(state: PruningState, progress: Progress = None) -> evaluate.Perplexity:
     if session.nothing_pruned():
-        return dense_perplexity(state.dense, progress)
-    ids = eval_ids(state.dense)
-    return results.memo(
-        "perplexity", session.pruned_key(), lambda: evaluate.perplexity(state.model, ids, progress=progress)
-    )
+        result = dense_perplexity(state.dense, progress)
+    else:
+        ids = eval_ids(state.dense)
+        result = results.memo(
+            "perplexity",
+            session.pruned_key(),
+            lambda: evaluate.perplexity(state.model, ids, progress=progress),
+        )
+    st.session_state[LAST_MARK] = (session.pruned_key(), _mark(state, result.ppl, now=True))
+    return result
+
+
+@dataclass(frozen=True)
+class ModelMark:
+    """The session's model on a perplexity chart: its sparsity (selected layers, [0, 1]) and perplexity;
+    ``now`` False when they were measured for earlier settings (``label``), as a big model's perplexity
+    waits for a button after every move."""
+
+    sparsity: float
+    ppl: float
+    now: bool
+    label: str = ""
+
+
+def _mark(state: PruningState, ppl: float, now: bool) -> ModelMark:
+    applied = session.applied()
+    label = "the dense model" if session.nothing_pruned() else methods.describe(applied)
+    return ModelMark(state.overall_sparsity(data.selected(state.dense, applied)), ppl, now, label)
+
+
+def model_mark(state: PruningState) -> ModelMark | None:
+    """Where the chart puts the session's model: now, or as last measured (hollow), or None if never."""
+    ppl = cached_pruned_perplexity(state)
+    if ppl is not None:
+        return _mark(state, ppl.ppl, now=True)
+    last = st.session_state.get(LAST_MARK)
+    if last is not None and last[0][0] == id(state.dense):
+        return replace(last[1], now=False)
+    return None
+
+
+def mark_points(
+    mark: ModelMark | None,
+) -> tuple[tuple[float, float] | None, tuple[float, float, str] | None]:
+    """(current, earlier) as ``charts.sweep_chart`` and ``charts.method_curves`` take them."""
+    if mark is None:
+        return None, None
+    if mark.now:
+        return (mark.sparsity, mark.ppl), None
+    return None, (mark.sparsity, mark.ppl, mark.label)
+
+
+def mark_caption(mark: ModelMark | None, symbol: str, how: str) -> str:
+    """What the chart's mark of the session's model means, so words and chart agree.
+
+    Args:
+        symbol: how the chart draws it ("diamond", "star"); how: where its perplexity comes from when it
+            waits for a button ("press Compute perplexity above").
+    """
+    if mark is None:
+        return f"Your model is not on the chart: it has no perplexity yet ({how})."
+    if not mark.now:
+        return (
+            f"The hollow {symbol} is your model as last measured ({mark.label}); the model now has no "
+            f"perplexity yet ({how})."
+        )
+    return f"The {symbol} is your model now."
 
 
 def cached_latency(state: PruningState, ids: list[int]) -> tuple[Timing, Timing] | None:
