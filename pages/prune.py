@@ -101,9 +101,12 @@ if ppl is None or dense_ppl is None:
     st.caption(f"Press the button to score the {text_set!r} evaluation text with both models.")
 else:
     a, b, c = st.columns(3)
-    a.metric("Dense perplexity", f"{dense_ppl.ppl:.2f}")
+    a.metric("Dense perplexity", data.perplexity_text(dense_ppl.ppl))
     b.metric(
-        "Pruned perplexity", f"{ppl.ppl:.2f}", delta=f"{ppl.ppl - dense_ppl.ppl:+.2f}", delta_color="inverse"
+        "Pruned perplexity",
+        data.perplexity_text(ppl.ppl),
+        delta=data.perplexity_text(ppl.ppl - dense_ppl.ppl, signed=True),
+        delta_color="inverse",
     )
     c.metric("Tokens scored", f"{ppl.tokens:,}")
     st.caption(f"Held-out {text_set!r} text, never used for calibration. Lower is better.")

@@ -52,6 +52,31 @@ def test_prune_page_follows_the_slider():
     assert "They part at new token" in captions(at)
 
 
+def test_a_huge_perplexity_reads_as_one_short_number(monkeypatch):
+    import math
+
+    from prune_explorer.measure import evaluate
+
+    at = start()
+    session_model = at.session_state["pruning_state"].model
+    score = evaluate.perplexity
+
+    def blown_up(model, ids, **kwargs):
+        """The session's pruned model scores 1.79e10, as a broken pruning can (shared sweeps stay real)."""
+        result = score(model, ids, **kwargs)
+        if model is not session_model:
+            return result
+        return evaluate.Perplexity(result.tokens * math.log(1.79e10), result.tokens)
+
+    monkeypatch.setattr(evaluate, "perplexity", blown_up)
+    set_sparsity(at, 90)
+    assert metric(at, "Pruned perplexity") == "1.8e10"
+    (pruned,) = [m for m in at.metric if m.label == "Pruned perplexity"]
+    assert pruned.delta == "+1.8e10"
+    sweep = figures(at)[-1]
+    assert "perplexity 1.8e10" in sweep["data"][-1]["hovertemplate"]  # the diamond, as the metric says
+
+
 def test_reset_to_dense_restores_exact_weights():
     at = start()
     state = at.session_state["pruning_state"]

@@ -50,3 +50,15 @@ def test_speed_series_have_clearly_distinct_colours():
     ]  # fmt: skip
     e2e, layer = [charts.speed_color(n) for n in names[:6]], [charts.speed_color(n) for n in names[6:]]
     assert len(set(e2e)) == 6 and len(set(layer)) == 4
+
+
+def test_perplexity_reads_the_same_everywhere():
+    assert data.perplexity_text(15.1149) == "15.11"
+    assert data.perplexity_text(23456.7) == "23457"
+    assert data.perplexity_text(17941927964.17) == "1.8e10"
+    assert data.perplexity_text(17941927959.68, signed=True) == "+1.8e10"
+    assert data.perplexity_text(-0.5, signed=True) == "−0.50"
+    assert data.perplexity_text(float("inf")) == "∞" and data.perplexity_text(float("nan")) == "n/a"
+    assert (
+        float(data.perplexity_text(17941927964.17)) == 1.8e10
+    )  # still a number a test or a reader can parse

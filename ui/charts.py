@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from ui.data import perplexity_text
+
 DENSE_COLOR = "#4c78a8"
 PRUNED_COLOR = "#e45756"
 KEPT_COLOR = "#4c78a8"
@@ -127,9 +129,11 @@ def sweep_chart(
         go.Scatter(
             x=[100 * s for s in sparsity],
             y=list(ppl),
+            text=[perplexity_text(v) for v in ppl],
             mode="lines+markers",
             name=name,
             line_color=DENSE_COLOR,
+            hovertemplate="%{x:.1f}% sparsity<br>perplexity %{text}<extra></extra>",
         )
     )
     if dense_ppl is not None:
@@ -144,7 +148,7 @@ def sweep_chart(
         )
     _add_model_mark(fig, current, earlier, "diamond", 13)
     fig.update_xaxes(title_text="sparsity of the selected layers (%)", range=[-2, 102])
-    fig.update_yaxes(title_text="perplexity (log)", type="log", dtick=1)
+    fig.update_yaxes(title_text="perplexity (log)", type="log", dtick=1, exponentformat="power")
     return _layout(fig, height)
 
 
@@ -164,6 +168,8 @@ def _add_model_mark(
                 mode="markers",
                 name="your model now",
                 marker=dict(color=PRUNED_COLOR, size=size, symbol=symbol),
+                hovertemplate=f"your model now<br>%{{x:.1f}}%, perplexity {perplexity_text(current[1])}"
+                "<extra></extra>",
             )
         )
     if earlier is not None:
@@ -175,7 +181,8 @@ def _add_model_mark(
                 name="your model, measured earlier",
                 marker=dict(color=PRUNED_COLOR, size=size, symbol=f"{symbol}-open", line=dict(width=2)),
                 hovertemplate=(
-                    f"measured for {earlier[2]}<br>%{{x:.1f}}%, perplexity %{{y:.4g}}<extra></extra>"
+                    f"measured for {earlier[2]}<br>%{{x:.1f}}%, perplexity "
+                    f"{perplexity_text(earlier[1])}<extra></extra>"
                 ),
             )
         )
@@ -269,6 +276,7 @@ def method_curves(
             go.Scatter(
                 x=100 * curve["achieved"],
                 y=curve["ppl"],
+                text=[perplexity_text(v) for v in curve["ppl"]],
                 customdata=np.stack([100 * curve["asked"], curve["point"]], axis=-1),
                 mode="lines+markers",
                 name=label,
@@ -276,14 +284,14 @@ def method_curves(
                 marker=dict(symbol=symbol, size=9),
                 hovertemplate=(
                     f"{label}<br>asked %{{customdata[0]:.0f}}%<br>achieved %{{x:.1f}}%"
-                    "<br>perplexity %{y:.2f}<extra></extra>"
+                    "<br>perplexity %{text}<extra></extra>"
                 ),
             )
         )
     _add_reference_marks(fig, dense_ppl, highlight)
     _add_model_mark(fig, current, earlier, "star", 14)
     fig.update_xaxes(title_text="sparsity of the selected layers (%)", range=[-2, 102])
-    fig.update_yaxes(title_text="perplexity (log)", type="log", dtick=1)
+    fig.update_yaxes(title_text="perplexity (log)", type="log", dtick=1, exponentformat="power")
     return _layout(fig, height)
 
 

@@ -6,6 +6,7 @@ Nothing here changes a model; it reads rankings, counts and token ids and shapes
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -41,6 +42,25 @@ KIND_LABELS = {
 def small_number(x: float) -> str:
     """Four decimals, or scientific notation for a value that small rounding would show as zero."""
     return f"{x:.4f}" if x == 0 or abs(x) >= 1e-3 else f"{x:.2e}"
+
+
+def perplexity_text(value: float, signed: bool = False) -> str:
+    """A perplexity people can read, on every page: "15.11", "2345", "1.8e10" (not 17941927964.17), "∞".
+
+    ``signed`` writes a difference: "+4.49", "+1.8e10".
+    """
+    if math.isnan(value):
+        return "n/a"
+    sign = ("+" if value >= 0 else "−") if signed else ("−" if value < 0 else "")
+    size = abs(value)
+    if math.isinf(size):
+        return f"{sign}∞"
+    if size < 1e4:
+        return f"{sign}{size:.2f}"
+    if size < 1e6:
+        return f"{sign}{size:.0f}"
+    mantissa, exponent = f"{size:.1e}".split("e")
+    return f"{sign}{mantissa}e{int(exponent)}"
 
 
 def megabytes(nbytes: float) -> str:
