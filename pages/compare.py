@@ -133,8 +133,7 @@ view_percent = b.select_slider(
     persist_state="session",
 )
 view_sparsity = fixed if fixed is not None else view_percent / 100
-if parse_pattern(view_pattern).structured:
-    view_methods = [m for m in view_methods if m != "sparsegpt"]
+view_methods = [m for m in view_methods if view_pattern in methods.supported_patterns(m)]
 first = c.selectbox("Overlap of", view_methods, format_func=methods.SHORT_LABELS.get, key="compare_pair_a")
 second = d.selectbox(
     "and",

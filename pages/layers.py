@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ui import charts, controls, data, session
+from ui import charts, controls, data, methods, session
 
 state = session.state()
 dense = state.dense
@@ -63,10 +63,7 @@ kinds, blocks, grid = data.sparsity_grid(state, layers)
 st.plotly_chart(
     charts.sparsity_heatmap(kinds, blocks, grid, height=120 + 32 * len(kinds)), key="layers_heatmap"
 )
-st.caption(
-    "Same sparsity per layer paints every cell alike; the global threshold takes more from layers whose "
-    "weights are small overall."
-)
+st.caption(methods.heatmap_caption(applied))
 
 st.subheader("Memory shared by every session")
 cache = dense.cache.stats()

@@ -291,3 +291,28 @@ def test_sparsegpt_on_a_big_model_runs_in_the_background_and_survives_a_slider_m
     set_sparsity(at, 50)  # back at what is applied: no Apply button, no run, nothing stale
     assert not [b for b in at.button if b.key == "sidebar_apply"]
     assert "press Apply" not in captions(at) and "Running in the background" not in captions(at)
+
+
+def test_structured_patterns_say_how_they_round_and_only_supported_patterns_are_offered():
+    at = start()
+    at.slider(key="sidebar_sparsity").set_value(80)
+    choose(at, "wanda", "heads")
+    assert not at.error, errors(at)
+    text = captions(at)
+    assert "80% asked, rounded to whole heads in each block" in text and "q, o lose 75%" in text
+    assert "grouped-query attention" in text
+    at.switch_page("pages/layers.py").run()
+    assert "Whole attention heads go, so only attention layers change" in captions(at)  # not "global …"
+
+    choose(at, "sparsegpt")  # SparseGPT has no whole-unit variant: the patterns are not offered
+    assert at.selectbox(key="sidebar_pattern").value == "unstructured"
+    assert "SparseGPT cannot prune whole attention heads" in " ".join(i.value for i in at.info)
+    options = at.selectbox(key="sidebar_pattern").options
+    assert "Whole MLP neurons" not in options and "Whole attention heads" not in options
+    assert "SparseGPT does not offer whole MLP neurons or whole attention heads." in captions(at)
+    assert not at.error, errors(at)
+    assert "SparseGPT prunes the same share of every layer" in captions(at)
+
+    choose(at, "magnitude")
+    at.radio(key="sidebar_policy").set_value("global").run()
+    assert "One |w| threshold over all selected layers" in captions(at)

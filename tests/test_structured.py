@@ -7,6 +7,7 @@ import torch.nn.utils.prune as tprune
 from torch import nn
 
 from prune_explorer.models.layers import select
+from prune_explorer.pruning.prune import prune_masks
 from prune_explorer.pruning.structured import (
     activation_unit_scores,
     keep_units,
@@ -148,3 +149,14 @@ def test_heads_need_the_head_count(llama_dense):
         find_unit_groups(select(llama_dense.layers), "heads")
     with pytest.raises(ValueError, match="unknown structured unit"):
         find_unit_groups(select(llama_dense.layers), "channels")
+
+
+def test_whole_heads_say_how_the_sparsity_rounds_and_what_gqa_keeps(llama_dense):
+    """4 query heads over 2 K/V heads: 80% asked removes round(3.2) = 3 heads (75%) and one K/V head (50%)."""
+    result = prune_masks(llama_dense, "magnitude", "heads", 0.8)
+    assert {round(s, 3) for s in result.info["layer_sparsity"].values()} == {0.75, 0.5}
+    rounding, gqa = result.info["messages"][:2]
+    assert rounding.startswith("80% asked, rounded to whole heads") and "q, o lose 75%" in rounding
+    assert gqa.startswith("grouped-query attention") and "k and v lose 50%" in gqa
+    half = prune_masks(llama_dense, "magnitude", "heads", 0.5).info["messages"]  # 2 of 4 heads: exact
+    assert not any("rounded" in m for m in half)

@@ -48,6 +48,7 @@ CALIB_FILE = "sidebar_calib_file"
 CALIB_SEQUENCES = "sidebar_calib_sequences"
 CALIB_SEQ_LEN = "sidebar_calib_seq_len"
 DEFAULT_SEQUENCES = 32
+PATTERN_NOTE = "sidebar_pattern_note"  # why the pattern went back to unstructured, shown on the next run
 
 
 def describe(settings: MagnitudeSettings | None) -> str:
@@ -111,6 +112,40 @@ def sweep_caption(settings: MagnitudeSettings | None) -> str:
     return text + " The Compare page puts several methods on one chart."
 
 
+POLICY_SPREAD = {
+    "uniform": "Same sparsity in every selected layer, so every cell alike.",
+    "global": "One |w| threshold over all selected layers: layers whose weights are small overall lose more, "
+    "layers of large weights less.",
+    "threshold": "Your typed |w| threshold in every selected layer: layers with many weights below it lose "
+    "more.",
+}
+
+
+def heatmap_caption(settings: MagnitudeSettings | None) -> str:
+    """How the applied pruning spreads over the layers, for the Layers page's block × kind heatmap."""
+    if settings is None:
+        return "Nothing is pruned: every cell is 0."
+    method = getattr(settings, "method", "magnitude")
+    pattern = parse_pattern(getattr(settings, "pattern", "unstructured"))
+    extra = " The overridden layers stand out at their own sparsity." if settings.overrides else ""
+    if getattr(settings, "slider_path", True):
+        return POLICY_SPREAD[settings.policy] + extra
+    if pattern.kind == "n:m":
+        return (
+            f"{settings.pattern} keeps {pattern.n} of every {pattern.m} weights, so every selected layer is "
+            f"at {pattern.fixed_sparsity:.0%} (columns past the last full group stay dense)."
+        )
+    if pattern.kind == "heads":
+        return (
+            "Whole attention heads go, so only attention layers change, each block's share rounded to whole "
+            "heads; under grouped-query attention k and v lose less (the sidebar's notes say how much)."
+        )
+    if pattern.kind == "neurons":
+        return "Whole MLP neurons go, so only MLP layers change, each block's share rounded to whole neurons."
+    group = "every output row" if method == "wanda" else "every layer"
+    return f"{SHORT_LABELS[method]} prunes the same share of {group}, so every selected layer is alike."
+
+
 # ----- widgets
 
 
@@ -121,26 +156,60 @@ def _on_pattern() -> None:
         st.session_state[session.SPARSITY] = round(100 * fixed)
 
 
+def supported_patterns(method: str) -> list[str]:
+    """The patterns ``method`` can prune, as the registry declares them (``Method.patterns``)."""
+    return [p for p in PATTERNS if parse_pattern(p).kind in get_method(method).patterns]
+
+
+def _pattern_words(pattern: str) -> str:
+    """A pattern's label inside a sentence: "whole MLP neurons", "2:4"."""
+    label = PATTERN_LABELS[pattern].split(" (")[0]
+    return label[0].lower() + label[1:]
+
+
+def _on_method() -> None:
+    """A pattern the new method cannot prune is not kept: back to unstructured, and the sidebar says so."""
+    method = st.session_state.get(session.METHOD, "magnitude")
+    pattern = st.session_state.get(session.PATTERN, "unstructured")
+    if pattern not in supported_patterns(method):
+        st.session_state[session.PATTERN] = "unstructured"
+        st.session_state[PATTERN_NOTE] = (
+            f"{get_method(method).label} cannot prune {_pattern_words(pattern)}: the pattern is "
+            "back at unstructured."
+        )
+
+
 def method_picker() -> tuple[str, str, bool | None]:
-    """Method and pattern selectboxes, and the block-by-block choice where the method offers one; returns
-    (method, pattern, sequential or None for the method's default)."""
+    """Method and pattern selectboxes (only the patterns the method supports), and the block-by-block choice
+    where the method offers one; returns (method, pattern, sequential or None for the method's default)."""
     method = st.selectbox(
         "Method",
         METHODS,
         format_func=METHOD_LABELS.get,
         key=session.METHOD,
+        on_change=_on_method,
         help="Magnitude keeps the live slider path. Random is the baseline; Wanda and SparseGPT read "
         "activations on calibration text (see Calibration below).",
     )
+    offered = supported_patterns(method)
+    # Another method offers other patterns, so the browser gets a new widget: carry the choice over to it.
+    chosen = st.session_state.get(session.PATTERN)
+    st.session_state[session.PATTERN] = chosen if chosen in offered else "unstructured"
     pattern = st.selectbox(
         "Pattern",
-        PATTERNS,
+        offered,
         format_func=PATTERN_LABELS.get,
         key=session.PATTERN,
         on_change=_on_pattern,
         help="Unstructured: any weight may go. N:M: N kept in every M consecutive inputs of a row (hardware "
         "sparse kernels). Neurons/heads: whole rows and columns go, so matrices could shrink.",
     )
+    note = st.session_state.pop(PATTERN_NOTE, None)
+    if note:
+        st.info(note)
+    hidden = [_pattern_words(p) for p in PATTERNS if p not in offered]
+    if hidden:
+        st.caption(f"{get_method(method).label} does not offer {' or '.join(hidden)}.")
     spec = get_method(method)
     sequential = None
     if spec.offers_sequential and not parse_pattern(pattern).structured:

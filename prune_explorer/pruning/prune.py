@@ -70,6 +70,31 @@ def _n_m_messages(pattern: Pattern, sparsity: float, layers: Sequence[PrunableLa
     return messages
 
 
+def _unit_messages(dense: DenseModel, pattern: Pattern, sparsity: float, masks: dict) -> list[str]:
+    """Why whole-unit pruning leaves layers at other sparsities than asked: round(sparsity · units) units go
+    in each block, and under grouped-query attention a K/V head goes only with every query head sharing it."""
+    shares: dict[str, list[float]] = {}
+    for name, mask in masks.items():
+        shares.setdefault(dense.by_name[name].kind.split("_", 1)[-1], []).append(sparsity_of(mask))
+    mean = {kind: sum(values) / len(values) for kind, values in shares.items()}
+    own = {kind: share for kind, share in mean.items() if kind not in ("k", "v")}
+    shared = {kind: share for kind, share in mean.items() if kind in ("k", "v")}
+    unit, messages = pattern.kind, []
+    if any(f"{share:.0%}" != f"{sparsity:.0%}" for share in own.values()):
+        messages.append(
+            f"{sparsity:.0%} asked, rounded to whole {unit} in each block (round(sparsity × {unit}) go): "
+            + ", ".join(own)
+            + f" lose {max(own.values()):.0%}"
+            + (" on average over blocks" if min(own.values()) != max(own.values()) else "")
+        )
+    if shared and own and max(shared.values()) < min(own.values()) - 0.005:
+        messages.append(
+            f"grouped-query attention: each K/V head serves several query heads and goes only when all of "
+            f"them have gone, so k and v lose {sum(shared.values()) / len(shared):.0%} on average"
+        )
+    return messages
+
+
 def prune_masks(
     dense_or_state: DenseModel | Target,
     method: str,
@@ -133,6 +158,8 @@ def prune_masks(
         messages,
     )
     masks, weights = spec.decide(job)
+    if pat.structured:
+        job.messages[:0] = _unit_messages(dense, pat, sparsity, masks)
     if progress:
         progress(1.0)
     for message in messages:
