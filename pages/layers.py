@@ -40,6 +40,7 @@ st.plotly_chart(
         log_x=log_x,
         log_y=log_y,
         pruned=None if by_magnitude else data.pruned_counts(state, layer.name, hist.edges),
+        tail_to=hist.largest if hist.cut else None,
     ),
     key="layers_histogram",
 )

@@ -26,14 +26,15 @@ with text:
         "another: every output is a sum of inputs, each multiplied by its **weight**. Pruning a weight means "
         "writing a **0** in its place, so that input no longer counts for that output.\n\n"
         "On the right is a corner of one table, before and after your pruning. Blue and red are positive and "
-        "negative weights; the paler the colour, the closer the weight is to zero."
+        "negative weights; the paler the colour, the closer the weight is to zero. Black marks a weight "
+        "pruned to exactly 0."
     )
     layer = controls.layer_picker(layers, key="learn_layer", label="Table (layer) to look at")
 with live:
     dense_patch, pruned_patch = data.weight_patch(state, layer.name)
     st.plotly_chart(charts.weight_patch(dense_patch, pruned_patch), key="learn_patch")
     zeros = int((pruned_patch == 0).sum())
-    st.caption(f"{zeros} of {pruned_patch.size} weights in this corner are zero now.")
+    st.caption(f"{zeros} of {pruned_patch.size} weights in this corner are zero now (black).")
 
 st.subheader("2 · Why the smallest |w| go first")
 text, live = st.columns([2, 3])
@@ -47,23 +48,26 @@ with text:
         "The KL number says how far the next-token probabilities have moved (0 = not at all)."
     )
 with live:
-    hist = data.magnitude_histogram(dense, layer.name, log_x=False)
+    log_x, log_y = controls.histogram_scales("learn", log_y=True)
+    hist = data.magnitude_histogram(dense, layer.name, log_x=log_x)
     by_magnitude = state.pruned_by_magnitude(layer.name)
     st.plotly_chart(
         charts.magnitude_histogram(
             hist.edges,
             hist.counts,
             data.layer_threshold(state, layer.name) if by_magnitude else 0.0,
-            log_y=True,
-            height=240,
+            log_x=log_x,
+            log_y=log_y,
+            height=260,
             pruned=None if by_magnitude else data.pruned_counts(state, layer.name, hist.edges),
+            tail_to=hist.largest if hist.cut else None,
         ),
         key="learn_hist",
     )
     agree = agreement(*outputs.next_token_logits(state, ids))
     a, b = st.columns(2)
     a.metric("Weights removed here", f"{state.sparsity(layer.name):.0%}")
-    b.metric("KL(dense ‖ pruned), next token", data.small_number(agree.kl_last))
+    b.metric("KL(dense ‖ pruned), next token", f"{data.small_number(agree.kl_last)} nats")
 
 st.subheader("3 · Why zeros do not make it faster (here)")
 text, live = st.columns([2, 3])

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
 from tests.support.apptest import (
     PRUNED,
+    array,
     captions,
     errors,
     figures,
@@ -22,6 +24,7 @@ from tests.support.apptest import (
     weight_bytes,
 )
 from tests.support.models import saved_model
+from ui import charts
 
 pytestmark = pytest.mark.usefixtures("one_thread", "app_navigation")
 
@@ -133,15 +136,24 @@ def test_learn_page_views_follow_the_slider():
     at.switch_page("pages/learn.py").run()
     assert not at.exception, at.exception
     assert metric(at, "Weights removed here") == "0%"
-    assert "0 of 288 weights in this corner are zero now." in captions(at)
+    assert "0 of 288 weights in this corner are zero now (black)." in captions(at)
 
     set_sparsity(at, 40)
     assert metric(at, "Weights removed here") == "40%"
+    patch, histogram = figures(at)[:2]
+    (pruned,) = [t for t in patch["data"] if t.get("name") == "pruned"]  # pruned weights: their own colour
+    assert {c for _, c in pruned["colorscale"]} == {charts.ZERO_COLOR}
+    shown = int(np.isfinite(array(pruned["z"])).sum())
+    assert shown == int(re.search(r"(\d+) of 288 weights", captions(at)).group(1)) > 0
+    assert metric(at, "KL(dense ‖ pruned), next token").endswith(" nats")
+    at.toggle(key="learn_log_x").set_value(True).run()  # the log |w| axis, as on the Layers page
+    assert not at.exception, at.exception
+    assert figures(at)[1]["layout"]["xaxis"]["type"] == "log"
     sweep = figures(at)[-1]
     (now,) = [t for t in sweep["data"] if t["name"] == "your model now"]
     assert now["x"] == [pytest.approx(40, abs=0.5)]  # the diamond walked with the slider
     assert "walks along the curve" in captions(at)
-    assert float(metric(at, "KL(dense ‖ pruned), next token")) > 0
+    assert float(metric(at, "KL(dense ‖ pruned), next token").split()[0]) > 0
     assert "0 of 288 weights" not in captions(at)
     assert "this app does not do that yet" in " ".join(s.value for s in at.subheader)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from prune_explorer.execution.labels import CSR, DENSE, DENSE_ZEROS, compacted_label
 from prune_explorer.timing import Timing
 from ui import charts, data
@@ -62,3 +64,15 @@ def test_perplexity_reads_the_same_everywhere():
     assert (
         float(data.perplexity_text(17941927964.17)) == 1.8e10
     )  # still a number a test or a reader can parse
+
+
+def test_a_long_tail_does_not_squeeze_the_histogram(llama_dense):
+    name = "model.layers.0.mlp.up_proj"
+    weight = llama_dense.by_name[name].weight(llama_dense.model)
+    with torch.no_grad():
+        weight[0, 0] = 50.0  # one outlier, as SmolLM2 has
+    hist = data.magnitude_histogram(llama_dense, name, log_x=False)
+    assert hist.cut and hist.largest == 50.0 and hist.edges[-1] < 1.0  # the axis ends at the bulk
+    assert hist.counts.sum() == weight.numel() and hist.counts[-1] >= 1  # the tail is in the last bin
+    plain = data.magnitude_histogram(llama_dense, "model.layers.0.mlp.down_proj", log_x=False)
+    assert not plain.cut and plain.edges[-1] == plain.largest

@@ -45,6 +45,7 @@ def magnitude_histogram(
     height: int = 320,
     title: str | None = None,
     pruned: np.ndarray | None = None,
+    tail_to: float | None = None,
 ) -> go.Figure:
     """|w| histogram of one layer; bins at or below ``threshold`` (the pruned share) drawn red and shaded.
 
@@ -54,6 +55,7 @@ def magnitude_histogram(
         threshold: largest pruned |w| (0 when nothing is pruned).
         pruned: int (bins,) pruned weights per bin, for masks that are not a magnitude cut-off (Wanda,
             SparseGPT, N:M, structured); drawn red instead of the threshold.
+        tail_to: the largest |w| when the axis was cut short of it (the last bin holds the tail), else None.
     """
     counts = np.asarray(counts, dtype=float)
     if log_y:
@@ -87,6 +89,11 @@ def magnitude_histogram(
             annotation_text=f"threshold {threshold:.4g}",
             annotation_position="top right",
         )
+    if tail_to is not None:
+        fig.add_annotation(
+            x=float(edges[-1]), y=1.0, yref="paper", xanchor="right", yanchor="bottom", showarrow=False,
+            text=f"last bin: every |w| up to {tail_to:.3g}",
+        )  # fmt: skip
     fig.update_xaxes(title_text="|w|", type="log" if log_x else "linear")
     fig.update_yaxes(title_text="weights", type="log" if log_y else "linear")
     if log_x:
@@ -212,15 +219,23 @@ def sparsity_heatmap(
     return _layout(fig, height)
 
 
+ZERO_COLOR = "#1b1b1b"  # pruned weights: nearly black, never mistaken for a small kept weight (near white)
+
+
 def weight_patch(dense: np.ndarray, pruned: np.ndarray, height: int = 260) -> go.Figure:
-    """Two heatmaps of the same corner of a weight matrix: as trained, and with the session's zeros."""
+    """Two heatmaps of the same corner of a weight matrix: as trained, and with the session's zeros.
+
+    Pruned weights (zero now, not zero in ``dense``) are drawn in ``ZERO_COLOR`` on their own trace; on the
+    red-blue scale a zero would be as white as a small weight that was kept.
+    """
     from plotly.subplots import make_subplots
 
     limit = float(np.abs(dense).max()) or 1.0
+    gone = (pruned == 0) & (dense != 0)
     fig = make_subplots(
-        rows=1, cols=2, subplot_titles=("dense", "pruned (white = zero)"), horizontal_spacing=0.06
+        rows=1, cols=2, subplot_titles=("dense", "pruned (black = pruned)"), horizontal_spacing=0.06
     )
-    for col, values in ((1, dense), (2, pruned)):
+    for col, values in ((1, dense), (2, np.where(gone, np.nan, pruned))):
         fig.add_trace(
             go.Heatmap(
                 z=values,
@@ -229,12 +244,25 @@ def weight_patch(dense: np.ndarray, pruned: np.ndarray, height: int = 260) -> go
                 colorscale="RdBu",
                 showscale=col == 2,
                 hovertemplate="row %{y}, col %{x}<br>w = %{z:.4f}<extra></extra>",
+                name="weights",
             ),
             row=1,
             col=col,
         )
         fig.update_yaxes(autorange="reversed", showticklabels=False, row=1, col=col)
         fig.update_xaxes(showticklabels=False, row=1, col=col)
+    fig.add_trace(
+        go.Heatmap(
+            z=np.where(gone, 1.0, np.nan),
+            colorscale=[[0, ZERO_COLOR], [1, ZERO_COLOR]],
+            showscale=False,
+            name="pruned",
+            customdata=dense,
+            hovertemplate="row %{y}, col %{x}<br>pruned (was %{customdata:.4f})<extra></extra>",
+        ),
+        row=1,
+        col=2,
+    )
     return _layout(fig, height, top=30)
 
 

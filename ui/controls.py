@@ -316,9 +316,10 @@ def layer_picker(layers: list[PrunableLayer], key: str, label: str = "Layer") ->
     return by_name[name]
 
 
-def histogram_scales(prefix: str) -> tuple[bool, bool]:
-    """Log-x and log-y switches for a histogram; returns (log_x, log_y)."""
+def histogram_scales(prefix: str, log_y: bool = False) -> tuple[bool, bool]:
+    """Log-x and log-y switches for a histogram (``log_y``: where the count axis starts); returns
+    (log_x, log_y). A log |w| axis spreads the bulk of small weights a linear one squeezes to the left."""
     left, right = st.columns(2)
     log_x = left.toggle("log |w| axis", key=f"{prefix}_log_x")
-    log_y = right.toggle("log count axis", key=f"{prefix}_log_y")
+    log_y = right.toggle("log count axis", value=log_y, key=f"{prefix}_log_y")
     return log_x, log_y

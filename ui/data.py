@@ -155,10 +155,19 @@ def sparsity_grid(
 
 @dataclass(frozen=True)
 class Histogram:
-    """Counts of |w| in bins ``edges[i] < |w| <= edges[i+1]`` (the first bin also holds its left edge)."""
+    """Counts of |w| in bins ``edges[i] < |w| <= edges[i+1]`` (the first bin also holds its left edge).
+
+    ``largest``: the largest |w|; when it lies beyond ``edges[-1]`` (a long tail cut off so the bulk is
+    readable), the last bin also holds every weight above its right edge.
+    """
 
     edges: np.ndarray  # float64 (bins + 1,)
     counts: np.ndarray  # int64 (bins,)
+    largest: float = 0.0
+
+    @property
+    def cut(self) -> bool:
+        return self.largest > float(self.edges[-1])
 
 
 def magnitude_histogram(dense: DenseModel, name: str, log_x: bool, bins: int = 60) -> Histogram:
@@ -168,7 +177,13 @@ def magnitude_histogram(dense: DenseModel, name: str, log_x: bool, bins: int = 6
     )
 
 
+TAIL_QUANTILE = 0.999  # a linear |w| axis ends here when the largest weights lie far beyond it
+
+
 def _histogram(dense: DenseModel, name: str, log_x: bool, bins: int) -> Histogram:
+    """Bins over the sorted |w|. On a linear axis a few outliers (SmolLM2 has |w| 50× the bulk) would squeeze
+    every weight, and every threshold, into the first bins: the axis ends near the 99.9th percentile instead
+    and the last bin takes the tail."""
     scores = layer_ranking(dense, name).sorted_scores
     top = float(scores[-1]) or 1.0
     if log_x:
@@ -176,11 +191,13 @@ def _histogram(dense: DenseModel, name: str, log_x: bool, bins: int) -> Histogra
         low = float(positive[0]) if positive.numel() else top / 1e6
         edges = np.geomspace(low, top, bins + 1)
     else:
-        edges = np.linspace(0.0, top, bins + 1)
+        tail = float(scores[int(TAIL_QUANTILE * (scores.numel() - 1))])
+        edges = np.linspace(0.0, top if tail > top / 2 or tail <= 0 else 1.2 * tail, bins + 1)
     at_or_below = torch.searchsorted(scores, torch.as_tensor(edges, dtype=scores.dtype), right=True).numpy()
     counts = np.diff(at_or_below)
     counts[0] += at_or_below[0]
-    return Histogram(edges=edges, counts=counts.astype(np.int64))
+    counts[-1] += scores.numel() - at_or_below[-1]  # the tail beyond a cut axis
+    return Histogram(edges=edges, counts=counts.astype(np.int64), largest=top)
 
 
 def same_kernel(dense_t: Timing, pruned_t: Timing) -> bool:

@@ -7,12 +7,14 @@ characters such as "·" unless orjson is installed).
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
@@ -108,6 +110,15 @@ def legend_below(figure: dict) -> bool:
     collide with the modebar at the top right."""
     legend = figure.get("layout", {}).get("legend", {})
     return legend.get("yref") == "container" and legend.get("y") == 0 and legend.get("yanchor") == "bottom"
+
+
+def array(value) -> np.ndarray:
+    """A figure's data array as numpy: a plain list, or Plotly's typed array ({dtype, bdata, shape})."""
+    if isinstance(value, dict) and "bdata" in value:
+        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        shape = [int(n) for n in str(value.get("shape", len(flat))).split(",")]
+        return flat.reshape(shape)
+    return np.array(value, dtype=float)
 
 
 def trace_names(figure: dict) -> list[str]:
