@@ -70,7 +70,7 @@ st.subheader("Memory shared by every session")
 cache = dense.cache.stats()
 st.caption(
     f"Dense weights: {data.megabytes(dense.num_parameters() * 4)} (float32, one copy for all sessions). "
-    f"Shared cache: {data.megabytes(cache.nbytes)} in {cache.entries} entries: "
+    f"Shared cache: {data.megabytes(cache.nbytes)} in {data.plural(cache.entries, 'entry', 'entries')}: "
     f"{data.megabytes(cache.pinned_bytes)} of |w| rankings (kept: every slider move reads them) and "
     f"{data.megabytes(cache.nbytes - cache.pinned_bytes)} of other results (activation statistics, merged "
     f"rankings, dense outputs), evicted least recently used beyond {data.megabytes(cache.max_bytes)}. "

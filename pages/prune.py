@@ -32,6 +32,11 @@ ids = outputs.prompt_ids(dense, prompt)
 if len(ids) < 1:
     st.warning("Type a prompt.")
     st.stop()
+if not (prompt or "").strip():
+    st.warning(
+        "The prompt is empty, so both models continue from the start-of-text token alone. Type a prompt to "
+        "see how each continues your text."
+    )
 gen = outputs.generations(state, ids, max_new)
 tok = dense.tokenizer
 col_dense, col_pruned = st.columns(2)
@@ -48,7 +53,7 @@ st.caption(
         "Identical continuations."
         if diverge is None
         else f"They part at new token {diverge + 1}; "
-        "tokens that differ from the other side at the same position are highlighted."
+        "tokens the other side does not have, once the two are aligned, are highlighted."
     )
     + (
         " The prompt is wrapped in the model's chat template; generation stops at end of turn."

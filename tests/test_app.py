@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.support.apptest import (
     PRUNED,
+    ROOT,
     array,
     captions,
     errors,
@@ -225,7 +226,11 @@ def test_threshold_out_of_range_keeps_previous_state():
 
 @pytest.mark.parametrize(
     ("source", "message"),
-    [("no-such-org/no-such-model-xyz", "hub id"), ("/no/such/folder/anywhere", "does not exist")],
+    [
+        ("no-such-org/no-such-model-xyz", "hub id"),
+        ("/no/such/folder/anywhere", "does not exist"),
+        (str(ROOT / "README.md"), "is a file, not a model folder"),
+    ],
 )
 def test_failed_load_keeps_previous_model(source, message):
     at = start()
@@ -242,6 +247,16 @@ def test_failed_load_keeps_previous_model(source, message):
     set_sparsity(at, 40)
     assert metric(at, PRUNED) == "40.0%"
     assert generation(at, "dense") != generation(at, "pruned")
+    assert "Could not load" not in errors(at)  # the error was that attempt's; a later success clears it
+
+
+def test_an_empty_prompt_is_said_to_be_empty():
+    at = start()
+    at.text_area(key="prune_prompt").input("").run()
+    assert not at.exception, at.exception
+    assert "The prompt is empty" in " ".join(w.value for w in at.warning)
+    at.text_area(key="prune_prompt").input("Once upon a time").run()
+    assert not at.warning
 
 
 def _assert_load_refused(at: AppTest, source: str, message: str) -> None:

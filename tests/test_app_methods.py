@@ -87,6 +87,7 @@ def test_too_short_calibration_text_keeps_the_previous_state():
     at.text_area(key="sidebar_calib_text").input("Once upon a time there was a cat.").run()
     assert not at.exception, at.exception
     assert "tokens but one sequence" in errors(at) and "previous pruning is kept" in errors(at)
+    assert "(Tokens each)" in errors(at) and "seq_len" not in errors(at)  # the field's name, not the code's
     assert pruned_counts(at) == before
     assert at.session_state["pruning_applied"] == applied
     assert generation(at, "pruned") == text

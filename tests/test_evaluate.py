@@ -81,3 +81,12 @@ def test_top_k_probabilities_and_token_diff():
     assert top_k(logits, 2) == [(1, pytest.approx(probs[1].item())), (2, pytest.approx(probs[2].item()))]
     assert probabilities(logits, [3, 0]) == [pytest.approx(probs[3].item()), pytest.approx(probs[0].item())]
     assert token_diff([1, 2, 3], [1, 5, 3, 4]) == [True, False, True, False]
+
+
+def test_token_diff_aligns_instead_of_comparing_positions():
+    dense = [7, 1, 2, 3, 4, 5]
+    inserted = [7, 1, 9, 2, 3, 4, 5]  # one extra token: only it differs, not everything after it
+    assert token_diff(dense, inserted) == [True, True, False, True, True, True, True]
+    assert token_diff(inserted, dense) == [True] * 6  # every dense token is found in the other
+    assert token_diff(dense, [7, 1, 3, 4, 5]) == [True] * 5  # a dropped token leaves the rest matched
+    assert token_diff([1, 2, 3], []) == [] and token_diff([], [4, 4]) == [False, False]

@@ -55,6 +55,13 @@ def test_missing_folder_is_a_clear_error(tmp_path):
         load_model(str(tmp_path / "nothing-here"))
 
 
+def test_a_file_is_not_taken_for_a_missing_folder(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("not a model")
+    with pytest.raises(ModelLoadError, match="is a file, not a model folder"):
+        load_model(str(readme))
+
+
 def test_unknown_hub_id_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelLoadError, match="hub id 'no-such-org/no-such-model'"):

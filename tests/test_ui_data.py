@@ -76,3 +76,15 @@ def test_a_long_tail_does_not_squeeze_the_histogram(llama_dense):
     assert hist.counts.sum() == weight.numel() and hist.counts[-1] >= 1  # the tail is in the last bin
     plain = data.magnitude_histogram(llama_dense, "model.layers.0.mlp.down_proj", log_x=False)
     assert not plain.cut and plain.edges[-1] == plain.largest
+
+
+def test_counts_take_their_plural():
+    assert [data.plural(n, "layer") for n in (0, 1, 2, 1234)] == [
+        "0 layers",
+        "1 layer",
+        "2 layers",
+        "1,234 layers",
+    ]
+    assert (
+        data.plural(1, "entry", "entries") == "1 entry" and data.plural(3, "entry", "entries") == "3 entries"
+    )

@@ -104,12 +104,12 @@ def model_picker(dense: DenseModel) -> None:
         placeholder="./my-model or HuggingFaceTB/SmolLM2-135M",
     )
     st.button("Load", key="sidebar_load", on_click=_on_load)
-    error = session.load_error()
+    error = session.pop_load_error()  # said once: a later success must not find it still on screen
     if error:
         st.error(error)
     st.caption(
         f"Active model: **{dense.name}** · {dense.num_parameters():,} parameters · "
-        f"{len(dense.layers)} layers",
+        f"{data.plural(len(dense.layers), 'layer')}",
         help=f"Source: {dense.info.get('source', 'unknown')}",
     )
 
@@ -293,7 +293,8 @@ def pruning_summary(state: PruningState, settings: MagnitudeSettings | None) -> 
     pruned = sum(state.pruned_count(layer.name) for layer in layers)
     share = pruned / total if total else 0.0
     st.metric("Pruned (selected layers)", f"{share:.1%}")
-    st.caption(f"{pruned:,} of {total:,} weights are zero in {len(layers)} layers.")
+    in_layers = data.plural(len(layers), "layer")
+    st.caption(f"{pruned:,} of {data.plural(total, 'weight')} are zero in {in_layers}.")
 
 
 def layer_picker(layers: list[PrunableLayer], key: str, label: str = "Layer") -> PrunableLayer:

@@ -39,6 +39,11 @@ KIND_LABELS = {
 }
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """ "1 layer", "2 layers", "1,234 weights", "3 entries" (``words``: an irregular plural)."""
+    return f"{n:,} {word if n == 1 else words or word + 's'}"
+
+
 def small_number(x: float) -> str:
     """Four decimals, or scientific notation for a value that small rounding would show as zero."""
     return f"{x:.4f}" if x == 0 or abs(x) >= 1e-3 else f"{x:.2e}"

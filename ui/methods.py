@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 
 import streamlit as st
 
@@ -266,7 +267,7 @@ def calibration_controls(dense: DenseModel, needed: bool) -> tuple[CalibrationBa
                 text = _read_upload(upload.getvalue())
             batch = _batch(dense, text, name, int(seq_len), int(n_sequences))
         except ValueError as exc:
-            result: tuple[CalibrationBatch | None, str | None] = (None, f"Calibration: {exc}")
+            result: tuple[CalibrationBatch | None, str | None] = (None, f"Calibration: {_field_words(exc)}")
             if not needed:  # a method that needs it reports the error where the sidebar shows errors
                 st.warning(result[1])
         else:
@@ -278,6 +279,13 @@ def calibration_controls(dense: DenseModel, needed: bool) -> tuple[CalibrationBa
             )
     st.session_state[session.CALIBRATION] = result
     return result
+
+
+def _field_words(exc: ValueError) -> str:
+    """A calibration error in the words of the fields above it ("Tokens each", not the library's seq_len)."""
+    text = re.sub(r"\bseq_len=(\d+)", r"\1 tokens (Tokens each)", str(exc))
+    text = re.sub(r"\bn_sequences=(\d+)", r"\1 (Sequences)", text)
+    return text.replace("choose shorter sequences", "lower Tokens each")
 
 
 def _read_upload(raw: bytes) -> str:

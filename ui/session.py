@@ -195,8 +195,9 @@ def active_source() -> str:
     return st.session_state[ACTIVE]
 
 
-def load_error() -> str | None:
-    return st.session_state.get(LOAD_ERROR)
+def pop_load_error() -> str | None:
+    """The last load's error, forgotten once read: it belongs to that attempt only."""
+    return st.session_state.pop(LOAD_ERROR, None)
 
 
 def _reset_widgets(keys: tuple[str, ...]) -> None:
@@ -208,7 +209,7 @@ def switch_model(source: str) -> bool:
     """Load ``source`` and give the session a fresh state on it; on failure keep everything as it was.
 
     Runs inside widget callbacks, before any widget of the rerun exists, so widget values may be reset here.
-    Returns whether the model changed; the error message (if any) is kept for :func:`load_error`.
+    Returns whether the model changed; the error message (if any) is kept for :func:`pop_load_error`.
     """
     with exclusive():
         return _switch_model(source.strip())

@@ -5,6 +5,7 @@ Every function takes a model and token ids, so the dense and the pruned model ar
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -175,5 +176,11 @@ def probabilities(logits: torch.Tensor, ids: Sequence[int]) -> list[float]:
 
 
 def token_diff(dense_ids: Sequence[int], pruned_ids: Sequence[int]) -> list[bool]:
-    """For each pruned token, whether it equals the dense token at the same position."""
-    return [i < len(dense_ids) and dense_ids[i] == t for i, t in enumerate(pruned_ids)]
+    """For each pruned token, whether the two sequences share it once aligned (``difflib.SequenceMatcher`` on
+    the token ids), so one inserted or dropped token marks itself, not every token after it as a comparison
+    by position would."""
+    same = [False] * len(pruned_ids)
+    matcher = difflib.SequenceMatcher(a=list(dense_ids), b=list(pruned_ids), autojunk=False)
+    for block in matcher.get_matching_blocks():
+        same[block.b : block.b + block.size] = [True] * block.size
+    return same

@@ -61,6 +61,10 @@ def load_pretrained(source: str, available: int | None = None) -> DenseModel:
         raise ModelLoadError("give a local folder or a Hugging Face hub id")
     path = Path(source).expanduser()
     looks_local = source.startswith((".", "/", "~")) or path.exists() or source.count("/") > 1
+    if looks_local and path.is_file():
+        raise ModelLoadError(
+            f"{source!r} is a file, not a model folder: give the folder holding config.json and the weights"
+        )
     if looks_local and not path.is_dir():
         raise ModelLoadError(f"folder {source!r} does not exist")
     local_only = looks_local or _offline()
