@@ -27,19 +27,19 @@ st.caption(
 )
 
 # ----- perplexity against sparsity
-# Pills, not multiselects: every option stays visible with the chosen ones lit, however many are chosen.
+# Pills, not multiselects: every option stays visible (wrapping onto more rows) with the chosen ones lit.
 left, right = st.columns(2)
 chosen = left.pills(
     "Methods", list(METHODS), selection_mode="multi", default=["magnitude", "wanda"],
-    format_func=methods.SHORT_LABELS.get, key="compare_methods", persist_state="session",
+    format_func=methods.SHORT_LABELS.get, key="compare_methods", persist_state="session", wrap=True,
 ) or []  # fmt: skip
 patterns = right.pills(
     "Patterns", PATTERNS, selection_mode="multi", default=["unstructured"],
-    format_func=methods.PATTERN_LABELS.get, key="compare_patterns", persist_state="session",
+    format_func=methods.PATTERN_LABELS.get, key="compare_patterns", persist_state="session", wrap=True,
 ) or []  # fmt: skip
 percents = st.pills(
     "Sparsities (%)", GRID, selection_mode="multi", default=[20, 40, 50, 60, 70, 80], key="compare_grid",
-    persist_state="session", help="N:M patterns have one fixed sparsity, so one point per method.",
+    persist_state="session", help="N:M patterns have one fixed sparsity, so one point per method.", wrap=True,
 ) or []  # fmt: skip
 skipped = [m for m in chosen if get_method(m).calibrated and batch is None]
 if skipped:
@@ -59,7 +59,8 @@ for m in chosen:
         )
 unstructured = parse_pattern("unstructured")
 variants = {m: get_method(m).variant_for(unstructured, get_method(m).sequential_default) for m in chosen}
-st.caption("Variants run: " + "; ".join(f"**{get_method(m).label}**: {v}" for m, v in variants.items()))
+ran = [f"**{get_method(m).label}**: {v.rstrip('.')}" for m, v in variants.items()]
+st.caption("Variants run: " + "; ".join(ran) + ".")
 keys = list(
     dict.fromkeys(sweeps.point_key(m, p, s / 100, kinds, batch) for m, p in combos for s in sorted(percents))
 )
