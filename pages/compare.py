@@ -60,7 +60,8 @@ for m in chosen:
 unstructured = parse_pattern("unstructured")
 variants = {m: get_method(m).variant_for(unstructured, get_method(m).sequential_default) for m in chosen}
 ran = [f"**{get_method(m).label}**: {v.rstrip('.')}" for m, v in variants.items()]
-st.caption("Variants run: " + "; ".join(ran) + ".")
+if ran:
+    st.caption("Variants run: " + "; ".join(ran) + ".")
 keys = list(
     dict.fromkeys(sweeps.point_key(m, p, s / 100, kinds, batch) for m, p in combos for s in sorted(percents))
 )

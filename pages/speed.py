@@ -48,7 +48,7 @@ def running(stop_column, stop_key: str) -> Iterator:
     yield bar
     bar.empty()
     stop.empty()
-    st.caption(f"Done in {time.perf_counter() - started:.0f} s.")
+    st.caption(f"Done in {time.perf_counter() - started:.1f} s.")
 
 
 # ----- your model now
@@ -79,14 +79,12 @@ def session_model() -> None:
         what = f"{speed.PREFILL.tokens}-token prefill" if phase == "prefill" else "one-token decode"
         # The same kernel, or a gap within the spreads, is no speedup: the headline says so itself.
         headline = data.latency_ratio(d, a, same=same_kernels)
-        col.metric(
-            what,
-            headline if headline.startswith("~") else f"{r.speedup(phase):.2f}×",
-            f"speedup over dense: {a.median_ms:.1f} ms against {d.median_ms:.1f} ms",
-            delta_color="off",
-        )
+        col.metric(what, headline if headline.startswith("~") else f"{r.speedup(phase):.2f}×")
         bound = f", memory-bound {r.memory_bound():.2f}×" if phase == "decode" else ""
-        col.caption(f"ideal (FLOPs) {r.ideal(phase):.2f}×{bound}; spread ±{a.spread_ms:.1f} ms.")
+        col.caption(
+            f"Speedup over dense: pruned {a.median_ms:.1f} ± {a.spread_ms:.1f} ms against dense "
+            f"{d.median_ms:.1f} ± {d.spread_ms:.1f} ms; ideal (FLOPs) {r.ideal(phase):.2f}×{bound}."
+        )
     st.caption(
         f"Kernels: {data.kernel_summary(r.report.kernels())}"
         + (" (residual stream stored token-fastest)" if r.report.layout else "")
