@@ -8,7 +8,7 @@ import streamlit as st
 from prune_explorer.models.layers import DEFAULT_KINDS
 from prune_explorer.pruning.methods import METHODS, get_method
 from prune_explorer.pruning.patterns import PATTERNS, parse_pattern
-from ui import charts, compare, data, defaults, methods, outputs, session, sweeps
+from ui import compare, compare_charts, data, defaults, describe, methods, outputs, session, sweeps
 
 GRID = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
@@ -31,11 +31,11 @@ st.caption(
 left, right = st.columns(2)
 chosen = left.pills(
     "Methods", list(METHODS), selection_mode="multi", default=["magnitude", "wanda"],
-    format_func=methods.SHORT_LABELS.get, key="compare_methods", persist_state="session", wrap=True,
+    format_func=describe.SHORT_LABELS.get, key="compare_methods", persist_state="session", wrap=True,
 ) or []  # fmt: skip
 patterns = right.pills(
     "Patterns", PATTERNS, selection_mode="multi", default=["unstructured"],
-    format_func=methods.PATTERN_LABELS.get, key="compare_patterns", persist_state="session", wrap=True,
+    format_func=describe.PATTERN_LABELS.get, key="compare_patterns", persist_state="session", wrap=True,
 ) or []  # fmt: skip
 percents = st.pills(
     "Sparsities (%)", GRID, selection_mode="multi", default=[20, 40, 50, 60, 70, 80], key="compare_grid",
@@ -96,7 +96,7 @@ if done:
     mark = outputs.model_mark(state)
     current, earlier = outputs.mark_points(mark)
     chart_slot.plotly_chart(
-        charts.method_curves(
+        compare_charts.method_curves(
             table,
             dense_ppl.ppl if dense_ppl else None,
             highlight=(chosen_point.achieved, chosen_point.ppl),
@@ -120,7 +120,7 @@ a, b, c, d = st.columns(4)
 view_pattern = a.selectbox(
     "Pattern",
     patterns or ["unstructured"],
-    format_func=methods.PATTERN_LABELS.get,
+    format_func=describe.PATTERN_LABELS.get,
     key="compare_view_pattern",
     persist_state="session",
 )
@@ -136,11 +136,11 @@ view_percent = b.select_slider(
 )
 view_sparsity = fixed if fixed is not None else view_percent / 100
 view_methods = [m for m in view_methods if view_pattern in methods.supported_patterns(m)]
-first = c.selectbox("Overlap of", view_methods, format_func=methods.SHORT_LABELS.get, key="compare_pair_a")
+first = c.selectbox("Overlap of", view_methods, format_func=describe.SHORT_LABELS.get, key="compare_pair_a")
 second = d.selectbox(
     "and",
     [m for m in view_methods if m != first],
-    format_func=methods.SHORT_LABELS.get,
+    format_func=describe.SHORT_LABELS.get,
     key="compare_pair_b",
 )
 if batch is None:
@@ -190,4 +190,4 @@ y.metric(
 z.metric("Tokens 1+ nat harder", f"{float((rise > 1).float().mean()):.0%}")
 st.html(data.loss_legend_html())
 st.html(data.loss_rise_html(dense.tokenizer.token_pieces(ids[1:]), dense_nll.tolist(), pruned_nll.tolist()))
-st.caption(f"Your model now: {methods.describe(applied)}. Each token is coloured by pruned − dense loss.")
+st.caption(f"Your model now: {describe.describe(applied)}. Each token is coloured by pruned − dense loss.")

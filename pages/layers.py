@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ui import charts, controls, data, methods, session
+from ui import charts, controls, data, describe, session
 
 state = session.state()
 dense = state.dense
@@ -64,7 +64,7 @@ kinds, blocks, grid = data.sparsity_grid(state, layers)
 st.plotly_chart(
     charts.sparsity_heatmap(kinds, blocks, grid, height=120 + 32 * len(kinds)), key="layers_heatmap"
 )
-st.caption(methods.heatmap_caption(applied))
+st.caption(describe.heatmap_caption(applied))
 
 st.subheader("Memory shared by every session")
 cache = dense.cache.stats()

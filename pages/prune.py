@@ -3,7 +3,7 @@
 import streamlit as st
 
 from prune_explorer.measure.evaluate import agreement, token_diff
-from ui import charts, data, defaults, methods, outputs, session, sweeps
+from ui import charts, data, defaults, describe, outputs, session, sweeps
 
 state = session.state()
 dense = state.dense
@@ -136,10 +136,10 @@ else:
             [p.ppl for p in points],
             dense_ppl.ppl if dense_ppl else None,
             current,
-            name=methods.sweep_name(applied),
+            name=describe.sweep_name(applied),
             earlier=earlier,
         ),
         key="prune_sweep_chart",
     )
     how = "press Compute perplexity above"
-    st.caption(f"{methods.sweep_caption(applied)} {outputs.mark_caption(mark, 'diamond', how)}")
+    st.caption(f"{describe.sweep_caption(applied)} {outputs.mark_caption(mark, 'diamond', how)}")

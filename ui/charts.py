@@ -20,8 +20,9 @@ KEPT_COLOR = "#4c78a8"
 LEGEND_BELOW = dict(orientation="h", yref="container", y=0.0, yanchor="bottom", xanchor="left", x=0.0)
 
 
-def _layout(fig: go.Figure, height: int, title: str | None = None, top: int = 10) -> go.Figure:
-    """Height, tight margins, an optional title, and the legend below the plot (``LEGEND_BELOW``)."""
+def layout(fig: go.Figure, height: int, title: str | None = None, top: int = 10) -> go.Figure:
+    """Height, tight margins, an optional title, and the legend below the plot (``LEGEND_BELOW``): the
+    one layout of every figure in the app."""
     fig.update_layout(
         height=height,
         margin=dict(l=10, r=10, t=40 if title else top, b=10),
@@ -74,21 +75,7 @@ def magnitude_histogram(
             )
         )
     elif threshold > 0:
-        # The pruned share: every bin left of the threshold, the bin holding it cut at the threshold.
-        inside = int(np.searchsorted(edges, threshold, side="right"))
-        cut_edges = np.append(edges[:inside], min(threshold, float(edges[-1])))
-        x, y = _steps(cut_edges, counts[: len(cut_edges) - 1])
-        fig.add_trace(
-            go.Scatter(
-                x=x, y=y, mode="lines", fill="tozeroy", name="pruned", line=dict(color=PRUNED_COLOR, width=1)
-            )
-        )
-        fig.add_vline(
-            x=threshold,
-            line=dict(color=PRUNED_COLOR, width=2, dash="dash"),
-            annotation_text=f"threshold {threshold:.4g}",
-            annotation_position="top right",
-        )
+        _add_threshold(fig, edges, counts, threshold)
     if tail_to is not None:
         fig.add_annotation(
             x=float(edges[-1]), y=1.0, yref="paper", xanchor="right", yanchor="bottom", showarrow=False,
@@ -100,7 +87,23 @@ def magnitude_histogram(
         fig.update_xaxes(dtick=1)
     if log_y:
         fig.update_yaxes(range=[np.log10(0.7), np.log10(max(float(counts.max()), 1.0) * 1.5)], dtick=1)
-    return _layout(fig, height, title, top=30)
+    return layout(fig, height, title, top=30)
+
+
+def _add_threshold(fig: go.Figure, edges: np.ndarray, counts: np.ndarray, threshold: float) -> None:
+    """The pruned share of a magnitude cut: every bin left of the threshold, the bin holding it cut at the
+    threshold, and the threshold itself as a dashed line."""
+    inside = int(np.searchsorted(edges, threshold, side="right"))
+    cut_edges = np.append(edges[:inside], min(threshold, float(edges[-1])))
+    x, y = _steps(cut_edges, counts[: len(cut_edges) - 1])
+    pruned = go.Scatter(x=x, y=y, mode="lines", fill="tozeroy", name="pruned", line=dict(color=PRUNED_COLOR))
+    fig.add_trace(pruned.update(line_width=1))
+    fig.add_vline(
+        x=threshold,
+        line=dict(color=PRUNED_COLOR, width=2, dash="dash"),
+        annotation_text=f"threshold {threshold:.4g}",
+        annotation_position="top right",
+    )
 
 
 def next_token_bars(table: pd.DataFrame, height: int = 360) -> go.Figure:
@@ -111,7 +114,7 @@ def next_token_bars(table: pd.DataFrame, height: int = 360) -> go.Figure:
     fig.update_layout(barmode="group")
     fig.update_yaxes(title_text="probability", rangemode="tozero")
     fig.update_xaxes(title_text="next token", tickangle=-30)
-    return _layout(fig, height)
+    return layout(fig, height)
 
 
 def sweep_chart(
@@ -153,13 +156,13 @@ def sweep_chart(
                 line=dict(color="gray", dash="dot"),
             )
         )
-    _add_model_mark(fig, current, earlier, "diamond", 13)
+    add_model_mark(fig, current, earlier, "diamond", 13)
     fig.update_xaxes(title_text="sparsity of the selected layers (%)", range=[-2, 102])
     fig.update_yaxes(title_text="perplexity (log)", type="log", dtick=1, exponentformat="power")
-    return _layout(fig, height)
+    return layout(fig, height)
 
 
-def _add_model_mark(
+def add_model_mark(
     fig: go.Figure,
     current: tuple[float, float] | None,
     earlier: tuple[float, float, str] | None,
@@ -216,7 +219,7 @@ def sparsity_heatmap(
     )
     fig.update_xaxes(title_text="block", type="category")
     fig.update_yaxes(autorange="reversed", type="category")
-    return _layout(fig, height)
+    return layout(fig, height)
 
 
 ZERO_COLOR = "#1b1b1b"  # pruned weights: nearly black, never mistaken for a small kept weight (near white)
@@ -263,138 +266,7 @@ def weight_patch(dense: np.ndarray, pruned: np.ndarray, height: int = 260) -> go
         row=1,
         col=2,
     )
-    return _layout(fig, height, top=30)
-
-
-METHOD_COLORS = {"magnitude": "#4c78a8", "random": "#9d9d9d", "wanda": "#f58518", "sparsegpt": "#54a24b"}
-PATTERN_STYLES = {  # (line dash, marker symbol)
-    "unstructured": ("solid", "circle"),
-    "2:4": ("solid", "diamond"),
-    "4:8": ("solid", "square"),
-    "neurons": ("dash", "triangle-up"),
-    "heads": ("dot", "x"),
-}
-
-
-def method_curves(
-    points: pd.DataFrame,
-    dense_ppl: float | None = None,
-    highlight: tuple[float, float] | None = None,
-    current: tuple[float, float] | None = None,
-    height: int = 480,
-    earlier: tuple[float, float, str] | None = None,
-) -> go.Figure:
-    """Perplexity against achieved sparsity (log y), one curve per method × pattern on one chart.
-
-    Args:
-        points: one row per point with columns ``label`` (curve name), ``method``, ``pattern``,
-            ``achieved`` (sparsity of the selected layers, in [0, 1]), ``asked`` (in [0, 1]), ``ppl`` and
-            ``point`` (an id handed back in a selection event's ``customdata[1]``).
-            Colour follows the method, line dash and marker the pattern.
-        highlight: (sparsity, perplexity) of the point chosen for applying, ringed.
-        current: (sparsity, perplexity) of the session's model now (a star).
-        earlier: (sparsity, perplexity, settings) last measured for earlier settings (a hollow star).
-    """
-    fig = go.Figure()
-    for label, curve in points.groupby("label", sort=False):
-        curve = curve.sort_values("achieved")
-        method, pattern = curve["method"].iloc[0], curve["pattern"].iloc[0]
-        dash, symbol = PATTERN_STYLES.get(pattern, ("solid", "circle"))
-        fig.add_trace(
-            go.Scatter(
-                x=100 * curve["achieved"],
-                y=curve["ppl"],
-                text=[perplexity_text(v) for v in curve["ppl"]],
-                customdata=np.stack([100 * curve["asked"], curve["point"]], axis=-1),
-                mode="lines+markers",
-                name=label,
-                line=dict(color=METHOD_COLORS.get(method, DENSE_COLOR), dash=dash, width=2),
-                marker=dict(symbol=symbol, size=9),
-                hovertemplate=(
-                    f"{label}<br>asked %{{customdata[0]:.0f}}%<br>achieved %{{x:.1f}}%"
-                    "<br>perplexity %{text}<extra></extra>"
-                ),
-            )
-        )
-    _add_reference_marks(fig, dense_ppl, highlight)
-    _add_model_mark(fig, current, earlier, "star", 14)
-    fig.update_xaxes(title_text="sparsity of the selected layers (%)", range=[-2, 102])
-    fig.update_yaxes(title_text="perplexity (log)", type="log", dtick=1, exponentformat="power")
-    return _layout(fig, height)
-
-
-def _add_reference_marks(
-    fig: go.Figure, dense_ppl: float | None, highlight: tuple[float, float] | None
-) -> None:
-    """The dense model's line and the chosen point (a ring)."""
-    if dense_ppl is not None:
-        fig.add_trace(
-            go.Scatter(
-                x=[0, 100],
-                y=[dense_ppl, dense_ppl],
-                mode="lines",
-                name="dense",
-                line=dict(color="gray", dash="dot"),
-                hoverinfo="skip",
-            )
-        )
-    if highlight is not None:
-        fig.add_trace(
-            go.Scatter(
-                x=[100 * highlight[0]],
-                y=[highlight[1]],
-                mode="markers",
-                name="chosen point",
-                marker=dict(size=22, color="rgba(0,0,0,0)", line=dict(color="black", width=2)),
-                hoverinfo="skip",
-            )
-        )
-
-
-def layer_chart(
-    layers: Sequence[str],
-    series: dict[str, Sequence[float]],
-    y_title: str,
-    colors: dict[str, str] | None = None,
-    y_range: tuple[float, float] | None = None,
-    reference: tuple[float, str] | None = None,
-    height: int = 340,
-) -> go.Figure:
-    """One value per layer for each series: grouped bars for a few layers, lines and markers for many.
-
-    Args:
-        layers: layer labels in model order (the x axis, categorical).
-        series: {name: values aligned with ``layers``} (NaN where a series has no value).
-        colors: {name: colour}.
-        reference: (y, label) of a dashed horizontal reference line across the layers.
-    """
-    colors = colors or {}
-    bars = len(layers) <= 40
-    fig = go.Figure()
-    for name, values in series.items():
-        color = colors.get(name, DENSE_COLOR)
-        common = dict(x=list(layers), y=list(values), name=name)
-        if bars:
-            fig.add_trace(go.Bar(**common, marker_color=color))
-        else:
-            fig.add_trace(
-                go.Scatter(**common, mode="lines+markers", line=dict(color=color), marker=dict(size=5))
-            )
-    if reference is not None:  # a trace, not a shape, so the legend names it and bars do not hide it
-        fig.add_trace(
-            go.Scatter(
-                x=[layers[0], layers[-1]] if layers else [],
-                y=[reference[0], reference[0]],
-                mode="lines",
-                name=reference[1],
-                line=dict(color="black", dash="dash", width=1.5),
-                hoverinfo="skip",
-            )
-        )
-    fig.update_layout(barmode="group")
-    fig.update_xaxes(title_text="layer (block.module)", type="category", tickangle=-45)
-    fig.update_yaxes(title_text=y_title, range=list(y_range) if y_range else None)
-    return _layout(fig, height)
+    return layout(fig, height, top=30)
 
 
 # Okabe & Ito's palette: distinct on a projector and for colour-blind readers. Dashed lines are references.
@@ -434,4 +306,4 @@ def speed_lines(
         )
     fig.update_xaxes(title_text="sparsity", tickformat=".0%")
     fig.update_yaxes(title_text=y_title, rangemode="tozero")
-    return _layout(fig, height, top=30)
+    return layout(fig, height, top=30)

@@ -11,8 +11,9 @@ import streamlit as st
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import PrunableLayer
 from prune_explorer.pruning.calibration import CalibrationBatch
-from ui import charts, outputs, sweeps
-from ui.methods import PATTERN_LABELS, SHORT_LABELS, request_apply
+from ui import compare_charts, outputs, sweeps
+from ui.describe import PATTERN_LABELS, SHORT_LABELS
+from ui.methods import request_apply
 
 
 def compute_points(
@@ -68,7 +69,7 @@ def point_label(key: tuple) -> str:
 
 
 def points_table(dense: DenseModel, keys: list[tuple]) -> pd.DataFrame:
-    """The finished points as rows for ``charts.method_curves``."""
+    """The finished points as rows for ``compare_charts.method_curves``."""
     rows = []
     for key in keys:
         point = sweeps.cached_point(dense, key)
@@ -114,9 +115,9 @@ def show_layer_views(
     names = [layer.name for layer in dense.layers if any(layer.name in e for e in views.errors.values())]
     labels = [_compact(dense.by_name[name]) for name in names]
     series = {SHORT_LABELS[m]: [errors.get(n, math.nan) for n in names] for m, errors in views.errors.items()}
-    colors = {SHORT_LABELS[m]: charts.METHOD_COLORS[m] for m in views.errors}
+    colors = {SHORT_LABELS[m]: compare_charts.METHOD_COLORS[m] for m in views.errors}
     st.plotly_chart(
-        charts.layer_chart(labels, series, "‖WX − W′X‖ / ‖WX‖", colors), key="compare_errors_chart"
+        compare_charts.layer_chart(labels, series, "‖WX − W′X‖ / ‖WX‖", colors), key="compare_errors_chart"
     )
     st.caption(
         f"Relative output error of each pruned layer on its own dense inputs over (up to) "
@@ -130,7 +131,7 @@ def show_layer_views(
     a, b = (SHORT_LABELS[m] for m in pair)
     overlap = [views.overlap.get(n, math.nan) for n in names]
     st.plotly_chart(
-        charts.layer_chart(
+        compare_charts.layer_chart(
             labels,
             {f"{a} vs {b}": overlap},
             "Jaccard of pruned weights",

@@ -22,26 +22,12 @@ from prune_explorer.models.dense import DenseModel, context_length
 from prune_explorer.pruning.calibration import CalibrationBatch, calibration_batch
 from prune_explorer.pruning.methods import METHODS, get_method
 from prune_explorer.pruning.patterns import PATTERNS, parse_pattern
-from prune_explorer.pruning.policies import MagnitudeSettings
 from prune_explorer.pruning.settings import PruneSettings
-from ui import defaults, jobs, results, session
+from ui import defaults, describe, jobs, results, session
+from ui.describe import METHOD_LABELS, PATTERN_LABELS
 
 log = logging.getLogger(__name__)
 
-SHORT_LABELS = {name: method.label for name, method in METHODS.items()}
-METHOD_LABELS = {
-    "magnitude": "Magnitude |w|",
-    "random": "Random (baseline)",
-    "wanda": "Wanda |w|·‖x‖",
-    "sparsegpt": "SparseGPT (OBS update)",
-}
-PATTERN_LABELS = {
-    "unstructured": "Unstructured",
-    "2:4": "2:4 (keep 2 of every 4)",
-    "4:8": "4:8 (keep 4 of every 8)",
-    "neurons": "Whole MLP neurons",
-    "heads": "Whole attention heads",
-}
 SOURCES = {"builtin": "Built-in text", "paste": "Paste", "upload": "Upload .txt"}
 CALIB_SOURCE = "sidebar_calib_source"
 CALIB_TEXT = "sidebar_calib_text"
@@ -50,101 +36,6 @@ CALIB_SEQUENCES = "sidebar_calib_sequences"
 CALIB_SEQ_LEN = "sidebar_calib_seq_len"
 DEFAULT_SEQUENCES = 32
 PATTERN_NOTE = "sidebar_pattern_note"  # why the pattern went back to unstructured, shown on the next run
-
-
-def describe(settings: MagnitudeSettings | None) -> str:
-    """One line for people of everything applied, overrides and a typed threshold included:
-    "Wanda · 2:4 · 50% · calibration 6 × 128 tokens (…)", "Magnitude |w| · uniform policy · 50% · 1 layer at
-    90%", "Magnitude |w| · threshold policy · |w| ≤ 0.012"."""
-    if settings is None:
-        return "nothing (dense)"
-    method = getattr(settings, "method", "magnitude")
-    pattern = getattr(settings, "pattern", "unstructured")
-    parts = [METHOD_LABELS.get(method, method)]
-    if getattr(settings, "slider_path", True):
-        parts.append(f"{settings.policy} policy")
-        threshold = settings.policy == "threshold"
-        parts.append(f"|w| ≤ {settings.threshold:.5g}" if threshold else f"{settings.sparsity:.0%}")
-        parts.extend(_overrides_text(settings.overrides))
-    else:
-        parts += [PATTERN_LABELS.get(pattern, pattern), f"{settings.sparsity:.0%}"]
-    calib = getattr(settings, "calibration", None)
-    if calib is not None:
-        parts.append(f"calibration {calib.n_sequences} × {calib.seq_len} tokens ({calib.source})")
-    return " · ".join(parts)
-
-
-def _overrides_text(overrides: dict[str, float]) -> list[str]:
-    """ "2 layers at 90%" for each override sparsity, most common first."""
-    counts: dict[float, int] = {}
-    for value in overrides.values():
-        counts[value] = counts.get(value, 0) + 1
-    return [
-        f"{n} layer{'s' * (n != 1)} at {value:.0%}"
-        for value, n in sorted(counts.items(), key=lambda kv: -kv[1])
-    ]
-
-
-def _sweep_pattern(settings: MagnitudeSettings | None) -> str:
-    pattern = getattr(settings, "pattern", "unstructured")
-    return "unstructured" if parse_pattern(pattern).kind == "n:m" else pattern
-
-
-def sweep_name(settings: MagnitudeSettings | None) -> str:
-    """Legend name of the Prune page's sweep: "sweep" on the slider path, else "Wanda · unstructured"."""
-    if settings is None or getattr(settings, "slider_path", True):
-        return "sweep"
-    return f"{SHORT_LABELS[settings.method]} · {_sweep_pattern(settings)}"
-
-
-def sweep_caption(settings: MagnitudeSettings | None) -> str:
-    """What the Prune page's sweep shows for the settings applied."""
-    if settings is None or getattr(settings, "slider_path", True):
-        return (
-            "Each point prunes a scratch copy with your layer kinds, overrides and policy (a typed threshold "
-            "sweeps as same-sparsity-per-layer). Perplexity usually stays flat, then rises steeply."
-        )
-    text = f"Each point prunes a scratch copy with {sweep_name(settings)} and your layer kinds."
-    if parse_pattern(settings.pattern).kind == "n:m":
-        text += (
-            f" {settings.pattern} has one sparsity, so the curve is the same method unstructured; the "
-            "diamond shows what the fixed pattern costs against a free choice of weights."
-        )
-    return text + " The Compare page puts several methods on one chart."
-
-
-POLICY_SPREAD = {
-    "uniform": "Same sparsity in every selected layer, so every cell alike.",
-    "global": "One |w| threshold over all selected layers: layers whose weights are small overall lose more, "
-    "layers of large weights less.",
-    "threshold": "Your typed |w| threshold in every selected layer: layers with many weights below it lose "
-    "more.",
-}
-
-
-def heatmap_caption(settings: MagnitudeSettings | None) -> str:
-    """How the applied pruning spreads over the layers, for the Layers page's block × kind heatmap."""
-    if settings is None:
-        return "Nothing is pruned: every cell is 0."
-    method = getattr(settings, "method", "magnitude")
-    pattern = parse_pattern(getattr(settings, "pattern", "unstructured"))
-    extra = " The overridden layers stand out at their own sparsity." if settings.overrides else ""
-    if getattr(settings, "slider_path", True):
-        return POLICY_SPREAD[settings.policy] + extra
-    if pattern.kind == "n:m":
-        return (
-            f"{settings.pattern} keeps {pattern.n} of every {pattern.m} weights, so every selected layer is "
-            f"at {pattern.fixed_sparsity:.0%} (columns past the last full group stay dense)."
-        )
-    if pattern.kind == "heads":
-        return (
-            "Whole attention heads go, so only attention layers change, each block's share rounded to whole "
-            "heads; under grouped-query attention k and v lose less (the sidebar's notes say how much)."
-        )
-    if pattern.kind == "neurons":
-        return "Whole MLP neurons go, so only MLP layers change, each block's share rounded to whole neurons."
-    group = "every output row" if method == "wanda" else "every layer"
-    return f"{SHORT_LABELS[method]} prunes the same share of {group}, so every selected layer is alike."
 
 
 # ----- widgets
@@ -162,12 +53,6 @@ def supported_patterns(method: str) -> list[str]:
     return [p for p in PATTERNS if parse_pattern(p).kind in get_method(method).patterns]
 
 
-def _pattern_words(pattern: str) -> str:
-    """A pattern's label inside a sentence: "whole MLP neurons", "2:4"."""
-    label = PATTERN_LABELS[pattern].split(" (")[0]
-    return label[0].lower() + label[1:]
-
-
 def _on_method() -> None:
     """A pattern the new method cannot prune is not kept: back to unstructured, and the sidebar says so."""
     method = st.session_state.get(session.METHOD, "magnitude")
@@ -175,7 +60,7 @@ def _on_method() -> None:
     if pattern not in supported_patterns(method):
         st.session_state[session.PATTERN] = "unstructured"
         st.session_state[PATTERN_NOTE] = (
-            f"{get_method(method).label} cannot prune {_pattern_words(pattern)}: the pattern is "
+            f"{get_method(method).label} cannot prune {describe.pattern_words(pattern)}: the pattern is "
             "back at unstructured."
         )
 
@@ -208,7 +93,7 @@ def method_picker() -> tuple[str, str, bool | None]:
     note = st.session_state.pop(PATTERN_NOTE, None)
     if note:
         st.info(note)
-    hidden = [_pattern_words(p) for p in PATTERNS if p not in offered]
+    hidden = [describe.pattern_words(p) for p in PATTERNS if p not in offered]
     if hidden:
         st.caption(f"{get_method(method).label} does not offer {' or '.join(hidden)}.")
     spec = get_method(method)
@@ -368,10 +253,11 @@ def _in_background(settings: PruneSettings, requested: bool) -> None:
     job = jobs.current()
     if job is None or job.settings != settings:
         slot = st.empty()
-        shown = "none (dense)" if session.nothing_pruned() else short(session.applied())
+        shown = "none (dense)" if session.nothing_pruned() else describe.short(session.applied())
+        asked = describe.short(settings)
         with slot.container():
             st.caption(
-                f"SparseGPT takes a minute or two on this model: press Apply to run {short(settings)} "
+                f"SparseGPT takes a minute or two on this model: press Apply to run {asked} "
                 f"(in the background). Until it finishes the pruning shown is {shown}."
             )
             pressed = st.button(
@@ -379,16 +265,7 @@ def _in_background(settings: PruneSettings, requested: bool) -> None:
             )
         if requested or pressed:
             slot.empty()
-            jobs.start(settings, short(settings), session.calibration()[0])
-
-
-def short(settings: MagnitudeSettings | None) -> str:
-    """ "SparseGPT · 2:4 · 50%": method, pattern and sparsity only (:func:`describe` says everything)."""
-    if settings is None:
-        return "none (dense)"
-    method = getattr(settings, "method", "magnitude")
-    pattern = getattr(settings, "pattern", "unstructured")
-    return f"{SHORT_LABELS.get(method, method)} · {pattern} · {settings.sparsity:.0%}"
+            jobs.start(settings, describe.short(settings), session.calibration()[0])
 
 
 def details(chosen: PruneSettings) -> None:
@@ -397,7 +274,7 @@ def details(chosen: PruneSettings) -> None:
     note = st.session_state.pop(session.JOB_NOTE, None)
     if note:
         st.warning(note)
-    st.caption(f"Applied: {describe(session.applied())}.")
+    st.caption(f"Applied: {describe.describe(session.applied())}.")
     if info is not None:
         st.caption(f"Ran: {info['variant']}")
     messages = (info or {}).get("messages", [])
