@@ -229,7 +229,9 @@ def _apply(settings: PruneSettings, calib_error: str | None) -> str | None:
     if settings.sparsity == 0.0:  # no method prunes anything at 0% (N:M's sparsity is never 0)
         with session.exclusive():
             session.state().reset()
-        session.cancel_job()
+        running = jobs.current()
+        if running is not None:
+            session.cancel_job(f"The background {running.label} run was dropped: 0% was applied meanwhile.")
         st.session_state[session.APPLIED] = settings
         st.session_state[session.APPLIED_INFO] = None
         return None
