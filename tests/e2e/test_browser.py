@@ -221,6 +221,8 @@ def test_a_model_switch_in_the_browser_starts_from_the_new_models_defaults(app_u
         _settle(page)
         main = page.get_by_test_id("stMain")
         prompt = main.get_by_test_id("stTextArea").filter(has_text="Prompt").locator("textarea")
+        # While a run redraws the page, the old widget can stay beside the new one: wait for one prompt.
+        expect(prompt).to_have_count(1, timeout=WAIT_MS)
         expect(prompt).to_have_value("Write one sentence about the sea.", timeout=10_000)
         tokens = main.get_by_test_id("stSlider").filter(has_text="New tokens")
         assert tokens.get_by_test_id("stSliderThumbValue").inner_text() == "12"
@@ -231,6 +233,7 @@ def test_a_model_switch_in_the_browser_starts_from_the_new_models_defaults(app_u
         slider.focus()
         page.keyboard.press("PageUp")  # a rerun after the switch keeps SmolLM2's prompt
         _settle(page)
+        expect(prompt).to_have_count(1, timeout=WAIT_MS)
         assert prompt.input_value() == "Write one sentence about the sea."
         expect(sidebar.get_by_test_id("stMetric").first).to_contain_text("10.0%", timeout=WAIT_MS)
         main.get_by_text("KL(dense ‖ pruned), next token").wait_for(timeout=WAIT_MS)
