@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ui import charts, controls, data, describe, session
+from ui import charts, data, describe, formats, pickers, session
 
 state = session.state()
 dense = state.dense
@@ -26,8 +26,8 @@ st.dataframe(
 )
 
 st.subheader("|w| distribution of one layer")
-layer = controls.layer_picker(layers, key="layers_layer")
-log_x, log_y = controls.histogram_scales("layers")
+layer = pickers.layer_picker(layers, key="layers_layer")
+log_x, log_y = pickers.histogram_scales("layers")
 hist = data.magnitude_histogram(dense, layer.name, log_x)
 threshold = data.layer_threshold(state, layer.name)
 pruned = state.pruned_count(layer.name)
@@ -68,11 +68,12 @@ st.caption(describe.heatmap_caption(applied))
 
 st.subheader("Memory shared by every session")
 cache = dense.cache.stats()
+entries = formats.plural(cache.entries, "entry", "entries")
 st.caption(
-    f"Dense weights: {data.megabytes(dense.num_parameters() * 4)} (float32, one copy for all sessions). "
-    f"Shared cache: {data.megabytes(cache.nbytes)} in {data.plural(cache.entries, 'entry', 'entries')}: "
-    f"{data.megabytes(cache.pinned_bytes)} of |w| rankings (kept: every slider move reads them) and "
-    f"{data.megabytes(cache.nbytes - cache.pinned_bytes)} of other results (activation statistics, merged "
-    f"rankings, dense outputs), evicted least recently used beyond {data.megabytes(cache.max_bytes)}. "
-    f"This session's own pruned weights: {data.megabytes(state.private_bytes())}."
+    f"Dense weights: {formats.megabytes(dense.num_parameters() * 4)} (float32, one copy for all sessions). "
+    f"Shared cache: {formats.megabytes(cache.nbytes)} in {entries}: "
+    f"{formats.megabytes(cache.pinned_bytes)} of |w| rankings (kept: every slider move reads them) and "
+    f"{formats.megabytes(cache.nbytes - cache.pinned_bytes)} of other results (activation statistics, merged "
+    f"rankings, dense outputs), evicted least recently used beyond {formats.megabytes(cache.max_bytes)}. "
+    f"This session's own pruned weights: {formats.megabytes(state.private_bytes())}."
 )

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from prune_explorer.measure.evaluate import agreement
-from ui import charts, controls, data, defaults, outputs, session, sweeps
+from ui import charts, data, defaults, formats, outputs, pickers, session, sweeps
 
 state = session.state()
 dense = state.dense
@@ -29,7 +29,7 @@ with text:
         "negative weights; the paler the colour, the closer the weight is to zero. Black marks a weight "
         "pruned to exactly 0."
     )
-    layer = controls.layer_picker(layers, key="learn_layer", label="Table (layer) to look at")
+    layer = pickers.layer_picker(layers, key="learn_layer", label="Table (layer) to look at")
 with live:
     dense_patch, pruned_patch = data.weight_patch(state, layer.name)
     st.plotly_chart(charts.weight_patch(dense_patch, pruned_patch), key="learn_patch")
@@ -48,7 +48,7 @@ with text:
         "The KL number says how far the next-token probabilities have moved (0 = not at all)."
     )
 with live:
-    log_x, log_y = controls.histogram_scales("learn", log_y=True)
+    log_x, log_y = pickers.histogram_scales("learn", log_y=True)
     hist = data.magnitude_histogram(dense, layer.name, log_x=log_x)
     by_magnitude = state.pruned_by_magnitude(layer.name)
     st.plotly_chart(
@@ -67,7 +67,7 @@ with live:
     agree = agreement(*outputs.next_token_logits(state, ids))
     a, b = st.columns(2)
     a.metric("Weights removed here", f"{state.sparsity(layer.name):.0%}")
-    b.metric("KL(dense ‖ pruned), next token", f"{data.small_number(agree.kl_last)} nats")
+    b.metric("KL(dense ‖ pruned), next token", f"{formats.small_number(agree.kl_last)} nats")
 
 st.subheader("3 · Why zeros do not make it faster (here)")
 text, live = st.columns([2, 3])
@@ -87,10 +87,10 @@ with live:
         st.caption("Press the button to time one forward pass of each model.")
     else:
         dense_t, pruned_t = timed
-        st.metric("Pruned / dense forward time", data.latency_ratio(dense_t, pruned_t))
+        st.metric("Pruned / dense forward time", formats.latency_ratio(dense_t, pruned_t))
         st.caption(
-            f"{data.latency_measured(dense_t, pruned_t)} Median of 15 runs after warm-up. "
-            f"{data.latency_verdict(dense_t, pruned_t)} What ran: {pruned_t.kernel}."
+            f"{formats.latency_measured(dense_t, pruned_t)} Median of 15 runs after warm-up. "
+            f"{formats.latency_verdict(dense_t, pruned_t)} What ran: {pruned_t.kernel}."
         )
 
 st.subheader("4 · Pruning during training recovers more — this app does not do that yet")

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from prune_explorer.measure.evaluate import agreement, token_diff
-from ui import charts, data, defaults, describe, outputs, session, sweeps
+from ui import charts, data, defaults, describe, formats, outputs, session, sweeps
 
 state = session.state()
 dense = state.dense
@@ -71,8 +71,8 @@ with chart_col:
     table = data.topk_table(tok, dense_logits[-1], pruned_logits[-1], k=10)
     st.plotly_chart(charts.next_token_bars(table), key="prune_topk_chart")
 with metric_col:
-    st.metric("KL(dense ‖ pruned), next token", f"{data.small_number(agree.kl_last)} nats")
-    st.metric("KL, mean over the prompt", f"{data.small_number(agree.kl)} nats")
+    st.metric("KL(dense ‖ pruned), next token", f"{formats.small_number(agree.kl_last)} nats")
+    st.metric("KL, mean over the prompt", f"{formats.small_number(agree.kl)} nats")
     st.metric("Top-1 agreement over the prompt", f"{agree.top1:.0%}")
     st.caption("KL is 0 when the two next-token distributions are the same; it grows as pruning bends them.")
 
@@ -86,9 +86,9 @@ if timed is None:
     st.caption("Press the button to time both models (warm-up, then the median of 15 interleaved runs).")
 else:
     dense_t, pruned_t = timed
-    st.metric("Pruned / dense", data.latency_ratio(dense_t, pruned_t))
-    st.caption(data.latency_measured(dense_t, pruned_t))
-    st.info(data.latency_reading(dense_t, pruned_t))
+    st.metric("Pruned / dense", formats.latency_ratio(dense_t, pruned_t))
+    st.caption(formats.latency_measured(dense_t, pruned_t))
+    st.info(formats.latency_reading(dense_t, pruned_t))
     if not small:
         st.caption("Measured for the settings shown; press the button again after moving a slider.")
 
@@ -106,11 +106,11 @@ if ppl is None or dense_ppl is None:
     st.caption(f"Press the button to score the {text_set!r} evaluation text with both models.")
 else:
     a, b, c = st.columns(3)
-    a.metric("Dense perplexity", data.perplexity_text(dense_ppl.ppl))
+    a.metric("Dense perplexity", formats.perplexity_text(dense_ppl.ppl))
     b.metric(
         "Pruned perplexity",
-        data.perplexity_text(ppl.ppl),
-        delta=data.perplexity_text(ppl.ppl - dense_ppl.ppl, signed=True),
+        formats.perplexity_text(ppl.ppl),
+        delta=formats.perplexity_text(ppl.ppl - dense_ppl.ppl, signed=True),
         delta_color="inverse",
     )
     c.metric("Tokens scored", f"{ppl.tokens:,}")

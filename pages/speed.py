@@ -12,7 +12,7 @@ import streamlit as st
 from prune_explorer.execution.labels import DENSE_LABELS
 from prune_explorer.measure import layer_speed, sizes, speed
 from prune_explorer.state import PruningState
-from ui import charts, data, results, session
+from ui import charts, formats, results, session
 
 state = session.ensure_state()
 dense = state.dense
@@ -78,7 +78,7 @@ def session_model() -> None:
         d, a = r.timings[f"dense {phase}"], r.timings[f"case {phase}"]
         what = f"{speed.PREFILL.tokens}-token prefill" if phase == "prefill" else "one-token decode"
         # The same kernel, or a gap within the spreads, is no speedup: the headline says so itself.
-        headline = data.latency_ratio(d, a, same=same_kernels)
+        headline = formats.latency_ratio(d, a, same=same_kernels)
         col.metric(what, headline if headline.startswith("~") else f"{r.speedup(phase):.2f}×")
         bound = f", memory-bound {r.memory_bound():.2f}×" if phase == "decode" else ""
         col.caption(
@@ -86,7 +86,7 @@ def session_model() -> None:
             f"{d.median_ms:.1f} ± {d.spread_ms:.1f} ms; ideal (FLOPs) {r.ideal(phase):.2f}×{bound}."
         )
     st.caption(
-        f"Kernels: {data.kernel_summary(r.report.kernels())}"
+        f"Kernels: {formats.kernel_summary(r.report.kernels())}"
         + (" (residual stream stored token-fastest)" if r.report.layout else "")
         + "; the dense model runs dense in every layer. Each layer's kernel in full: below."
     )
@@ -229,7 +229,7 @@ def show_cases(done: list, sparsities: list[float]) -> None:
                     "decode ×": r.speedup("decode"),
                     "ideal prefill ×": r.ideal("prefill"),
                     "memory-bound decode ×": r.memory_bound(),
-                    "kernels": data.kernel_summary(r.report.kernels()),
+                    "kernels": formats.kernel_summary(r.report.kernels()),
                 }
                 for r in done
             ]
@@ -253,8 +253,8 @@ def model_size() -> None:
             [
                 {
                     "form": s.form,
-                    "in memory": data.megabytes(s.memory_bytes),
-                    "on disk": data.megabytes(s.disk_bytes),
+                    "in memory": formats.megabytes(s.memory_bytes),
+                    "on disk": formats.megabytes(s.disk_bytes),
                     "runs as": s.kernel,
                 }
                 for s in found

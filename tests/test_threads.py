@@ -348,22 +348,22 @@ def test_resolve_source_names_one_folder_once(tmp_path, monkeypatch):
 
 
 def test_load_dense_loads_one_folder_once_however_it_is_spelled(tmp_path, monkeypatch):
-    from ui import session
+    from ui import loading
 
     saved_model(tmp_path / "m")
     monkeypatch.chdir(tmp_path)
-    first = session.load_dense("./m")
+    first = loading.load_dense("./m")
     assert first.model.config.hidden_size == 32
-    assert session.load_dense(str(tmp_path / "m")) is first
-    assert session.load_dense("m") is first
+    assert loading.load_dense(str(tmp_path / "m")) is first
+    assert loading.load_dense("m") is first
     # Evicted from Streamlit's resource cache but still held by a session: found again, not loaded twice.
-    session._load_dense.clear()
-    assert session.load_dense(str(tmp_path / "m")) is first
+    loading._load_dense.clear()
+    assert loading.load_dense(str(tmp_path / "m")) is first
 
 
 def test_load_dense_of_the_built_in_model_twice_is_one_model():
-    from ui import session
+    from ui import loading
 
-    first = session.load_dense("stories260K")
-    assert session.load_dense("stories260K") is first
-    assert session.load_dense(" stories260K ") is first
+    first = loading.load_dense("stories260K")
+    assert loading.load_dense("stories260K") is first
+    assert loading.load_dense(" stories260K ") is first

@@ -6,21 +6,21 @@ import torch
 
 from prune_explorer.execution.labels import CSR, DENSE, DENSE_ZEROS, compacted_label
 from prune_explorer.timing import Timing
-from ui import charts, data
+from ui import charts, data, formats
 
 
 def test_latency_headline_never_shows_a_ratio_for_the_same_kernel_or_within_noise():
     fast, slow = [5.0] * 7, [10.0] * 7
     # Two dense matmuls: a 2× gap is machine noise, whatever the numbers say.
-    assert data.latency_ratio(Timing(slow, DENSE), Timing(fast, DENSE_ZEROS)) == "~1.00×, same kernel"
+    assert formats.latency_ratio(Timing(slow, DENSE), Timing(fast, DENSE_ZEROS)) == "~1.00×, same kernel"
     # Another kernel, no spread: the ratio is believed.
-    assert data.latency_ratio(Timing(slow, DENSE), Timing(fast, CSR)) == "0.50×"
+    assert formats.latency_ratio(Timing(slow, DENSE), Timing(fast, CSR)) == "0.50×"
     # Another kernel, a gap inside the spread: no ratio either.
     noisy = [8.0, 12.0, 9.0, 11.0, 10.0, 8.5, 11.5]
-    assert data.latency_ratio(Timing(noisy, DENSE), Timing([x + 0.5 for x in noisy], CSR)) == (
+    assert formats.latency_ratio(Timing(noisy, DENSE), Timing([x + 0.5 for x in noisy], CSR)) == (
         "~1.00×, within noise"
     )
-    assert data.latency_ratio(Timing(slow, DENSE), Timing(fast, CSR), same=True) == "~1.00×, same kernel"
+    assert formats.latency_ratio(Timing(slow, DENSE), Timing(fast, CSR), same=True) == "~1.00×, same kernel"
 
 
 def test_kernel_summary_is_short_and_counts_layers():
@@ -30,14 +30,14 @@ def test_kernel_summary_is_short_and_counts_layers():
         f"{CSR} at 1 token; {DENSE_ZEROS} at 128 tokens": 2,
         CSR: 150,
     }
-    assert data.kernel_summary(counts) == (
+    assert formats.kernel_summary(counts) == (
         "CSR in 150 layers, dense in 20, compacted dense in 8, CSR or dense by token count in 2"
     )
-    assert data.kernel_summary({DENSE: 1}) == "dense in 1 layer"
+    assert formats.kernel_summary({DENSE: 1}) == "dense in 1 layer"
 
 
 def test_sizes_read_in_readable_units():
-    assert [data.megabytes(n) for n in (812, 4_200, 1_234_567, 2_500_000_000)] == [
+    assert [formats.megabytes(n) for n in (812, 4_200, 1_234_567, 2_500_000_000)] == [
         "812 bytes",
         "4.2 KB",
         "1.2 MB",
@@ -55,14 +55,14 @@ def test_speed_series_have_clearly_distinct_colours():
 
 
 def test_perplexity_reads_the_same_everywhere():
-    assert data.perplexity_text(15.1149) == "15.11"
-    assert data.perplexity_text(23456.7) == "23457"
-    assert data.perplexity_text(17941927964.17) == "1.8e10"
-    assert data.perplexity_text(17941927959.68, signed=True) == "+1.8e10"
-    assert data.perplexity_text(-0.5, signed=True) == "−0.50"
-    assert data.perplexity_text(float("inf")) == "∞" and data.perplexity_text(float("nan")) == "n/a"
+    assert formats.perplexity_text(15.1149) == "15.11"
+    assert formats.perplexity_text(23456.7) == "23457"
+    assert formats.perplexity_text(17941927964.17) == "1.8e10"
+    assert formats.perplexity_text(17941927959.68, signed=True) == "+1.8e10"
+    assert formats.perplexity_text(-0.5, signed=True) == "−0.50"
+    assert formats.perplexity_text(float("inf")) == "∞" and formats.perplexity_text(float("nan")) == "n/a"
     assert (
-        float(data.perplexity_text(17941927964.17)) == 1.8e10
+        float(formats.perplexity_text(17941927964.17)) == 1.8e10
     )  # still a number a test or a reader can parse
 
 
@@ -79,12 +79,13 @@ def test_a_long_tail_does_not_squeeze_the_histogram(llama_dense):
 
 
 def test_counts_take_their_plural():
-    assert [data.plural(n, "layer") for n in (0, 1, 2, 1234)] == [
+    assert [formats.plural(n, "layer") for n in (0, 1, 2, 1234)] == [
         "0 layers",
         "1 layer",
         "2 layers",
         "1,234 layers",
     ]
     assert (
-        data.plural(1, "entry", "entries") == "1 entry" and data.plural(3, "entry", "entries") == "3 entries"
+        formats.plural(1, "entry", "entries") == "1 entry"
+        and formats.plural(3, "entry", "entries") == "3 entries"
     )

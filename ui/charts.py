@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ui.data import perplexity_text
+from ui.formats import perplexity_text
 
 DENSE_COLOR = "#4c78a8"
 PRUNED_COLOR = "#e45756"

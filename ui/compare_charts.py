@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ui.charts import DENSE_COLOR, add_model_mark, layout
-from ui.data import perplexity_text
+from ui.formats import perplexity_text
 
 METHOD_COLORS = {"magnitude": "#4c78a8", "random": "#9d9d9d", "wanda": "#f58518", "sparsegpt": "#54a24b"}
 PATTERN_STYLES = {  # (line dash, marker symbol)

@@ -12,7 +12,7 @@ from prune_explorer.pruning.patterns import parse_pattern
 from prune_explorer.pruning.policies import POLICIES, MagnitudeSettings, magnitude_counts
 from prune_explorer.pruning.settings import uses_slider_path
 from prune_explorer.state import PruningState
-from ui import data, defaults, session
+from ui import data, defaults, formats, session
 
 POLICY_LABELS = {
     "uniform": "Same sparsity in every layer",
@@ -109,7 +109,7 @@ def model_picker(dense: DenseModel) -> None:
         st.error(error)
     st.caption(
         f"Active model: **{dense.name}** · {dense.num_parameters():,} parameters · "
-        f"{data.plural(len(dense.layers), 'layer')}",
+        f"{formats.plural(len(dense.layers), 'layer')}",
         help=f"Source: {dense.info.get('source', 'unknown')}",
     )
 
@@ -293,34 +293,5 @@ def pruning_summary(state: PruningState, settings: MagnitudeSettings | None) -> 
     pruned = sum(state.pruned_count(layer.name) for layer in layers)
     share = pruned / total if total else 0.0
     st.metric("Pruned (selected layers)", f"{share:.1%}")
-    in_layers = data.plural(len(layers), "layer")
-    st.caption(f"{pruned:,} of {data.plural(total, 'weight')} are zero in {in_layers}.")
-
-
-def layer_picker(layers: list[PrunableLayer], key: str, label: str = "Layer") -> PrunableLayer:
-    """A selectbox over ``layers`` (short names); returns the chosen layer."""
-    by_name = {layer.name: layer for layer in layers}
-    # A new option list makes a new widget; carry the user's choice over to it when it is still offered.
-    remembered = st.session_state.get(key, st.session_state.get(f"{key}_chosen"))
-    if remembered in by_name:
-        st.session_state[key] = remembered
-    else:
-        st.session_state.pop(key, None)
-    name = st.selectbox(
-        label,
-        list(by_name),
-        format_func=lambda n: data.short_name(by_name[n]),
-        key=key,
-        persist_state="session",
-    )
-    st.session_state[f"{key}_chosen"] = name
-    return by_name[name]
-
-
-def histogram_scales(prefix: str, log_y: bool = False) -> tuple[bool, bool]:
-    """Log-x and log-y switches for a histogram (``log_y``: where the count axis starts); returns
-    (log_x, log_y). A log |w| axis spreads the bulk of small weights a linear one squeezes to the left."""
-    left, right = st.columns(2)
-    log_x = left.toggle("log |w| axis", key=f"{prefix}_log_x")
-    log_y = right.toggle("log count axis", value=log_y, key=f"{prefix}_log_y")
-    return log_x, log_y
+    in_layers = formats.plural(len(layers), "layer")
+    st.caption(f"{pruned:,} of {formats.plural(total, 'weight')} are zero in {in_layers}.")

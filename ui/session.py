@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,18 +19,16 @@ import streamlit as st
 
 from prune_explorer.models.dense import DenseModel, context_length
 from prune_explorer.models.errors import ModelLoadError
-from prune_explorer.models.layers import DEFAULT_KINDS, select
-from prune_explorer.models.loading import LOADERS, STORIES260K, load_model, resolve_source
+from prune_explorer.models.layers import DEFAULT_KINDS
+from prune_explorer.models.loading import LOADERS, STORIES260K
 from prune_explorer.progress import Progress
-from prune_explorer.pruning import kernels
 from prune_explorer.pruning.calibration import DEFAULT_SEQ_LEN, CalibrationBatch
 from prune_explorer.pruning.policies import MagnitudeSettings
-from prune_explorer.pruning.ranking import layer_rankings
 from prune_explorer.pruning.result import PruneResult
 from prune_explorer.pruning.settings import apply_result as apply_result_to
 from prune_explorer.pruning.settings import apply_settings
 from prune_explorer.state import PruningState
-from ui import defaults, results
+from ui import defaults, loading, results
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +56,6 @@ METHOD = "sidebar_method"
 PATTERN = "sidebar_pattern"
 MODEL = "sidebar_model"
 SOURCE = "sidebar_source"
-_LOADING = threading.Lock()
-# Every dense model some session still holds, by resolved source: a model evicted from Streamlit's resource
-# cache but still in use is found here instead of being loaded a second time.
-_IN_USE: weakref.WeakValueDictionary[str, DenseModel] = weakref.WeakValueDictionary()
 # Page widgets whose options depend on the model: forgotten on a model change (their option lists change, so
 # the browser gets new widgets). Widgets whose *values* depend on it are set anew (see _widget_defaults).
 DEFAULTED_KEYS = (
@@ -85,47 +78,6 @@ MODEL_DEPENDENT_KEYS = (
     "compare_point",
     "sidebar_kinds_last",
 )
-
-
-def load_dense(source: str) -> DenseModel:
-    """The dense model for ``source``, loaded once per process and shared by all sessions (read-only).
-
-    Keyed by the resolved source (``./m`` and ``/abs/m`` are one model); a model still held by some session
-    is reused even after Streamlit's resource cache let it go.
-    """
-    resolved = resolve_source(source)
-    with _LOADING:
-        held = _IN_USE.get(resolved)
-    if held is not None:
-        return held
-    dense = _load_dense(resolved)
-    with _LOADING:
-        return _IN_USE.setdefault(resolved, dense)
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def _load_dense(source: str) -> DenseModel:
-    """Load and rank ``source`` (a resolved source) once per process.
-
-    The progress bar lives inside the cached function (and is emptied there), so a cache hit replays nothing.
-    """
-    bar = st.progress(0.0, text=f"Loading {source}…")
-
-    def progress(fraction: float, stage: str) -> None:
-        bar.progress(min(1.0, max(0.0, fraction)), text=f"Loading {source}: {stage}")
-
-    try:
-        dense = load_model(source, progress=progress)
-        # Sort every default layer's |w| now, once for all sessions, so no slider move waits for it.
-        layer_rankings(
-            dense,
-            select(dense.layers),
-            progress=lambda f: bar.progress(f, text=f"Ranking the weights of {source} by |w| (once)"),
-        )
-        kernels.warm_up()
-        return dense
-    finally:
-        bar.empty()
 
 
 @contextmanager
@@ -159,7 +111,7 @@ def _start(dense: DenseModel, source: str) -> None:
 def ensure_state() -> PruningState:
     """The session's pruning state, starting on the default built-in model the first time."""
     if STATE not in st.session_state:
-        _start(load_dense(default_source()), default_source())
+        _start(loading.load_dense(default_source()), default_source())
     current = st.session_state[STATE]
     if any(key not in st.session_state for key in DEFAULTED_KEYS):
         for key, value in _widget_defaults(current.dense).items():
@@ -218,7 +170,7 @@ def switch_model(source: str) -> bool:
 def _switch_model(source: str) -> bool:
     previous, previous_source = dense(), active_source()
     try:
-        new = load_dense(source)
+        new = loading.load_dense(source)
     except ModelLoadError as exc:
         st.session_state[LOAD_ERROR] = (
             f"Could not load {source!r}: {_sentence(exc)}. Still using {previous.name}."
