@@ -43,7 +43,8 @@ Breakdown (medians, ms): client = action → request sent; run = request → ``n
 request → first element; out sv = request → the last frame received before the outputs showed; finish =
 request → ``script_finished`` (server script run and transfer); draw = ``script_finished`` → settled. Also
 bytes received, requests sent, runs started and interrupted, and the longest silences between two received
-frames, named by the frames around them: where the server computes.
+frames, named by the frames around them and summed over repeats (a loop's progress updates): where the
+server computes.
 
 Bursts (``--burst`` ArrowRight presses ``--gap-ms`` apart) are timed from the last press and list their
 events (presses, requests with their values, runs started and finished).
@@ -374,7 +375,7 @@ class Trial:
     values_requested: list = field(default_factory=list)
     runs: int = 0
     interrupted: int = 0  # runs started but not finished: stopped for a newer request
-    # (ms, label): the server's silences before a frame, longest first
+    # (ms, "previous → next frame", count): the server's silences, summed by name, longest first
     gaps: list = field(default_factory=list)
     # (ms from the action, what): requests sent, runs started and finished (negative: before the action)
     events: list = field(default_factory=list)
@@ -517,13 +518,16 @@ class Probe:
             what += f" {frame.value:g}"
         return round(self.ms(frame) - action_ms), what
 
-    def _gaps(self, replies: list[Frame], keep: int = 8) -> list[tuple[float, str]]:
-        """The longest silences of the answering run: time from one received frame to the next, named
-        "previous → next" (the server was computing what comes after the previous frame)."""
-        gaps = [
-            (round(self.ms(b) - self.ms(a), 1), f"{a.label or a.kind} → {b.label or b.kind}")
-            for a, b in zip(replies, replies[1:], strict=False)
-        ]
+    def _gaps(self, replies: list[Frame], keep: int = 8) -> list[tuple[float, str, int]]:
+        """Where the answering run was silent: the time from one received frame to the next, named
+        "previous → next" (the server was computing what comes after the previous frame), summed over
+        identical names (a loop's progress updates add up); (ms, name, how many), longest first."""
+        totals: dict[str, list] = {}
+        for a, b in zip(replies, replies[1:], strict=False):
+            entry = totals.setdefault(f"{a.label or a.kind} → {b.label or b.kind}", [0.0, 0])
+            entry[0] += self.ms(b) - self.ms(a)
+            entry[1] += 1
+        gaps = [(round(ms, 1), name, count) for name, (ms, count) in totals.items()]
         return sorted(gaps, reverse=True)[:keep]
 
     def _outputs(self, run_start: float, settled_ms: float) -> float:
@@ -768,20 +772,24 @@ def summarise(trials: list[Trial]) -> dict:
     }
 
 
-def longest_gaps(trials: list[Trial], keep: int = 4) -> list[tuple[float, str]]:
-    """The server's longest silences in these trials: per frame label, the median gap before it over the
-    trials where it was among the longest; labels seen in at least half of the trials."""
-    by_label: dict[str, list[float]] = {}
+def longest_gaps(trials: list[Trial], keep: int = 4) -> list[tuple[float, str, float]]:
+    """The server's longest silences in these trials: per name, the median time (and count) over the
+    trials where it was among the longest; names seen in at least half of the trials."""
+    by_name: dict[str, list[tuple[float, int]]] = {}
     for trial in trials:
-        for gap, label in trial.gaps:
-            by_label.setdefault(label, []).append(gap)
-    common = [(statistics.median(g), label) for label, g in by_label.items() if 2 * len(g) >= len(trials)]
-    return [(round(g, 1), label) for g, label in sorted(common, reverse=True)[:keep]]
+        for gap, name, count in trial.gaps:
+            by_name.setdefault(name, []).append((gap, count))
+    common = [
+        (statistics.median(g for g, _ in v), name, statistics.median(c for _, c in v))
+        for name, v in by_name.items()
+        if 2 * len(v) >= len(trials)
+    ]
+    return [(round(g, 1), name, count) for g, name, count in sorted(common, reverse=True)[:keep]]
 
 
 def table(rows: dict[str, dict]) -> None:
     """One line per measurement: medians/p90/max, then the breakdown medians (ms) and what went over the
-    wire; then the server's longest silences for the measurements that have several trials."""
+    wire; then, per measurement, the server's longest silences."""
     head = (
         f"{'measurement':34} {'n':>2} {'outputs med/p90/max':>20} {'settled med/p90/max':>20} "
         f"{'client':>6} {'run':>5} {'1st el':>6} {'out sv':>6} {'finish':>6} {'draw':>5} {'KB':>5} "
@@ -803,12 +811,15 @@ def table(rows: dict[str, dict]) -> None:
         "out sv: request → last frame before the outputs showed;\nfinish: request → script_finished; "
         "draw: script_finished → last DOM change; intr: runs interrupted"
     )
-    print("\nLongest silences between two received frames (median ms; the server computing in between):")
+    print(
+        "\nLongest silences between two received frames, summed over repeats (median ms; the server "
+        "computing in between):"
+    )
     for name, s in rows.items():
         if s["longest_gaps_ms"]:
             print(f"  {name}:")
-            for gap, label in s["longest_gaps_ms"][:3]:
-                print(f"    {gap:>6.0f}  {label}")
+            for gap, name, count in s["longest_gaps_ms"][:3]:
+                print(f"    {gap:>6.0f}  {name}" + (f" (×{count:g})" if count > 1 else ""))
 
 
 def triple(v: dict | None) -> str:
