@@ -58,6 +58,7 @@ import argparse
 import base64
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -339,10 +340,11 @@ def delta_label(delta) -> str:
 
 
 def element_label(element) -> str:
+    """Type and text start; numbers read "#", so the same element has the same name at every step."""
     etype = element.WhichOneof("type") or "element"
     inner = getattr(element, etype, None)
     text = getattr(inner, "body", "") or getattr(inner, "label", "") or getattr(inner, "text", "")
-    text = text.strip() if isinstance(text, str) else ""
+    text = re.sub(r"\d[\d.,]*", "#", text.strip()) if isinstance(text, str) else ""
     return f"{etype} {text[:32]!r}" if text else etype
 
 
