@@ -86,6 +86,9 @@ class SharedCache:
 
     def get(self, key: Hashable, compute: Callable[[], T], *, pin: bool = False) -> T:
         """The value for ``key``, calling ``compute()`` only if no one has (others asking meanwhile wait)."""
+        pinned = self._entries.get(key)  # a pinned entry never moves or goes: read it without the lock
+        if pinned is not None and pinned.pinned:
+            return pinned.value
         with self._lock:
             entry = self._hit(key)
             if entry is not None:

@@ -17,8 +17,6 @@ every call puts the caller's count back.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -27,16 +25,23 @@ from numba import njit, prange
 _LOCK = threading.Lock()
 
 
-@contextmanager
-def _kernel() -> Iterator[None]:
-    """Hold the process-wide kernel lock; keep torch's thread count as the caller had it."""
-    with _LOCK:
-        threads = torch.get_num_threads()
+class _Kernel:
+    """Hold the process-wide kernel lock; keep torch's thread count as the caller had it (a plain class: a
+    slider move enters it a few hundred times)."""
+
+    def __enter__(self) -> None:
+        _LOCK.acquire()
+        self.threads = torch.get_num_threads()
+
+    def __exit__(self, *exc: object) -> None:
         try:
-            yield
+            if torch.get_num_threads() != self.threads:
+                torch.set_num_threads(self.threads)
         finally:
-            if torch.get_num_threads() != threads:
-                torch.set_num_threads(threads)
+            _LOCK.release()
+
+
+_KERNEL = _Kernel()
 
 
 @njit(parallel=True, cache=True)
@@ -85,27 +90,27 @@ def _flat(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
 
 def masked_copy(dense: torch.Tensor, bucket: torch.Tensor, b: int, out: torch.Tensor) -> None:
     """``out = where(bucket >= b, dense, +0.0)``: float32 (n,) dense, uint8 (n,) bucket, float32 (n,) out."""
-    with _kernel():
+    with _KERNEL:
         _masked_copy(_flat(dense, torch.float32), _flat(bucket, torch.uint8), b, _flat(out, torch.float32))
 
 
 def keep_from(bucket: torch.Tensor, b: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """bool (n,) ``bucket >= b`` for uint8 (n,) bucket, written into ``out`` if given; ``b`` may be 256."""
     keep = torch.empty(bucket.shape, dtype=torch.bool) if out is None else out
-    with _kernel():
+    with _KERNEL:
         _keep_from(_flat(bucket, torch.uint8), b, _flat(keep, torch.bool))
     return keep
 
 
 def zero_buckets(out: torch.Tensor, bucket: torch.Tensor, b0: int, b1: int) -> None:
     """``out[(b0 <= bucket) & (bucket < b1)] = +0.0``: float32 (n,) out, uint8 (n,) bucket."""
-    with _kernel():
+    with _KERNEL:
         _zero_buckets(_flat(out, torch.float32), _flat(bucket, torch.uint8), b0, b1)
 
 
 def restore_buckets(out: torch.Tensor, dense: torch.Tensor, bucket: torch.Tensor, b0: int, b1: int) -> None:
     """``out[sel] = dense[sel]`` where ``sel = (b0 <= bucket) & (bucket < b1)``: float32 (n,), uint8 (n,)."""
-    with _kernel():
+    with _KERNEL:
         _restore_buckets(
             _flat(out, torch.float32), _flat(dense, torch.float32), _flat(bucket, torch.uint8), b0, b1
         )
@@ -113,13 +118,13 @@ def restore_buckets(out: torch.Tensor, dense: torch.Tensor, bucket: torch.Tensor
 
 def zero_at(out: torch.Tensor, idx: torch.Tensor) -> None:
     """``out[idx] = +0.0``: float32 (n,) out, int32 (m,) distinct indices."""
-    with _kernel():
+    with _KERNEL:
         _zero_at(_flat(out, torch.float32), _flat(idx, torch.int32))
 
 
 def copy_at(out: torch.Tensor, src: torch.Tensor, idx: torch.Tensor) -> None:
     """``out[idx] = src[idx]``: float32 (n,) out and src, int32 (m,) distinct indices."""
-    with _kernel():
+    with _KERNEL:
         _copy_at(_flat(out, torch.float32), _flat(src, torch.float32), _flat(idx, torch.int32))
 
 
