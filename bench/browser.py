@@ -60,7 +60,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -72,18 +71,11 @@ from pathlib import Path
 
 from _common import ROOT, emit, machine
 
+from tests.support.browser import CHROMIUM_ARGS, free_port
+
 ARTIFACTS = ROOT / "artifacts" / "bench"
 APP = ROOT / "app.py"
 FLOOR = ROOT / "bench" / "floor_app.py"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
 STORIES = "stories260K"
 SMOLLM2 = "smollm2-135m"
 START_PERCENT = 40
@@ -237,12 +229,6 @@ def page_js(spec: dict | None) -> str:
 
 
 # ----- server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
