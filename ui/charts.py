@@ -146,6 +146,15 @@ def sweep_chart(
             hovertemplate="%{x:.1f}% sparsity<br>perplexity %{text}<extra></extra>",
         )
     )
+    add_dense_line(fig, dense_ppl)
+    add_model_mark(fig, current, earlier, "diamond", 13)
+    fig.update_xaxes(title_text="sparsity of the selected layers (%)", range=[-2, 102])
+    fig.update_yaxes(title_text="perplexity (log)", type="log", dtick=1, exponentformat="power")
+    return layout(fig, height)
+
+
+def add_dense_line(fig: go.Figure, dense_ppl: float | None) -> None:
+    """The dense model's perplexity as a dotted line across 0–100% sparsity (nothing when not measured)."""
     if dense_ppl is not None:
         fig.add_trace(
             go.Scatter(
@@ -154,12 +163,9 @@ def sweep_chart(
                 mode="lines",
                 name="dense",
                 line=dict(color="gray", dash="dot"),
+                hoverinfo="skip",
             )
         )
-    add_model_mark(fig, current, earlier, "diamond", 13)
-    fig.update_xaxes(title_text="sparsity of the selected layers (%)", range=[-2, 102])
-    fig.update_yaxes(title_text="perplexity (log)", type="log", dtick=1, exponentformat="power")
-    return layout(fig, height)
 
 
 def add_model_mark(

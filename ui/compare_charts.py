@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ui.charts import DENSE_COLOR, add_model_mark, layout
+from ui.charts import DENSE_COLOR, add_dense_line, add_model_mark, layout
 from ui.formats import perplexity_text
 
 METHOD_COLORS = {"magnitude": "#4c78a8", "random": "#9d9d9d", "wanda": "#f58518", "sparsegpt": "#54a24b"}
@@ -73,17 +73,7 @@ def _add_reference_marks(
     fig: go.Figure, dense_ppl: float | None, highlight: tuple[float, float] | None
 ) -> None:
     """The dense model's line and the chosen point (a ring)."""
-    if dense_ppl is not None:
-        fig.add_trace(
-            go.Scatter(
-                x=[0, 100],
-                y=[dense_ppl, dense_ppl],
-                mode="lines",
-                name="dense",
-                line=dict(color="gray", dash="dot"),
-                hoverinfo="skip",
-            )
-        )
+    add_dense_line(fig, dense_ppl)
     if highlight is not None:
         fig.add_trace(
             go.Scatter(
