@@ -61,17 +61,15 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from _common import ROOT, emit, machine
 
-from tests.support.browser import CHROMIUM_ARGS, free_port
+from tests.support.browser import CHROMIUM_ARGS, streamlit_server
 
 ARTIFACTS = ROOT / "artifacts" / "bench"
 APP = ROOT / "app.py"
@@ -234,45 +232,9 @@ def page_js(spec: dict | None) -> str:
 @contextmanager
 def serve(script: Path, log_name: str, threads: int | None):
     """``streamlit run script`` on a free port, as the e2e tests start it; yields the URL once healthy."""
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(script),
-        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
-    ]  # fmt: skip
-    log_path = ARTIFACTS / log_name
-    with log_path.open("w") as log:
-        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_healthy(server, url, log_path)
-            yield url
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-
-
-def wait_healthy(server: subprocess.Popen, url: str, log_path: Path, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited:\n{log_path.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"streamlit did not start in {timeout_s:.0f} s")
-        time.sleep(0.2)
+    env = {"OMP_NUM_THREADS": str(threads)} if threads else None
+    with streamlit_server(script, ARTIFACTS / log_name, env) as url:
+        yield url
 
 
 # ----- websocket frames
