@@ -9,7 +9,7 @@ import streamlit as st
 
 from prune_explorer.pruning.methods import get_method
 from prune_explorer.pruning.settings import prune_settings
-from ui import controls, methods, session
+from ui import controls, methods, scenes, session
 
 st.set_page_config(page_title="Prune Explorer", page_icon="✂️", layout="wide")
 
@@ -35,8 +35,11 @@ with session.exclusive():
     except Exception as exc:  # without a first model there is nothing to show
         st.error(f"The built-in model could not be loaded: {exc}")
         st.stop()
+    scenes.restore(navigation)  # a link's scene on the first run, a scene button's page: before the widgets
+    state = session.state()  # the link's scene may have loaded another model
 
     with st.sidebar:
+        scenes_slot = st.container()  # the Scenes expander, on top; filled last, when the link is known
         controls.model_picker(state.dense)
         st.divider()
         method, pattern, sequential = methods.method_picker()
@@ -55,5 +58,7 @@ with session.exclusive():
             on_click=session.reset_to_dense,
             icon=":material/restart_alt:",
         )
+        scenes.picker(navigation, scenes_slot)
+    scenes.write_url(navigation)  # the address bar holds the scene shown
 
     navigation.run()
