@@ -8,7 +8,7 @@ import streamlit as st
 from prune_explorer.models.layers import DEFAULT_KINDS
 from prune_explorer.pruning.methods import METHODS, get_method
 from prune_explorer.pruning.patterns import PATTERNS, parse_pattern
-from ui import compare, compare_charts, data, defaults, describe, methods, outputs, session, sweeps
+from ui import compare, compare_charts, data, defaults, describe, downloads, methods, outputs, session, sweeps
 
 GRID = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
@@ -95,10 +95,11 @@ if done:
         outputs.pruned_perplexity(state)
     mark = outputs.model_mark(state)
     current, earlier = outputs.mark_points(mark)
+    dense_level = dense_ppl.ppl if dense_ppl else None
     chart_slot.plotly_chart(
         compare_charts.method_curves(
             table,
-            dense_ppl.ppl if dense_ppl else None,
+            dense_level,
             highlight=(chosen_point.achieved, chosen_point.ppl),
             current=current,
             earlier=earlier,
@@ -106,6 +107,12 @@ if done:
         key="compare_curves",
         on_select=functools.partial(compare.pick_point, done, "compare_curves", "compare_point"),
         selection_mode="points",
+    )
+    downloads.csv_button(
+        functools.partial(downloads.curves_table, table, dense_level, current, earlier),
+        downloads.csv_name(dense.name, "compare-perplexity"),
+        key="compare_curves_csv",
+        slot=chart_slot,
     )
     chart_slot.caption(
         "Lower is better. The x axis is the share of zeros in the sidebar's layer kinds (neuron and head "
@@ -156,7 +163,7 @@ else:
         views = sweeps.layer_views(dense, view_keys, pair, batch, lambda f: bar.progress(f))
         bar.empty()
     if views is not None:
-        compare.show_layer_views(dense, views, pair if second else None, view_sparsity)
+        compare.show_layer_views(dense, views, pair if second else None, view_sparsity, view_pattern)
     else:
         st.caption("Press the button: each method prunes the model once, then every layer is measured.")
 

@@ -1,8 +1,10 @@
 """Layers: every prunable weight, its |w| histogram with the current cut-off, and sparsity by block × kind."""
 
+from functools import partial
+
 import streamlit as st
 
-from ui import charts, data, describe, formats, pickers, session
+from ui import charts, data, describe, downloads, formats, pickers, session
 
 state = session.state()
 dense = state.dense
@@ -32,6 +34,7 @@ hist = data.magnitude_histogram(dense, layer.name, log_x)
 threshold = data.layer_threshold(state, layer.name)
 pruned = state.pruned_count(layer.name)
 by_magnitude = state.pruned_by_magnitude(layer.name)
+pruned_bins = None if by_magnitude else data.pruned_counts(state, layer.name, hist.edges)
 st.plotly_chart(
     charts.magnitude_histogram(
         hist.edges,
@@ -39,10 +42,15 @@ st.plotly_chart(
         threshold if by_magnitude else 0.0,
         log_x=log_x,
         log_y=log_y,
-        pruned=None if by_magnitude else data.pruned_counts(state, layer.name, hist.edges),
+        pruned=pruned_bins,
         tail_to=hist.largest if hist.cut else None,
     ),
     key="layers_histogram",
+)
+downloads.csv_button(
+    partial(downloads.histogram_table, layer.name, hist, pruned_bins, pruned),
+    downloads.csv_name(dense.name, "histogram", layer.name, "log" if log_x else None),
+    key="layers_histogram_csv",
 )
 if by_magnitude:
     st.caption(
@@ -63,6 +71,11 @@ st.subheader("All layers: sparsity by block and kind")
 kinds, blocks, grid = data.sparsity_grid(state, layers)
 st.plotly_chart(
     charts.sparsity_heatmap(kinds, blocks, grid, height=120 + 32 * len(kinds)), key="layers_heatmap"
+)
+downloads.csv_button(
+    partial(downloads.heatmap_table, kinds, blocks, grid),
+    downloads.csv_name(dense.name, "sparsity-by-layer"),
+    key="layers_heatmap_csv",
 )
 st.caption(describe.heatmap_caption(applied))
 

@@ -1,9 +1,11 @@
 """Learn: four short ideas behind pruning, each beside a live view of the session's own model."""
 
+from functools import partial
+
 import streamlit as st
 
 from prune_explorer.measure.evaluate import agreement
-from ui import charts, data, defaults, formats, outputs, pickers, session, sweeps
+from ui import charts, data, defaults, downloads, formats, outputs, pickers, session, sweeps
 
 state = session.state()
 dense = state.dense
@@ -33,6 +35,11 @@ with text:
 with live:
     dense_patch, pruned_patch = data.weight_patch(state, layer.name)
     st.plotly_chart(charts.weight_patch(dense_patch, pruned_patch), key="learn_patch")
+    downloads.csv_button(
+        partial(downloads.patch_table, layer.name, dense_patch, pruned_patch),
+        downloads.csv_name(dense.name, "weights", layer.name),
+        key="learn_patch_csv",
+    )
     zeros = int((pruned_patch == 0).sum())
     st.caption(f"{zeros} of {pruned_patch.size} weights in this corner are zero now (black).")
 
@@ -51,6 +58,7 @@ with live:
     log_x, log_y = pickers.histogram_scales("learn", log_y=True)
     hist = data.magnitude_histogram(dense, layer.name, log_x=log_x)
     by_magnitude = state.pruned_by_magnitude(layer.name)
+    pruned_bins = None if by_magnitude else data.pruned_counts(state, layer.name, hist.edges)
     st.plotly_chart(
         charts.magnitude_histogram(
             hist.edges,
@@ -59,10 +67,15 @@ with live:
             log_x=log_x,
             log_y=log_y,
             height=260,
-            pruned=None if by_magnitude else data.pruned_counts(state, layer.name, hist.edges),
+            pruned=pruned_bins,
             tail_to=hist.largest if hist.cut else None,
         ),
         key="learn_hist",
+    )
+    downloads.csv_button(
+        partial(downloads.histogram_table, layer.name, hist, pruned_bins, state.pruned_count(layer.name)),
+        downloads.csv_name(dense.name, "histogram", layer.name, "log" if log_x else None),
+        key="learn_hist_csv",
     )
     agree = agreement(*outputs.next_token_logits(state, ids))
     a, b = st.columns(2)
@@ -118,16 +131,22 @@ with live:
             outputs.pruned_perplexity(state)
         mark = outputs.model_mark(state)
         current, earlier = outputs.mark_points(mark)
+        dense_level = dense_ppl.ppl if dense_ppl else None
         st.plotly_chart(
             charts.sweep_chart(
                 [p.achieved for p in points],
                 [p.ppl for p in points],
-                dense_ppl.ppl if dense_ppl else None,
+                dense_level,
                 current,
                 height=300,
                 earlier=earlier,
             ),
             key="learn_sweep_chart",
+        )
+        downloads.csv_button(
+            partial(downloads.sweep_table, points, "sweep", applied, dense_level, current, earlier),
+            downloads.sweep_file(dense.name, applied),
+            key="learn_sweep_csv",
         )
         st.caption(
             "The diamond is your model now: move the sparsity slider and it walks along the curve."

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 
 import pandas as pd
 import streamlit as st
@@ -12,7 +13,7 @@ import streamlit as st
 from prune_explorer.execution.labels import DENSE_LABELS
 from prune_explorer.measure import layer_speed, sizes, speed
 from prune_explorer.state import PruningState
-from ui import charts, formats, results, session
+from ui import charts, downloads, formats, results, session
 
 state = session.ensure_state()
 dense = state.dense
@@ -140,6 +141,11 @@ def show_layer_points(points: list, shape: tuple[int, int], tokens: int) -> None
         charts.speed_lines(xs, series, "ms per call", {"ideal (FLOPs)", "memory-bound (CSR bytes)"}),
         key="speed_layer_chart",
     )
+    downloads.csv_button(
+        partial(downloads.series_table, "sparsity_percent", xs, series, "ms_per_call", x_scale=100),
+        downloads.csv_name(dense.name, "speed-layer", f"{shape[0]}x{shape[1]}", f"{tokens}tokens"),
+        key="speed_layer_csv",
+    )
     even = layer_speed.break_even(points)
     st.markdown(
         f"**Break-even for CSR** at {tokens} token{'s' * (tokens != 1)}: "
@@ -214,11 +220,15 @@ def show_cases(done: list, sparsities: list[float]) -> None:
         n = min(len(v) for v in series.values())
         st.markdown(f"**{phase}**")
         dashed = {"dense", "ideal (FLOPs, unstructured)", "memory-bound (CSR bytes)"}
+        shown = {k: v[:n] for k, v in series.items()}
         st.plotly_chart(
-            charts.speed_lines(
-                sparsities[:n], {k: v[:n] for k, v in series.items()}, "speedup over dense", dashed
-            ),
-            key=f"speed_e2e_{phase}",
+            charts.speed_lines(sparsities[:n], shown, "speedup over dense", dashed), key=f"speed_e2e_{phase}"
+        )
+        table = partial(downloads.series_table, "sparsity_percent", sparsities[:n], shown, "speedup_x", 100)
+        downloads.csv_button(
+            table,
+            downloads.csv_name(dense.name, "speed", phase),
+            key=f"speed_e2e_{phase}_csv",
         )
     st.dataframe(
         pd.DataFrame(

@@ -3,6 +3,7 @@ point by clicking it or from a list and applying it, and the per-layer charts.""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pandas as pd
@@ -11,7 +12,7 @@ import streamlit as st
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import PrunableLayer
 from prune_explorer.pruning.calibration import CalibrationBatch
-from ui import compare_charts, outputs, sweeps
+from ui import compare_charts, downloads, outputs, sweeps
 from ui.describe import PATTERN_LABELS, SHORT_LABELS
 from ui.methods import request_apply
 
@@ -107,9 +108,14 @@ def _compact(layer: PrunableLayer) -> str:
 
 
 def show_layer_views(
-    dense: DenseModel, views: sweeps.LayerViews, pair: tuple[str, str] | None, sparsity: float
+    dense: DenseModel,
+    views: sweeps.LayerViews,
+    pair: tuple[str, str] | None,
+    sparsity: float,
+    pattern: str | None = None,
 ) -> None:
-    """Reconstruction error by layer for each method, and the Jaccard overlap of the pair's pruned weights."""
+    """Reconstruction error by layer for each method, and the Jaccard overlap of the pair's pruned weights,
+    each with its CSV (``pattern`` names the files)."""
     for method, why in views.failed.items():
         st.caption(f"{SHORT_LABELS[method]}: {why}")
     names = [layer.name for layer in dense.layers if any(layer.name in e for e in views.errors.values())]
@@ -118,6 +124,12 @@ def show_layer_views(
     colors = {SHORT_LABELS[m]: compare_charts.METHOD_COLORS[m] for m in views.errors}
     st.plotly_chart(
         compare_charts.layer_chart(labels, series, "‖WX − W′X‖ / ‖WX‖", colors), key="compare_errors_chart"
+    )
+    what = (pattern, f"{round(100 * sparsity)}pct")
+    downloads.csv_button(
+        functools.partial(downloads.series_table, "layer", names, series, "relative_output_error"),
+        downloads.csv_name(dense.name, "reconstruction-error", *what),
+        key="compare_errors_csv",
     )
     st.caption(
         f"Relative output error of each pruned layer on its own dense inputs over (up to) "
@@ -129,16 +141,23 @@ def show_layer_views(
         st.caption("Choose two methods to see how far their masks agree.")
         return
     a, b = (SHORT_LABELS[m] for m in pair)
-    overlap = [views.overlap.get(n, math.nan) for n in names]
+    overlap = {f"{a} vs {b}": [views.overlap.get(n, math.nan) for n in names]}
+    by_chance = sparsity / (2 - sparsity)
     st.plotly_chart(
         compare_charts.layer_chart(
             labels,
-            {f"{a} vs {b}": overlap},
+            overlap,
             "Jaccard of pruned weights",
             y_range=(0, 1.02),
-            reference=(sparsity / (2 - sparsity), "two random masks"),
+            reference=(by_chance, "two random masks"),
         ),
         key="compare_jaccard_chart",
+    )
+    overlap["two random masks"] = [by_chance] * len(names)
+    downloads.csv_button(
+        functools.partial(downloads.series_table, "layer", names, overlap, "jaccard_pruned_weights"),
+        downloads.csv_name(dense.name, "mask-overlap", pair[0], pair[1], *what),
+        key="compare_jaccard_csv",
     )
     st.caption(
         f"Share of the weights pruned by {a} or {b} that both prune (1 = the same weights, 0 = disjoint). "
