@@ -9,7 +9,7 @@ import streamlit as st
 
 from prune_explorer.pruning.methods import get_method
 from prune_explorer.pruning.settings import prune_settings
-from ui import controls, methods, scenes, session
+from ui import background, controls, methods, scenes, session
 
 st.set_page_config(page_title="Prune Explorer", page_icon="✂️", layout="wide")
 
@@ -29,6 +29,8 @@ for path, title, icon in (
 navigation = st.navigation(pages)
 
 # One run of a session at a time: a new run waits until the previous one has stopped (see session.exclusive).
+# Slow measurements the page asks for run after it, in the background (ui.background).
+background.begin_run()
 with session.exclusive():
     try:
         state = session.ensure_state()
@@ -61,4 +63,9 @@ with session.exclusive():
         scenes.picker(navigation, scenes_slot)
     scenes.write_url(navigation)  # the address bar holds the scene shown
 
-    navigation.run()
+    try:
+        navigation.run()
+        with st.sidebar:
+            background.poll()
+    finally:
+        background.end_run()

@@ -5,7 +5,7 @@ from functools import partial
 import streamlit as st
 
 from prune_explorer.measure.evaluate import agreement
-from ui import charts, data, defaults, downloads, formats, outputs, pickers, session, sweeps
+from ui import background, charts, data, defaults, downloads, formats, outputs, pickers, session, sweeps
 
 state = session.state()
 dense = state.dense
@@ -93,12 +93,14 @@ with text:
         "every 4, or removing whole rows so the tables really shrink."
     )
 with live:
-    timed = outputs.cached_latency(state, ids)
-    if small or st.button("Time both models", key="learn_time"):
-        timed = outputs.latency(state, ids)
-    if timed is None:
-        st.caption("Press the button to time one forward pass of each model.")
-    else:
+    timed = background.ask(
+        outputs.latency_task(state, ids),
+        auto=small,
+        button="Time both models",
+        key="learn_time",
+        hint="Press the button to time one forward pass of each model.",
+    )
+    if timed is not None:
         dense_t, pruned_t = timed
         st.metric("Pruned / dense forward time", formats.latency_ratio(dense_t, pruned_t))
         st.caption(
@@ -118,17 +120,19 @@ with text:
         "the curve on the right is the pessimistic one."
     )
 with live:
-    points = sweeps.cached_sweep(dense, applied)
-    if small or st.button("Run the sweep", key="learn_sweep"):
-        bar = st.progress(0.0, text="Pruning to each sparsity and scoring…")
-        points = sweeps.perplexity_sweep(dense, applied, progress=lambda f: bar.progress(f, text="Sweep…"))
-        bar.empty()
-    if points is None:
-        st.caption("Press the button to score 0–90% sparsity (one pass over the held-out text per point).")
-    else:
+    points = background.ask(
+        sweeps.sweep_task(dense, applied),
+        auto=small,
+        button="Run the sweep",
+        key="learn_sweep",
+        hint="Press the button to score 0–90% sparsity (one pass over the held-out text per point).",
+    )
+    if small:  # the model's own point walks along the curve
+        ppl = background.ask(outputs.perplexity_task(state))
+        if ppl is not None:
+            outputs.remember_mark(state, ppl)
+    if points is not None:
         dense_ppl = outputs.cached_dense_perplexity(dense)
-        if small:
-            outputs.pruned_perplexity(state)
         mark = outputs.model_mark(state)
         current, earlier = outputs.mark_points(mark)
         dense_level = dense_ppl.ppl if dense_ppl else None

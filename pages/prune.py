@@ -1,9 +1,22 @@
 """Prune: the dense model beside the session's pruned one — text, next token, latency, perplexity, sweep."""
 
+from functools import partial
+
 import streamlit as st
 
-from prune_explorer.measure.evaluate import agreement, token_diff
-from ui import charts, data, defaults, describe, formats, outputs, session, sweeps
+from ui import (
+    background,
+    charts,
+    data,
+    defaults,
+    describe,
+    downloads,
+    formats,
+    generation,
+    outputs,
+    session,
+    sweeps,
+)
 
 state = session.state()
 dense = state.dense
@@ -37,17 +50,11 @@ if not (prompt or "").strip():
         "The prompt is empty, so both models continue from the start-of-text token alone. Type a prompt to "
         "see how each continues your text."
     )
-gen = outputs.generations(state, ids, max_new)
-tok = dense.tokenizer
-col_dense, col_pruned = st.columns(2)
-with col_dense:
-    st.markdown("**Dense** (as trained)")
-    st.html(data.tokens_html(tok.token_pieces(gen.dense), token_diff(gen.pruned, gen.dense), "dense"))
-with col_pruned:
-    st.markdown("**Pruned** (your settings)")
-    st.html(data.tokens_html(tok.token_pieces(gen.pruned), token_diff(gen.dense, gen.pruned), "pruned"))
+text_area = st.container()
+st.subheader("Next token")
+gen = generation.show(state, ids, max_new, text_area, st.container())
 diverge = data.first_divergence(gen.dense, gen.pruned)
-st.caption(
+text_area.caption(
     "Greedy decoding, so the two differ only because of the weights. "
     + (
         "Identical continuations."
@@ -62,49 +69,34 @@ st.caption(
     )
 )
 
-# ----- next token
-dense_logits, pruned_logits = outputs.next_token_logits(state, ids)
-agree = agreement(dense_logits, pruned_logits)
-st.subheader("Next token")
-chart_col, metric_col = st.columns([3, 1])
-with chart_col:
-    table = data.topk_table(tok, dense_logits[-1], pruned_logits[-1], k=10)
-    st.plotly_chart(charts.next_token_bars(table), key="prune_topk_chart")
-with metric_col:
-    st.metric("KL(dense ‖ pruned), next token", f"{formats.small_number(agree.kl_last)} nats")
-    st.metric("KL, mean over the prompt", f"{formats.small_number(agree.kl)} nats")
-    st.metric("Top-1 agreement over the prompt", f"{agree.top1:.0%}")
-    st.caption("KL is 0 when the two next-token distributions are the same; it grows as pruning bends them.")
-
 # ----- latency
 st.subheader("Forward latency")
-timed = outputs.cached_latency(state, ids)
-if small or st.button("Time a forward pass", key="prune_time"):
-    with st.spinner("Timing dense and pruned forward passes…"):
-        timed = outputs.latency(state, ids)
-if timed is None:
-    st.caption("Press the button to time both models (warm-up, then the median of 15 interleaved runs).")
-else:
+timed = background.ask(
+    outputs.latency_task(state, ids),
+    auto=small,
+    button="Time a forward pass",
+    key="prune_time",
+    hint="Press the button to time both models (warm-up, then the median of 15 interleaved runs).",
+)
+if timed is not None:
     dense_t, pruned_t = timed
     st.metric("Pruned / dense", formats.latency_ratio(dense_t, pruned_t))
     st.caption(formats.latency_measured(dense_t, pruned_t))
     st.info(formats.latency_reading(dense_t, pruned_t))
-    if not small:
-        st.caption("Measured for the settings shown; press the button again after moving a slider.")
 
 # ----- perplexity
 st.subheader("Perplexity on held-out text")
 text_set = dense.info.get("text_set", "stories")
-ppl = outputs.cached_pruned_perplexity(state)
-if small or st.button("Compute perplexity", key="prune_ppl"):
-    bar = st.progress(0.0, text="Scoring the held-out text…")
-    outputs.dense_perplexity(dense, progress=lambda f: bar.progress(f / 2, text="Dense model…"))
-    ppl = outputs.pruned_perplexity(state, progress=lambda f: bar.progress(0.5 + f / 2, text="Pruned model…"))
-    bar.empty()
+ppl = background.ask(
+    outputs.perplexity_task(state),
+    auto=small,
+    button="Compute perplexity",
+    key="prune_ppl",
+    hint=f"Press the button to score the {text_set!r} evaluation text with both models.",
+)
 dense_ppl = outputs.cached_dense_perplexity(dense)
-if ppl is None or dense_ppl is None:
-    st.caption(f"Press the button to score the {text_set!r} evaluation text with both models.")
-else:
+if ppl is not None and dense_ppl is not None:
+    outputs.remember_mark(state, ppl)
     a, b, c = st.columns(3)
     a.metric("Dense perplexity", formats.perplexity_text(dense_ppl.ppl))
     b.metric(
@@ -118,16 +110,14 @@ else:
 
 # ----- sweep
 st.subheader("Sparsity sweep")
-points = sweeps.cached_sweep(dense, applied)
-if small or st.button("Run the sweep", key="prune_sweep"):
-    bar = st.progress(0.0, text="Pruning to each sparsity and scoring…")
-    points = sweeps.perplexity_sweep(dense, applied, progress=lambda f: bar.progress(f, text="Sweep…"))
-    bar.empty()
-if points is None:
-    st.caption(
-        "Press the button to score 0–90% sparsity with your layer kinds and policy (one model pass each)."
-    )
-else:
+points = background.ask(
+    sweeps.sweep_task(dense, applied),
+    auto=small,
+    button="Run the sweep",
+    key="prune_sweep",
+    hint="Press the button to score 0–90% sparsity with your layer kinds and policy (one model pass each).",
+)
+if points is not None:
     mark = outputs.model_mark(state)
     current, earlier = outputs.mark_points(mark)
     st.plotly_chart(
@@ -140,6 +130,19 @@ else:
             earlier=earlier,
         ),
         key="prune_sweep_chart",
+    )
+    downloads.csv_button(
+        partial(
+            downloads.sweep_table,
+            points,
+            describe.sweep_name(applied),
+            applied,
+            dense_ppl.ppl if dense_ppl else None,
+            current,
+            earlier,
+        ),
+        downloads.sweep_file(dense.name, applied),
+        key="prune_sweep_csv",
     )
     how = "press Compute perplexity above"
     st.caption(f"{describe.sweep_caption(applied)} {outputs.mark_caption(mark, 'diamond', how)}")

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from prune_explorer.progress import Progress
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -47,18 +49,30 @@ def time_call(fn: Callable[[], object], kernel: str, warmup: int = 3, repeats: i
 
 
 def time_interleaved(
-    fns: dict[str, Callable[[], object]], kernels: dict[str, str], warmup: int = 2, repeats: int = 7
+    fns: dict[str, Callable[[], object]],
+    kernels: dict[str, str],
+    warmup: int = 2,
+    repeats: int = 7,
+    progress: Progress = None,
 ) -> dict[str, Timing]:
-    """Median wall time of each function, run in turn repeat by repeat so machine noise hits all alike."""
-    for _ in range(warmup):
+    """Median wall time of each function, run in turn repeat by repeat so machine noise hits all alike.
+
+    ``progress`` hears the share of rounds done after each round (warm-up included), between timed calls.
+    """
+    rounds = warmup + repeats
+    for i in range(warmup):
         for fn in fns.values():
             fn()
+        if progress:
+            progress((i + 1) / rounds)
     runs: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
+    for i in range(repeats):
         for k, fn in fns.items():
             start = time.perf_counter()
             fn()
             runs[k].append((time.perf_counter() - start) * 1000.0)
+        if progress:
+            progress((warmup + i + 1) / rounds)
     return {k: Timing(runs[k], kernels[k]) for k in fns}
 
 

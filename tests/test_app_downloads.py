@@ -137,7 +137,6 @@ def test_speed_page_charts_download_their_numbers(payloads):
 
 
 @pages
-@pytest.mark.xfail(strict=True, reason="pages/prune.py's buttons come from its owner: then drop this mark")
 def test_prune_page_next_token_and_sweep_download_their_numbers(payloads):
     at = start()
     set_sparsity(at, 50)

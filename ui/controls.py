@@ -12,7 +12,7 @@ from prune_explorer.pruning.patterns import parse_pattern
 from prune_explorer.pruning.policies import POLICIES, MagnitudeSettings, magnitude_counts
 from prune_explorer.pruning.settings import uses_slider_path
 from prune_explorer.state import PruningState
-from ui import data, defaults, formats, session
+from ui import data, defaults, formats, loading, session
 
 POLICY_LABELS = {
     "uniform": "Same sparsity in every layer",
@@ -139,6 +139,12 @@ def pruning_controls(
     by_threshold = slider_path and policy == "threshold"
     slot = st.empty()
     percent = 0 if by_threshold else _sparsity_slider(slot, pattern, disabled=fixed is not None)
+    ranked = loading.ranking_progress(dense)
+    if ranked < 1.0:
+        st.caption(
+            f"Sorting every layer's |w| once for this model, in the background ({ranked:.0%} done); a move "
+            "before it ends waits for the layers it needs."
+        )
     if fixed is not None:
         n, m = pattern.split(":")
         st.caption(

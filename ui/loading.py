@@ -22,6 +22,8 @@ _LOADING = threading.Lock()
 # Every dense model some session still holds, by resolved source: a model evicted from Streamlit's resource
 # cache but still in use is found here instead of being loaded a second time.
 _IN_USE: weakref.WeakValueDictionary[str, DenseModel] = weakref.WeakValueDictionary()
+# The share of each model's |w| ranking done by its background thread.
+_RANKING: weakref.WeakKeyDictionary[DenseModel, list[float]] = weakref.WeakKeyDictionary()
 
 
 def load_dense(source: str) -> DenseModel:
@@ -42,7 +44,7 @@ def load_dense(source: str) -> DenseModel:
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _load_dense(source: str) -> DenseModel:
-    """Load and rank ``source`` (a resolved source) once per process.
+    """Load ``source`` (a resolved source) once per process, and start ranking its weights.
 
     The progress bar lives inside the cached function (and is emptied there), so a cache hit replays nothing.
     """
@@ -53,13 +55,26 @@ def _load_dense(source: str) -> DenseModel:
 
     try:
         dense = load_model(source, progress=progress)
-        # Sort every default layer's |w| now, once for all sessions, so no slider move waits for it.
-        layer_rankings(
-            dense,
-            select(dense.layers),
-            progress=lambda f: bar.progress(f, text=f"Ranking the weights of {source} by |w| (once)"),
-        )
         kernels.warm_up()
-        return dense
     finally:
         bar.empty()
+    _rank_in_background(dense)
+    return dense
+
+
+def _rank_in_background(dense: DenseModel) -> None:
+    """Sort every default layer's |w| once for all sessions, in a thread, so the first view of a model does
+    not wait for it (it starts dense). A slider move that comes first computes, or waits for, only the
+    rankings it needs (the shared cache builds each key once)."""
+    progress = _RANKING.setdefault(dense, [0.0])
+
+    def rank() -> None:
+        layer_rankings(dense, select(dense.layers), progress=lambda f: progress.__setitem__(0, f))
+
+    threading.Thread(target=rank, name=f"prune-explorer-rank-{dense.name}", daemon=True).start()
+
+
+def ranking_progress(dense: DenseModel) -> float:
+    """How much of ``dense``'s |w| ranking is done (1.0: all of it, or it was never started here)."""
+    found = _RANKING.get(dense)
+    return 1.0 if found is None else found[0]

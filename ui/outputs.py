@@ -8,6 +8,7 @@ dense results are reused.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import streamlit as st
@@ -20,7 +21,7 @@ from prune_explorer.models.dense import DenseModel, context_length
 from prune_explorer.progress import Progress
 from prune_explorer.state import PruningState
 from prune_explorer.timing import Timing, forward_runner, time_interleaved
-from ui import data, describe, results, session
+from ui import background, data, describe, results, session
 
 LAST_MARK = "last_model_mark"  # session_state: (pruned key, ModelMark) of the last perplexity measured
 
@@ -43,38 +44,74 @@ class Generation:
     pruned: list[int]
 
 
-def generations(state: PruningState, ids: list[int], max_new: int) -> Generation:
+def generations(
+    state: PruningState,
+    ids: list[int],
+    max_new: int,
+    on_token: Callable[[int], None] | None = None,
+    on_prompt: Callable[[torch.Tensor], None] | None = None,
+) -> Generation:
     """Greedy continuations of ``ids`` by the dense and the session's pruned model.
 
     The prompt logits computed on the way are kept for :func:`next_token_logits`, so a slider move runs the
-    pruned prompt once, not twice.
+    pruned prompt once, not twice. ``on_prompt`` and ``on_token`` hear the pruned model's prompt logits and
+    each new token as they come (only when the pruned side is computed now, not memoised), so the page can
+    show them while the text grows.
     """
-    dense = state.dense
-    stops = stop_ids(dense)
-
-    def run(model) -> evaluate.Continuation:
-        return evaluate.continue_greedily(model, ids, max_new_tokens=max_new, stop_ids=stops)
-
-    dense_cont = results.shared(dense, ("continue", tuple(ids), max_new), lambda: run(dense.model))
-    results.shared(dense, ("logits", tuple(ids)), lambda: dense_cont.prompt_logits)
+    dense_tokens = dense_generation(state.dense, ids, max_new)
     if session.nothing_pruned():
-        return Generation(dense=dense_cont.tokens, pruned=dense_cont.tokens)
+        return Generation(dense=dense_tokens, pruned=dense_tokens)
     key = (session.pruned_key(), tuple(ids), max_new)
-    pruned_cont = results.memo("continue", key, lambda: run(state.model))
+    stops = stop_ids(state.dense)
+    pruned_cont = results.memo(
+        "continue", key, lambda: _continue(state.model, ids, max_new, stops, on_token, on_prompt)
+    )
     results.memo("logits", (session.pruned_key(), tuple(ids)), lambda: pruned_cont.prompt_logits)
-    return Generation(dense=dense_cont.tokens, pruned=pruned_cont.tokens)
+    return Generation(dense=dense_tokens, pruned=pruned_cont.tokens)
+
+
+def _continue(
+    model: torch.nn.Module,
+    ids: list[int],
+    max_new: int,
+    stops: tuple[int, ...],
+    on_token=None,
+    on_prompt=None,
+) -> evaluate.Continuation:
+    return evaluate.continue_greedily(
+        model, ids, max_new_tokens=max_new, stop_ids=stops, on_token=on_token, on_prompt=on_prompt
+    )
+
+
+def dense_generation(dense: DenseModel, ids: list[int], max_new: int) -> list[int]:
+    """The dense model's greedy continuation, computed once per process (its prompt logits kept too)."""
+    cont = results.shared(
+        dense,
+        ("continue", tuple(ids), max_new),
+        lambda: _continue(dense.model, ids, max_new, stop_ids(dense)),
+    )
+    results.shared(dense, ("logits", tuple(ids)), lambda: cont.prompt_logits)
+    return cont.tokens
+
+
+def last_pruned_tokens() -> list[int] | None:
+    """The pruned continuation shown before (whatever settings it was for), to stand in while a new grows."""
+    hit = st.session_state.get(results.MEMO, {}).get("continue")
+    return None if hit is None else hit[1].tokens
+
+
+def dense_logits(dense: DenseModel, ids: list[int]) -> torch.Tensor:
+    """float32 (T, vocab) logits of the prompt under the dense model (shared)."""
+    return results.shared(dense, ("logits", tuple(ids)), lambda: evaluate.next_token_logits(dense.model, ids))
 
 
 def next_token_logits(state: PruningState, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """float32 (T, vocab) logits of the prompt under the dense and the pruned model."""
-    dense = state.dense
-    dense_logits = results.shared(
-        dense, ("logits", tuple(ids)), lambda: evaluate.next_token_logits(dense.model, ids)
-    )
+    shared = dense_logits(state.dense, ids)
     if session.nothing_pruned():
-        return dense_logits, dense_logits
+        return shared, shared
     key = (session.pruned_key(), tuple(ids))
-    return dense_logits, results.memo("logits", key, lambda: evaluate.next_token_logits(state.model, ids))
+    return shared, results.memo("logits", key, lambda: evaluate.next_token_logits(state.model, ids))
 
 
 def eval_ids(dense: DenseModel) -> list[int]:
@@ -112,7 +149,7 @@ def pruned_perplexity(state: PruningState, progress: Progress = None) -> evaluat
             session.pruned_key(),
             lambda: evaluate.perplexity(state.model, ids, progress=progress),
         )
-    st.session_state[LAST_MARK] = (session.pruned_key(), _mark(state, result.ppl, now=True))
+    remember_mark(state, result)
     return result
 
 
@@ -173,25 +210,49 @@ def mark_caption(mark: ModelMark | None, symbol: str, how: str) -> str:
     return f"The {symbol} is your model now."
 
 
-def cached_latency(state: PruningState, ids: list[int]) -> tuple[Timing, Timing] | None:
-    return results.peek("latency", (session.pruned_key(), tuple(ids)))
-
-
-def latency(state: PruningState, ids: list[int]) -> tuple[Timing, Timing]:
-    """Median forward latency of the dense and the pruned model on the prompt (interleaved runs)."""
+def latency_task(state: PruningState, ids: list[int]) -> background.Task:
+    """Median forward latency of the dense and the pruned model on the prompt (interleaved runs), measured
+    in the background: (dense, pruned) Timing."""
     input_ids = torch.tensor([ids], dtype=torch.long)
-    key = (session.pruned_key(), tuple(ids))
-    return results.memo("latency", key, lambda: _time_pair(state, input_ids))
-
-
-def _time_pair(state: PruningState, input_ids: torch.Tensor) -> tuple[Timing, Timing]:
+    pruned_kernel = DENSE if session.nothing_pruned() else DENSE_ZEROS
     runs = {
         "dense": forward_runner(state.dense.model, input_ids),
         "pruned": forward_runner(state.model, input_ids),
     }
-    pruned_kernel = DENSE if session.nothing_pruned() else DENSE_ZEROS
-    timings = time_interleaved(runs, {"dense": DENSE, "pruned": pruned_kernel}, warmup=3, repeats=15)
-    return timings["dense"], timings["pruned"]
+
+    def measure(progress: Progress) -> tuple[Timing, Timing]:
+        kernels = {"dense": DENSE, "pruned": pruned_kernel}
+        timings = time_interleaved(runs, kernels, warmup=3, repeats=15, progress=progress)
+        return timings["dense"], timings["pruned"]
+
+    key = (session.pruned_key(), tuple(ids))
+    return background.Task("latency", key, "Timing dense and pruned forward passes", measure)
+
+
+def perplexity_task(state: PruningState) -> background.Task:
+    """Perplexity of the held-out text under the session's model (and the dense one, shared), measured in
+    the background."""
+    dense, ids, nothing_pruned = state.dense, eval_ids(state.dense), session.nothing_pruned()
+
+    def measure(progress: Progress) -> evaluate.Perplexity:
+        dense_ppl = dense_perplexity(dense, progress=lambda f: progress(f / 2))
+        if nothing_pruned:
+            return dense_ppl
+        return evaluate.perplexity(state.model, ids, progress=lambda f: progress(0.5 + f / 2))
+
+    return background.Task(
+        "perplexity",
+        session.pruned_key(),
+        "Scoring the held-out text",
+        measure,
+        cached=lambda: cached_pruned_perplexity(state),
+        model=None if nothing_pruned else state.model,
+    )
+
+
+def remember_mark(state: PruningState, ppl: evaluate.Perplexity) -> None:
+    """Keep the session's model as measured now, for the hollow mark once the settings move on."""
+    st.session_state[LAST_MARK] = (session.pruned_key(), _mark(state, ppl.ppl, now=True))
 
 
 def _token_ids(dense: DenseModel, n_tokens: int) -> list[int]:

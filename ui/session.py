@@ -43,6 +43,7 @@ APPLIED_INFO = (
 CALIBRATION = "calibration_batch"  # (CalibrationBatch or None, error message or None), set by the sidebar
 APPLY_REQUESTED = "apply_requested"  # a page asked the sidebar to apply its settings now (e.g. slow methods)
 JOB = "apply_job"  # a slow method running in the background (ui.jobs.ApplyJob), until its result is applied
+WORKER = "background_worker"  # the session's measuring thread (ui.background.Worker), stopped by exclusive()
 JOB_NOTE = "apply_job_note"  # why the last background run was dropped, shown once in the sidebar
 
 # Sidebar widget keys reset when the model changes or the user resets to dense.
@@ -87,12 +88,21 @@ def exclusive() -> Iterator[None]:
     With ``runner.fastReruns`` (the default) a slider move stops the running script and starts the next
     run in a new thread at once, but the old thread only stops at its next Streamlit call; until then it may
     still be writing the session's PruningState or computing with its weights. The new run waits here.
+    The session's background measurements (``ui.background``) are asked to stop first.
     """
+    worker = st.session_state.get(WORKER)
+    if worker is not None:
+        worker.begin_run()
+    with run_lock():
+        yield
+
+
+def run_lock() -> threading.RLock:
+    """The session's lock: held by a script run, a state-changing callback or a background measurement."""
     lock = st.session_state.get(RUN_LOCK)
     if lock is None:
         lock = st.session_state.setdefault(RUN_LOCK, threading.RLock())
-    with lock:
-        yield
+    return lock
 
 
 def default_source() -> str:

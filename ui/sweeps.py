@@ -20,7 +20,7 @@ from prune_explorer.pruning.patterns import parse_pattern
 from prune_explorer.pruning.policies import MagnitudeSettings
 from prune_explorer.pruning.prune import prune_masks
 from prune_explorer.state import PruningState
-from ui import results, session
+from ui import background, results, session
 from ui.outputs import eval_ids
 
 SWEEP_SPARSITIES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -32,7 +32,9 @@ def _sweep_key(settings: MagnitudeSettings | None) -> tuple:
     return ("sweep", results.settings_key(replace(settings, sparsity=0.0, threshold=0.0)), SWEEP_SPARSITIES)
 
 
-def _method_sweep(dense: DenseModel, settings: MagnitudeSettings | None) -> list[tuple] | None:
+def _method_sweep(
+    dense: DenseModel, settings: MagnitudeSettings | None, batch: CalibrationBatch | None
+) -> list[tuple] | None:
     """Compare-page point keys of the sweep for a method other than magnitude + unstructured, else None.
 
     N:M has one sparsity, so its sweep is the same method unstructured (the N:M point sits beside it).
@@ -40,30 +42,46 @@ def _method_sweep(dense: DenseModel, settings: MagnitudeSettings | None) -> list
     if settings is None or getattr(settings, "slider_path", True):
         return None
     pattern = "unstructured" if parse_pattern(settings.pattern).kind == "n:m" else settings.pattern
-    batch = session.calibration()[0]
     return [
         point_key(settings.method, pattern, s, settings.kinds, batch, settings.seed) for s in SWEEP_SPARSITIES
     ]
 
 
 def cached_sweep(dense: DenseModel, settings: MagnitudeSettings | None) -> list[sweep.SweepPoint] | None:
-    keys = _method_sweep(dense, settings)
+    keys = _method_sweep(dense, settings, session.calibration()[0])
     if keys is not None:
         points = [cached_point(dense, key) for key in keys]
         return None if missing_points(dense, keys) else [p for p in points if p is not None]
     return results.peek_shared(dense, _sweep_key(settings))
 
 
+def sweep_task(dense: DenseModel, settings: MagnitudeSettings | None) -> background.Task:
+    """:func:`perplexity_sweep` in the background (it prunes a scratch copy: the session's model is free)."""
+    batch = session.calibration()[0]
+    return background.Task(
+        "sweep",
+        _sweep_key(settings),
+        "Sweeping 0–90% sparsity",
+        lambda progress: perplexity_sweep(dense, settings, progress, batch),
+        on_session_model=False,
+        cached=lambda: cached_sweep(dense, settings),
+    )
+
+
 def perplexity_sweep(
-    dense: DenseModel, settings: MagnitudeSettings | None, progress: Progress = None
+    dense: DenseModel,
+    settings: MagnitudeSettings | None,
+    progress: Progress,
+    batch: CalibrationBatch | None,
 ) -> list[sweep.SweepPoint]:
     """Perplexity at 0–90% sparsity with the session's method, pattern, kinds, policy and overrides; shared by
-    all sessions (a method's points are the Compare page's)."""
-    keys = _method_sweep(dense, settings)
+    all sessions (a method's points are the Compare page's). ``batch``: the sidebar's calibration batch, for
+    methods that need one. Runs without Streamlit (a background thread)."""
+    keys = _method_sweep(dense, settings, batch)
     if keys is not None:
-        batch = session.calibration()[0]
-        for i, key in enumerate(missing_points(dense, keys)):
-            compute_point(dense, key, batch, lambda f, i=i: progress and progress((i + f) / len(keys)))
+        missing = missing_points(dense, keys)
+        for i, key in enumerate(missing):
+            compute_point(dense, key, batch, lambda f, i=i: progress and progress((i + f) / len(missing)))
         return [p for p in (cached_point(dense, key) for key in keys) if p is not None]
     ids = eval_ids(dense)
     return results.shared(

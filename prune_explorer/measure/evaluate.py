@@ -133,11 +133,13 @@ def continue_greedily(
     max_new_tokens: int = 40,
     stop_ids: Sequence[int] = (),
     on_token: Callable[[int], bool | None] | None = None,
+    on_prompt: Callable[[torch.Tensor], None] | None = None,
 ) -> Continuation:
     """Greedy continuation of ``ids`` (new tokens only), stopping after any of ``stop_ids``.
 
     Uses the model's KV cache; deterministic, so dense and pruned differ only because of the weights. The
-    prompt's logits come with it at no extra forward pass (what the next-token views need).
+    prompt's logits come with it at no extra forward pass (what the next-token views need), and go to
+    ``on_prompt`` as soon as they exist, before any new token: a page can show them while the text grows.
     ``on_token(token)`` is called for each new token; returning True stops the generation early.
     """
     ids = torch.as_tensor(ids, dtype=torch.long).view(1, -1)
@@ -145,6 +147,8 @@ def continue_greedily(
     steps = max(0, min(max_new_tokens, room))
     result = model(input_ids=ids, use_cache=True)
     prompt_logits = result.logits[0].float()
+    if on_prompt is not None:
+        on_prompt(prompt_logits)
     out: list[int] = []
     for step in range(steps):
         if step:

@@ -45,8 +45,7 @@ def perplexity_sweep(
                 settings, sparsity=float(s), policy="global" if settings.policy == "global" else "uniform"
             ),
         )
-        result = perplexity(state.model, ids, window=window)
+        share = (lambda f, i=i: progress((i + f) / len(sparsities))) if progress else None
+        result = perplexity(state.model, ids, window=window, progress=share)
         points.append(SweepPoint(sparsity=float(s), achieved=state.overall_sparsity(layers), ppl=result.ppl))
-        if progress:
-            progress((i + 1) / len(sparsities))
     return points

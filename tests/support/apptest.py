@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,8 +48,23 @@ def navigation_not_pages_folder() -> Iterator[None]:
 
 
 def start() -> AppTest:
-    """The app, run once (stories260K loaded), with no exception."""
+    """The app, run once (stories260K loaded) and its background measurements shown, with no exception."""
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    return measured(at)
+
+
+def measured(at: AppTest, timeout: float = TIMEOUT) -> AppTest:
+    """Wait for the measurements the last run asked for (``ui.background``: latency, perplexity, sweep),
+    then rerun so the page shows them, as the page's polling fragment does in a browser."""
+    worker = at.session_state["background_worker"] if "background_worker" in at.session_state else None
+    if worker is None or not worker.pending():
+        return at
+    deadline = time.monotonic() + timeout
+    while worker.pending():
+        assert time.monotonic() < deadline, f"background measurements still pending: {worker.pending()}"
+        time.sleep(0.02)
+    at.run()
     assert not at.exception, at.exception
     return at
 
@@ -77,7 +93,7 @@ def errors(at: AppTest) -> str:
 def set_sparsity(at: AppTest, percent: int) -> AppTest:
     at.slider(key="sidebar_sparsity").set_value(percent).run()
     assert not at.exception, at.exception
-    return at
+    return measured(at)
 
 
 def choose(at: AppTest, method: str | None = None, pattern: str | None = None) -> AppTest:
@@ -88,7 +104,7 @@ def choose(at: AppTest, method: str | None = None, pattern: str | None = None) -
         at.selectbox(key="sidebar_pattern").set_value(pattern)
     at.run()
     assert not at.exception, at.exception
-    return at
+    return measured(at)
 
 
 def pruned_counts(at: AppTest) -> dict[str, int]:

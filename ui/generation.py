@@ -1,0 +1,107 @@
+"""The Prune page's live outputs: dense and pruned text side by side, and the next-token view, drawn while
+the pruned model computes them.
+
+After a slider move the pruned model's prompt logits come first (one forward pass): the next-token chart and
+KL show then, and the pruned text grows token by token below, refreshed every ``STREAM_SECONDS``. Each
+refresh is also where a newer slider move stops this run (Streamlit stops a run at its next element), so a
+burst of moves never waits for a stale generation. A partial text carries the class ``pe-gen-partial``;
+only the finished one is ``pe-gen-pruned`` (what the browser benchmark waits for).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+import streamlit as st
+import torch
+from streamlit.delta_generator import DeltaGenerator
+
+from prune_explorer.measure.evaluate import agreement, token_diff
+from prune_explorer.state import PruningState
+from ui import charts, data, downloads, formats, outputs
+
+STREAM_SECONDS = 0.1
+
+
+@dataclass
+class _Streamer:
+    """Draws the pruned text as it grows and the next-token view as soon as the prompt is scored."""
+
+    state: PruningState
+    ids: list[int]
+    dense_tokens: list[int]
+    pruned_slot: DeltaGenerator
+    show_next: Callable[[torch.Tensor], None]
+    tokens: list[int] = field(default_factory=list)
+    drawn_at: float = 0.0
+
+    def on_prompt(self, pruned_logits: torch.Tensor) -> None:
+        self.show_next(pruned_logits)
+        self.drawn_at = time.perf_counter()
+
+    def on_token(self, token: int) -> None:
+        self.tokens.append(token)
+        if time.perf_counter() - self.drawn_at >= STREAM_SECONDS:
+            tok = self.state.dense.tokenizer
+            same = token_diff(self.dense_tokens, self.tokens)
+            self.pruned_slot.html(data.tokens_html(tok.token_pieces(self.tokens), same, "partial"))
+            self.drawn_at = time.perf_counter()
+
+
+def show(
+    state: PruningState, ids: list[int], max_new: int, text_area: DeltaGenerator, next_area: DeltaGenerator
+) -> outputs.Generation:
+    """Draw both continuations into ``text_area`` and the next-token view into ``next_area``."""
+    dense = state.dense
+    tok = dense.tokenizer
+    col_dense, col_pruned = text_area.columns(2)
+    col_dense.markdown("**Dense** (as trained)")
+    dense_slot = col_dense.empty()
+    col_pruned.markdown("**Pruned** (your settings)")
+    pruned_slot = col_pruned.empty()
+    dense_tokens = outputs.dense_generation(dense, ids, max_new)
+    dense_logits = outputs.dense_logits(dense, ids)
+    # Until the new text grows, the slots hold the dense text and the pruned text shown before.
+    dense_slot.html(data.tokens_html(tok.token_pieces(dense_tokens), [True] * len(dense_tokens), "dense"))
+    before = outputs.last_pruned_tokens()
+    if before is not None:
+        pruned_slot.html(data.tokens_html(tok.token_pieces(before), [True] * len(before), "partial"))
+    shown: list[torch.Tensor] = []
+
+    def show_next(pruned_logits: torch.Tensor) -> None:
+        with next_area:
+            _next_token(tok, dense_logits, pruned_logits, dense.name)
+        shown.append(pruned_logits)
+
+    streamer = _Streamer(state, ids, dense_tokens, pruned_slot, show_next)
+    gen = outputs.generations(state, ids, max_new, on_token=streamer.on_token, on_prompt=streamer.on_prompt)
+    if not shown:
+        show_next(outputs.next_token_logits(state, ids)[1])
+    dense_slot.html(data.tokens_html(tok.token_pieces(gen.dense), token_diff(gen.pruned, gen.dense), "dense"))
+    pruned_slot.html(
+        data.tokens_html(tok.token_pieces(gen.pruned), token_diff(gen.dense, gen.pruned), "pruned")
+    )
+    return gen
+
+
+def _next_token(tok, dense_logits: torch.Tensor, pruned_logits: torch.Tensor, model: str) -> None:
+    agree = agreement(dense_logits, pruned_logits)
+    chart_col, metric_col = st.columns([3, 1])
+    with chart_col:
+        table = data.topk_table(tok, dense_logits[-1], pruned_logits[-1], k=10)
+        st.plotly_chart(charts.next_token_bars(table), key="prune_topk_chart")
+        downloads.csv_button(
+            partial(downloads.next_token_table, table),
+            downloads.csv_name(model, "next-token"),
+            key="prune_topk_csv",
+        )
+    with metric_col:
+        st.metric("KL(dense ‖ pruned), next token", f"{formats.small_number(agree.kl_last)} nats")
+        st.metric("KL, mean over the prompt", f"{formats.small_number(agree.kl)} nats")
+        st.metric("Top-1 agreement over the prompt", f"{agree.top1:.0%}")
+        st.caption(
+            "KL is 0 when the two next-token distributions are the same; it grows as pruning bends them."
+        )
