@@ -7,6 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from prune_explorer import threads
 from prune_explorer.pruning.methods import get_method
 from prune_explorer.pruning.settings import prune_settings
 from ui import background, controls, methods, scenes, session
@@ -30,6 +31,7 @@ navigation = st.navigation(pages)
 
 # One run of a session at a time: a new run waits until the previous one has stopped (see session.exclusive).
 # Slow measurements the page asks for run after it, in the background (ui.background).
+threads.use_all_cores()  # a script thread may inherit a narrowed count (see prune_explorer.threads)
 background.begin_run()
 with session.exclusive():
     try:

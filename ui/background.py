@@ -26,6 +26,7 @@ from typing import Any
 import streamlit as st
 from torch import nn
 
+from prune_explorer import threads
 from prune_explorer.progress import Progress
 from ui import results, session
 
@@ -84,7 +85,8 @@ class Worker:
     def end_run(self, tasks: list[Task], store: dict) -> None:
         """A script run ended asking for ``tasks``: measure those not measured yet, into ``store``."""
         with self._cond:
-            self._queue = [t for t in _unique(tasks) if t.ident not in self.errors]
+            queued = {t.ident: t for t in self._queue}  # a task asked for again keeps its progress
+            self._queue = [queued.get(t.ident, t) for t in _unique(tasks) if t.ident not in self.errors]
             self._store = store
             self._script_running = False
             self._ended_at = time.monotonic()
@@ -98,6 +100,7 @@ class Worker:
             return list(self._queue)
 
     def _loop(self) -> None:
+        threads.use_all_cores()
         while (task := self._next()) is not None:
             if task.on_session_model:
                 with self._lock:

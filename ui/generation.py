@@ -19,6 +19,7 @@ import streamlit as st
 import torch
 from streamlit.delta_generator import DeltaGenerator
 
+from prune_explorer import threads
 from prune_explorer.measure.evaluate import agreement, token_diff
 from prune_explorer.state import PruningState
 from ui import charts, data, downloads, formats, outputs
@@ -62,8 +63,9 @@ def show(
     dense_slot = col_dense.empty()
     col_pruned.markdown("**Pruned** (your settings)")
     pruned_slot = col_pruned.empty()
-    dense_tokens = outputs.dense_generation(dense, ids, max_new)
-    dense_logits = outputs.dense_logits(dense, ids)
+    with threads.interactive():
+        dense_tokens = outputs.dense_generation(dense, ids, max_new)
+        dense_logits = outputs.dense_logits(dense, ids)
     # Until the new text grows, the slots hold the dense text and the pruned text shown before.
     dense_slot.html(data.tokens_html(tok.token_pieces(dense_tokens), [True] * len(dense_tokens), "dense"))
     before = outputs.last_pruned_tokens()
@@ -77,9 +79,12 @@ def show(
         shown.append(pruned_logits)
 
     streamer = _Streamer(state, ids, dense_tokens, pruned_slot, show_next)
-    gen = outputs.generations(state, ids, max_new, on_token=streamer.on_token, on_prompt=streamer.on_prompt)
-    if not shown:
-        show_next(outputs.next_token_logits(state, ids)[1])
+    with threads.interactive():
+        gen = outputs.generations(
+            state, ids, max_new, on_token=streamer.on_token, on_prompt=streamer.on_prompt
+        )
+        if not shown:
+            show_next(outputs.next_token_logits(state, ids)[1])
     dense_slot.html(data.tokens_html(tok.token_pieces(gen.dense), token_diff(gen.pruned, gen.dense), "dense"))
     pruned_slot.html(
         data.tokens_html(tok.token_pieces(gen.pruned), token_diff(gen.dense, gen.pruned), "pruned")
