@@ -181,10 +181,11 @@ def _read_upload(raw: bytes) -> str:
 
 
 def _batch(dense: DenseModel, text: str, source: str, seq_len: int, n_sequences: int) -> CalibrationBatch:
+    """The calibration batch, tokenized once per process for every session that picks the same text."""
     digest = hashlib.sha1(text.encode()).hexdigest()
-    return results.memo(
-        "calibration",
-        (id(dense), digest, source, seq_len, n_sequences),
+    return results.shared(
+        dense,
+        ("calibration", digest, source, seq_len, n_sequences),
         lambda: calibration_batch(dense.tokenizer, text, seq_len, n_sequences, source=source),
     )
 

@@ -232,13 +232,13 @@ def latency_task(state: PruningState, ids: list[int]) -> background.Task:
 def perplexity_task(state: PruningState) -> background.Task:
     """Perplexity of the held-out text under the session's model (and the dense one, shared), measured in
     the background."""
-    dense, ids, nothing_pruned = state.dense, eval_ids(state.dense), session.nothing_pruned()
+    dense, nothing_pruned = state.dense, session.nothing_pruned()
 
     def measure(progress: Progress) -> evaluate.Perplexity:
         dense_ppl = dense_perplexity(dense, progress=lambda f: progress(f / 2))
         if nothing_pruned:
             return dense_ppl
-        return evaluate.perplexity(state.model, ids, progress=lambda f: progress(0.5 + f / 2))
+        return evaluate.perplexity(state.model, eval_ids(dense), progress=lambda f: progress(0.5 + f / 2))
 
     return background.Task(
         "perplexity",
