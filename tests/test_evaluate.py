@@ -45,6 +45,52 @@ def test_generation_stops_at_a_stop_token_and_on_request(stories):
     )
 
 
+@pytest.mark.parametrize("sparsity", [0.0, 0.2, 0.4, 0.6, 0.8])
+def test_a_draft_changes_nothing_but_the_number_of_forward_passes(stories, sparsity):
+    """Speculative decoding with the dense continuation as the draft gives the pruned model's own greedy
+    tokens and prompt logits, whatever the draft."""
+    ids = stories.tokenizer.encode("Once upon a time, there was a little girl")
+    dense = continue_greedily(stories.model, ids, max_new_tokens=30).tokens
+    state = PruningState(stories)
+    apply_magnitude(state, MagnitudeSettings(sparsity=sparsity))
+    plain = continue_greedily(state.model, ids, max_new_tokens=30)
+    calls = {"n": 0}
+    hook = state.model.register_forward_pre_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
+    try:
+        passes = {}
+        for name, draft in (
+            ("dense", dense),
+            ("own", plain.tokens),
+            ("wrong", [3] * 30),
+            ("short", dense[:4]),
+        ):
+            calls["n"] = 0
+            guessed = continue_greedily(state.model, ids, max_new_tokens=30, draft=draft)
+            assert guessed.tokens == plain.tokens, (sparsity, name)
+            assert torch.allclose(guessed.prompt_logits, plain.prompt_logits, atol=1e-5)
+            passes[name] = calls["n"]
+        assert passes["wrong"] == 30  # nothing agreed: one pass per token, as without a draft
+        assert passes["own"] <= 5  # all agreed: 4, 8, 16 draft tokens, then the rest
+        assert passes["own"] <= passes["dense"] <= passes["wrong"]
+    finally:
+        hook.remove()
+
+
+def test_a_draft_stops_at_a_stop_token_and_on_request(stories):
+    ids = stories.tokenizer.encode("Once upon a time")
+    free = greedy_generate(stories.model, ids, max_new_tokens=20)
+    stop = free[5]
+    assert (
+        greedy_generate(stories.model, ids, 20, stop_ids=(stop,))
+        == continue_greedily(stories.model, ids, 20, stop_ids=(stop,), draft=free).tokens
+    )
+    seen = []
+    cont = continue_greedily(
+        stories.model, ids, 20, on_token=lambda t: seen.append(t) or len(seen) == 3, draft=free
+    )
+    assert cont.tokens == free[:3] == seen
+
+
 def test_perplexity_equals_the_mean_cross_entropy(stories):
     ids = stories.tokenizer.encode("One day, a clever fox found a shiny key under the old oak tree.")
     result = perplexity(stories.model, ids)

@@ -126,6 +126,9 @@ class Continuation:
     prompt_logits: torch.Tensor  # float32 (T, vocab)
 
 
+DRAFT_FIRST = 4  # draft tokens in the first pass: cheap when the model disagrees at once (high sparsity)
+
+
 @torch.inference_mode()
 def continue_greedily(
     model: nn.Module,
@@ -134,6 +137,7 @@ def continue_greedily(
     stop_ids: Sequence[int] = (),
     on_token: Callable[[int], bool | None] | None = None,
     on_prompt: Callable[[torch.Tensor], None] | None = None,
+    draft: Sequence[int] = (),
 ) -> Continuation:
     """Greedy continuation of ``ids`` (new tokens only), stopping after any of ``stop_ids``.
 
@@ -141,25 +145,43 @@ def continue_greedily(
     prompt's logits come with it at no extra forward pass (what the next-token views need), and go to
     ``on_prompt`` as soon as they exist, before any new token: a page can show them while the text grows.
     ``on_token(token)`` is called for each new token; returning True stops the generation early.
+
+    ``draft`` is a guess at the continuation (for a pruned model, the dense model's): its next few tokens
+    ride along with each forward pass, every one the model would pick itself is taken from that pass, and
+    once the model disagrees decoding goes on one token at a time (speculative decoding with a free draft).
+    The tokens are the model's own greedy choices either way; the draft only saves passes (the first holds
+    ``DRAFT_FIRST`` draft tokens, each next one twice as many while the model keeps agreeing).
     """
-    ids = torch.as_tensor(ids, dtype=torch.long).view(1, -1)
-    room = context_length(model) - ids.shape[1]
-    steps = max(0, min(max_new_tokens, room))
-    result = model(input_ids=ids, use_cache=True)
-    prompt_logits = result.logits[0].float()
-    if on_prompt is not None:
-        on_prompt(prompt_logits)
+    ids = torch.as_tensor(ids, dtype=torch.long).view(-1)
+    prompt_len = ids.numel()
+    steps = max(0, min(max_new_tokens, context_length(model) - prompt_len))
+    draft = [int(t) for t in draft][: max(steps - 1, 0)]
     out: list[int] = []
-    for step in range(steps):
-        if step:
-            result = model(
-                input_ids=torch.tensor([[out[-1]]]), cache=result.cache, use_cache=True, logits_to_keep=1
-            )
-        token = int(result.logits[0, -1].argmax())
-        out.append(token)
-        if token in stop_ids or (on_token is not None and on_token(token)):
-            break
-    return Continuation(tokens=out, prompt_logits=prompt_logits)
+    feed, cache, chunk, prompt_logits = ids.tolist(), None, DRAFT_FIRST, None
+    while True:
+        agreeing = out == draft[: len(out)]
+        extra = draft[len(out) : len(out) + chunk] if agreeing else []
+        kwargs = {"use_cache": True}
+        if cache is not None:  # the prompt's pass keeps every position's logits; later ones only the new
+            kwargs.update(cache=cache, logits_to_keep=len(extra) + 1)
+        result = model(input_ids=torch.tensor([feed + extra]), **kwargs)
+        cache = result.cache
+        if prompt_logits is None:
+            prompt_logits = result.logits[0, :prompt_len].float()
+            if on_prompt is not None:
+                on_prompt(prompt_logits)
+            if steps == 0:
+                return Continuation(tokens=out, prompt_logits=prompt_logits)
+        picks = result.logits[0, -(len(extra) + 1) :].argmax(-1).tolist()  # after feed, after each extra
+        for used, token in enumerate(picks):
+            out.append(token)
+            if token in stop_ids or (on_token is not None and on_token(token)) or len(out) >= steps:
+                return Continuation(tokens=out, prompt_logits=prompt_logits)
+            if used >= len(extra) or token != extra[used]:
+                break
+        if len(extra) > used:
+            cache.crop(used - len(extra))  # transformers 5: drop the draft positions the model did not take
+        feed, chunk = [out[-1]], chunk * 2
 
 
 def greedy_generate(
