@@ -14,6 +14,7 @@ from ui import (
     formats,
     generation,
     outputs,
+    pin,
     session,
     sweeps,
 )
@@ -50,9 +51,14 @@ if not (prompt or "").strip():
         "The prompt is empty, so both models continue from the start-of-text token alone. Type a prompt to "
         "see how each continues your text."
     )
+# A pin keeps one setting's outputs to compare the next with (ui.pin); another model drops it.
+pinned = pin.stored(state)
+fits = pinned is not None and pinned.fits(ids, max_new)
+pin_area = st.container()
 text_area = st.container()
 st.subheader("Next token")
-gen = generation.show(state, ids, max_new, text_area, st.container())
+gen, now = generation.show(state, ids, max_new, text_area, st.container(), pinned if fits else None)
+pin.controls(pin_area, now, pinned, fits)
 diverge = data.first_divergence(gen.dense, gen.pruned)
 text_area.caption(
     "Greedy decoding, so the two differ only because of the weights. "
@@ -62,6 +68,7 @@ text_area.caption(
         else f"They part at new token {diverge + 1}; "
         "tokens the other side does not have, once the two are aligned, are highlighted."
     )
+    + (" The pinned text is highlighted against the dense one the same way." if fits else "")
     + (
         " The prompt is wrapped in the model's chat template; generation stops at end of turn."
         if dense.info.get("chat")
@@ -97,7 +104,10 @@ ppl = background.ask(
 dense_ppl = outputs.cached_dense_perplexity(dense)
 if ppl is not None and dense_ppl is not None:
     outputs.remember_mark(state, ppl)
-    a, b, c = st.columns(3)
+    pinned = pin.remember_perplexity(pinned, ppl.ppl)
+    compared = fits and pinned is not None and pinned.ppl is not None
+    columns = st.columns(4 if compared else 3)
+    a, b = columns[:2]
     a.metric("Dense perplexity", formats.perplexity_text(dense_ppl.ppl))
     b.metric(
         "Pruned perplexity",
@@ -105,8 +115,9 @@ if ppl is not None and dense_ppl is not None:
         delta=formats.perplexity_text(ppl.ppl - dense_ppl.ppl, signed=True),
         delta_color="inverse",
     )
-    c.metric("Tokens scored", f"{ppl.tokens:,}")
-    st.caption(f"Held-out {text_set!r} text, never used for calibration. Lower is better.")
+    against = pin.perplexity(columns[2], pinned, ppl.ppl, dense_ppl.ppl) + " " if compared else ""
+    columns[-1].metric("Tokens scored", f"{ppl.tokens:,}")
+    st.caption(f"{against}Held-out {text_set!r} text, never used for calibration. Lower is better.")
 
 # ----- sweep
 st.subheader("Sparsity sweep")

@@ -13,6 +13,7 @@ from ui.formats import perplexity_text
 DENSE_COLOR = "#4c78a8"
 PRUNED_COLOR = "#e45756"
 KEPT_COLOR = "#4c78a8"
+PINNED_COLOR = "#E69F00"  # Okabe–Ito orange, hatched: apart from dense blue and pruned red
 
 
 # Below the plot, at the foot of the figure: Plotly reserves the room under the axis title, and the legend
@@ -107,10 +108,14 @@ def _add_threshold(fig: go.Figure, edges: np.ndarray, counts: np.ndarray, thresh
 
 
 def next_token_bars(table: pd.DataFrame, height: int = 360) -> go.Figure:
-    """Grouped bars of next-token probabilities, dense beside pruned, one group per token."""
+    """Grouped bars of next-token probabilities per token: dense, pruned, and pinned (hatched Okabe–Ito
+    orange, ``ui.pin``) when ``table`` has a ``pinned`` column (NaN, no bar, where the pin kept none)."""
     fig = go.Figure()
     fig.add_trace(go.Bar(x=table["token"], y=table["dense"], name="dense", marker_color=DENSE_COLOR))
     fig.add_trace(go.Bar(x=table["token"], y=table["pruned"], name="pruned", marker_color=PRUNED_COLOR))
+    if "pinned" in table:
+        pinned = dict(color=PINNED_COLOR, pattern=dict(shape="/", fgcolor="#7a5400"))
+        fig.add_trace(go.Bar(x=table["token"], y=table["pinned"], name="pinned", marker=pinned))
     fig.update_layout(barmode="group")
     fig.update_yaxes(title_text="probability", rangemode="tozero")
     fig.update_xaxes(title_text="next token", tickangle=-30)

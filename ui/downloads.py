@@ -132,12 +132,14 @@ def patch_table(layer: str, dense: np.ndarray, pruned: np.ndarray) -> pd.DataFra
 
 
 def next_token_table(table: pd.DataFrame) -> pd.DataFrame:
-    """``data.topk_table``'s columns ``token``, ``dense``, ``pruned`` as rows of token, model, probability
-    (the dense model's most likely token first, as on the chart)."""
+    """``data.topk_table``'s columns ``token``, ``dense``, ``pruned`` (and ``pinned`` when a pin is on the
+    chart, ``ui.pin``; empty where the pin kept no probability) as rows of token, model, probability (the
+    dense model's most likely token first, as on the chart)."""
+    models = [model for model in ("dense", "pruned", "pinned") if model in table]
     rows = [
-        {"token": token, "model": model, "probability": float(p)}
-        for token, dense, pruned in zip(table["token"], table["dense"], table["pruned"])
-        for model, p in (("dense", dense), ("pruned", pruned))
+        {"token": token, "model": model, "probability": float(table[model].iloc[i])}
+        for i, token in enumerate(table["token"])
+        for model in models
     ]
     return pd.DataFrame(rows, columns=["token", "model", "probability"])
 

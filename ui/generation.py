@@ -6,6 +6,10 @@ KL show then, and the pruned text grows token by token below, refreshed every ``
 refresh is also where a newer slider move stops this run (Streamlit stops a run at its next element), so a
 burst of moves never waits for a stale generation. A partial text carries the class ``pe-gen-partial``;
 only the finished one is ``pe-gen-pruned`` (what the browser benchmark waits for).
+
+With a pin (``ui.pin``) that fits the prompt, a third column shows the pinned text (``pe-gen-pinned``) between
+dense and pruned, the chart gets the pinned probabilities and the KL metrics their difference from the
+pinned values: all drawn from what the pin stores, so it adds no model computation.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ import torch
 from streamlit.delta_generator import DeltaGenerator
 
 from prune_explorer import threads
-from prune_explorer.measure.evaluate import agreement, token_diff
+from prune_explorer.measure.evaluate import Agreement, agreement, token_diff
 from prune_explorer.state import PruningState
-from ui import charts, data, downloads, formats, outputs
+from ui import charts, data, downloads, formats, outputs, pin
 
 STREAM_SECONDS = 0.1
 
@@ -53,30 +57,45 @@ class _Streamer:
 
 
 def show(
-    state: PruningState, ids: list[int], max_new: int, text_area: DeltaGenerator, next_area: DeltaGenerator
-) -> outputs.Generation:
-    """Draw both continuations into ``text_area`` and the next-token view into ``next_area``."""
+    state: PruningState,
+    ids: list[int],
+    max_new: int,
+    text_area: DeltaGenerator,
+    next_area: DeltaGenerator,
+    pinned: pin.Pinned | None = None,
+) -> tuple[outputs.Generation, pin.Pinned]:
+    """Draw both continuations (and ``pinned``'s, for this prompt, between them) into ``text_area`` and the
+    next-token view into ``next_area``.
+
+    Returns:
+        the two continuations, and what the pruned side shows now as a pin (what "Pin" keeps).
+    """
     dense = state.dense
     tok = dense.tokenizer
-    col_dense, col_pruned = text_area.columns(2)
+    if pinned is None:
+        col_dense, col_pruned = text_area.columns(2)
+    else:
+        col_dense, col_pinned, col_pruned = text_area.columns(3)
     col_dense.markdown("**Dense** (as trained)")
     dense_slot = col_dense.empty()
-    col_pruned.markdown("**Pruned** (your settings)")
+    col_pruned.markdown("**Pruned** (your settings)" if pinned is None else "**Pruned now** (your settings)")
     pruned_slot = col_pruned.empty()
     with threads.interactive():
         dense_tokens = outputs.dense_generation(dense, ids, max_new)
         dense_logits = outputs.dense_logits(dense, ids)
     # Until the new text grows, the slots hold the dense text and the pruned text shown before.
     dense_slot.html(data.tokens_html(tok.token_pieces(dense_tokens), [True] * len(dense_tokens), "dense"))
+    if pinned is not None:
+        pin.text_column(col_pinned, tok, pinned, dense_tokens)
     before = outputs.last_pruned_tokens()
     if before is not None:
         pruned_slot.html(data.tokens_html(tok.token_pieces(before), [True] * len(before), "partial"))
-    shown: list[torch.Tensor] = []
+    shown: list[tuple[torch.Tensor, Agreement]] = []
 
     def show_next(pruned_logits: torch.Tensor) -> None:
         with next_area:
-            _next_token(tok, dense_logits, pruned_logits, dense.name)
-        shown.append(pruned_logits)
+            agree = _next_token(tok, dense_logits, pruned_logits, dense.name, pinned)
+        shown.append((pruned_logits, agree))
 
     streamer = _Streamer(state, ids, dense_tokens, pruned_slot, show_next)
     with threads.interactive():
@@ -89,14 +108,21 @@ def show(
     pruned_slot.html(
         data.tokens_html(tok.token_pieces(gen.pruned), token_diff(gen.dense, gen.pruned), "pruned")
     )
-    return gen
+    pruned_logits, agree = shown[-1]
+    now = pin.snapshot(state, ids, max_new, gen.pruned, dense_logits[-1], pruned_logits[-1], agree)
+    return gen, now
 
 
-def _next_token(tok, dense_logits: torch.Tensor, pruned_logits: torch.Tensor, model: str) -> None:
+def _next_token(
+    tok, dense_logits: torch.Tensor, pruned_logits: torch.Tensor, model: str, pinned: pin.Pinned | None
+) -> Agreement:
     agree = agreement(dense_logits, pruned_logits)
     chart_col, metric_col = st.columns([3, 1])
     with chart_col:
-        table = data.topk_table(tok, dense_logits[-1], pruned_logits[-1], k=10)
+        if pinned is None:
+            table = data.topk_table(tok, dense_logits[-1], pruned_logits[-1], k=10)
+        else:
+            table = pin.topk_table(tok, dense_logits[-1], pruned_logits[-1], pinned, k=10)
         st.plotly_chart(charts.next_token_bars(table), key="prune_topk_chart")
         downloads.csv_button(
             partial(downloads.next_token_table, table),
@@ -104,9 +130,26 @@ def _next_token(tok, dense_logits: torch.Tensor, pruned_logits: torch.Tensor, mo
             key="prune_topk_csv",
         )
     with metric_col:
-        st.metric("KL(dense ‖ pruned), next token", f"{formats.small_number(agree.kl_last)} nats")
-        st.metric("KL, mean over the prompt", f"{formats.small_number(agree.kl)} nats")
-        st.metric("Top-1 agreement over the prompt", f"{agree.top1:.0%}")
+        kl_last = kl = top1 = (None, "normal")
+        if pinned is not None:
+            kl_last, kl = pin.kl_delta(agree.kl_last, pinned.kl_last), pin.kl_delta(agree.kl, pinned.kl)
+            top1 = pin.top1_delta(agree.top1, pinned.top1)
+        st.metric(
+            "KL(dense ‖ pruned), next token",
+            f"{formats.small_number(agree.kl_last)} nats",
+            delta=kl_last[0],
+            delta_color=kl_last[1],
+        )
+        st.metric(
+            "KL, mean over the prompt",
+            f"{formats.small_number(agree.kl)} nats",
+            delta=kl[0],
+            delta_color=kl[1],
+        )
+        st.metric("Top-1 agreement over the prompt", f"{agree.top1:.0%}", delta=top1[0], delta_color=top1[1])
         st.caption(
             "KL is 0 when the two next-token distributions are the same; it grows as pruning bends them."
         )
+        if pinned is not None:
+            st.caption(pin.metrics_caption(pinned))
+    return agree
