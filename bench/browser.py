@@ -87,6 +87,7 @@ GOALS = (
     (f"{SMOLLM2} step (Layers page)", 700, "outputs"),
     (f"{SMOLLM2} burst", 700, "outputs"),
     (f"{STORIES} first view", 4000, "settled"),
+    (f"{STORIES} new session, warm server", 4000, "settled"),
     (f"switch to {SMOLLM2}", 6000, "outputs"),
     ("switch policy→global", 1000, "outputs"),
     ("switch policy→uniform", 1000, "outputs"),
@@ -665,6 +666,11 @@ def run_app(browser, args, clocks: dict) -> dict:
         probe = Probe(browser, url, spec, args.quiet_ms, args.timeout_s)
         out[f"{STORIES} first view"] = [probe.open()]
         print(f"{STORIES}: first view {fmt(out[f'{STORIES} first view'][0].settled)} ms")
+        # What a second user of the same server sees: imports and the model load are done.
+        second = Probe(browser, url, spec, args.quiet_ms, args.timeout_s)
+        warm = out[f"{STORIES} new session, warm server"] = [second.open()]
+        second.page.close()
+        print(f"{STORIES}: new session, warm server {fmt(warm[0].settled)} ms")
         if args.model in (STORIES, "both"):
             run_model_steps(probe, STORIES, args, out)
             if not args.skip_switches:

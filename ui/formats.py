@@ -22,11 +22,12 @@ def small_number(x: float) -> str:
 def perplexity_text(value: float, signed: bool = False) -> str:
     """A perplexity people can read, on every page: "15.11", "2345", "1.8e10" (not 17941927964.17), "∞".
 
-    ``signed`` writes a difference: "+4.49", "+1.8e10".
+    ``signed`` writes a difference: "+4.49", "+1.8e10", "-0.50" (an ASCII minus: ``st.metric`` reads a delta's
+    direction, arrow and colour from its first character).
     """
     if math.isnan(value):
         return "n/a"
-    sign = ("+" if value >= 0 else "−") if signed else ("−" if value < 0 else "")
+    sign = ("+" if value >= 0 else "-") if signed else ("−" if value < 0 else "")
     size = abs(value)
     if math.isinf(size):
         return f"{sign}∞"
