@@ -69,7 +69,6 @@ with session.exclusive():
 
     try:
         navigation.run()
-        with st.sidebar:
-            background.poll()
+        background.poll()  # at the page's foot: a refresh in the sidebar would close an open dropdown there
     finally:
         background.end_run()

@@ -30,11 +30,13 @@ A step is *settled* when all of these hold:
 4. the DOM has not changed for ``--quiet-ms`` (150 ms; a MutationObserver over the whole document).
 
 The settled time is the last DOM mutation (not last + quiet). *Outputs* is when the checks began to hold for
-good: the start of their last true spell, or, when they already held before the answering run started (a
-fast run reaches the DOM in one React commit, nothing ever shown stale), the first DOM change after it
-started. The checks, each on elements re-sent by the current run (``data-stale="false"``; Streamlit marks
-every element stale from the rerun request until the run sends it again): for a step, the slider and the
-sidebar summary show the new value ("N of M weights are zero", N within one weight per layer of value × M),
+good: the start of their last true spell before any later run (the app reruns once its background
+measurements are in, which marks elements stale again), or, when they already held before the answering
+run started (a fast run reaches the DOM in one React commit, nothing ever shown stale), the first DOM change
+after it started. Every action waits first until the page is idle: no run, no background measurement.
+The checks, each on elements re-sent by the current run (``data-stale="false"``; Streamlit marks every
+element stale from the rerun request until the run sends it again): for a step, the slider and the sidebar
+summary show the new value ("N of M weights are zero", N within one weight per layer of value × M),
 and the pruned text, the next-token chart and the KL metric (Prune page) or the histogram's threshold line
 and its caption, matching the value (Layers page). For a switch, the cheap outputs: pruned text and sidebar
 summary (and for SmolLM2 the "Active model" caption naming it).
@@ -371,7 +373,23 @@ class Probe:
         return self.wait(action="navigation")
 
     def arm(self, expr: str, value: int | None = None) -> None:
+        self.wait_idle()
         self.page.evaluate("([e, p]) => window.__bench.arm(e, p)", [expr, {"value": value}])
+
+    def wait_idle(self, quiet_s: float = 0.5) -> None:
+        """Before an action: no script run and no background measurement pending (ui.background's progress)
+        for ``quiet_s``, so every measurement starts from an idle page and machine."""
+        deadline, since = time.monotonic() + self.timeout_s, None
+        while time.monotonic() < deadline:
+            busy = self.page.evaluate(
+                "() => !!document.querySelector('.st-key-background_progress') || document.querySelector("
+                "'[data-testid=\"stApp\"]')?.getAttribute('data-test-script-state') === 'running'"
+            )
+            now = time.monotonic()
+            since = None if busy else (since or now)
+            if since is not None and now - since >= quiet_s:
+                return
+            time.sleep(0.05)
 
     def status(self) -> dict:
         return self.page.evaluate("window.__bench.status()")
@@ -432,7 +450,10 @@ class Probe:
         received = [f for f in self._received(start_ms) if self.ms(f) <= settled_ms + 1]
         replies = [f for f in received if self.ms(f) >= request_ms]
         run_start = next((self.ms(f) for f in replies if f.kind == "new_session"), request_ms)
-        outputs_ms = self._outputs(run_start, settled_ms)
+        # A later run of the same page (the app's rerun once its background measurements are in) marks the
+        # elements stale again while it runs; the outputs are those the answering run showed, before it.
+        later = [self.ms(f) for f in replies if f.kind == "new_session" and self.ms(f) > run_start]
+        outputs_ms = self._outputs(run_start, settled_ms, later[0] if later else settled_ms + 1)
         shown = [self.ms(f) for f in replies if self.ms(f) <= min(outputs_ms, finished_ms)]
         return Trial(
             value=value,
@@ -481,15 +502,19 @@ class Probe:
         gaps = [(round(ms, 1), name, count) for name, (ms, count) in totals.items()]
         return sorted(gaps, reverse=True)[:keep]
 
-    def _outputs(self, run_start: float, settled_ms: float) -> float:
+    def _outputs(self, run_start: float, settled_ms: float, until: float) -> float:
         """When the checks began to hold for good, in the run that answered the last request.
 
-        The start of the checks' last true spell, if it began once that run had started. A fast run can
-        reach the DOM in one React commit with nothing ever shown stale: when the checks held from before
-        the run (a freshness-only check), the first DOM change after the run started is when it showed.
+        The start of the checks' last true spell before ``until`` (the next run, if any), if it began once
+        that run had started. A fast run can reach the DOM in one React commit with nothing ever shown stale:
+        when the checks held from before the run (a freshness-only check), the first DOM change after the
+        run started is when it showed.
         """
         timeline = self.page.evaluate("window.__bench.timeline()")
-        since = timeline["log"][-1][0]
+        log = [entry for entry in timeline["log"] if entry[0] < until] or timeline["log"][:1]
+        since, holds = log[-1]
+        if not holds:  # false at the next run: fall back to the last true spell of all
+            since = timeline["log"][-1][0]
         if since >= run_start:
             return since
         return next((t for t in timeline["times"] if t >= run_start), settled_ms)

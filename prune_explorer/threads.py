@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numba
 import torch
 
 ALL_CORES = torch.get_num_threads()  # what torch chose at start-up (OMP_NUM_THREADS, or every core)
@@ -29,10 +30,13 @@ def use_all_cores() -> None:
 
 @contextmanager
 def interactive() -> Iterator[None]:
-    """One thread for the calling thread's small, latency-bound work (see the module docstring)."""
-    before = torch.get_num_threads()
+    """One thread, in torch and in the numba kernels of the slider path, for the calling thread's small,
+    latency-bound work (see the module docstring)."""
+    before, before_numba = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(INTERACTIVE)
+    numba.set_num_threads(INTERACTIVE)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+        numba.set_num_threads(before_numba)

@@ -37,6 +37,7 @@ ASKED = "background_asked"  # the tasks the current run asks for: [Task]
 REQUESTED = "background_requested"  # (name, key) a button asked for, kept until measured
 QUIET_SECONDS = 0.15  # the worker starts this long after a run ends, so a burst of steps starts nothing
 POLL_SECONDS = 0.3
+PROGRESS_KEY = "background_progress"
 
 
 class Stopped(Exception):
@@ -250,4 +251,5 @@ def _poll() -> None:
         st.rerun()  # the whole app: every section draws what was measured, and the polling stops
     current = worker().current
     task = current if current in left else left[0]
-    st.progress(task.fraction, text=f"{task.label}… ({len(left)} measurement(s) left)")
+    with st.container(key=PROGRESS_KEY):  # a browser test knows measurements are pending by this key
+        st.progress(task.fraction, text=f"{task.label}… ({len(left)} measurement(s) left)")

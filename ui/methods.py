@@ -17,7 +17,7 @@ import re
 
 import streamlit as st
 
-from prune_explorer import texts
+from prune_explorer import texts, threads
 from prune_explorer.models.dense import DenseModel, context_length
 from prune_explorer.pruning.calibration import CalibrationBatch, calibration_batch
 from prune_explorer.pruning.methods import METHODS, get_method
@@ -224,7 +224,8 @@ def _apply(settings: PruneSettings, calib_error: str | None) -> str | None:
     if settings == session.applied():
         return None
     if settings.slider_path:
-        return session.apply(settings)
+        with threads.interactive():  # a few ms of scattered writes: one thread, whatever else wants a core
+            return session.apply(settings)
     if get_method(settings.method).calibrated and settings.calibration is None:
         return f"{calib_error or 'No calibration text'}. The previous pruning is kept."
     if settings.sparsity == 0.0:  # no method prunes anything at 0% (N:M's sparsity is never 0)
