@@ -564,9 +564,13 @@ class Probe:
 
     def choose(self, widget_key: str, option: str, expr: str = CHEAP) -> Trial:
         """Pick ``option`` in the sidebar selectbox or radio ``widget_key``; time from that click."""
+        self.wait_idle()  # a rerun while the dropdown is open would close it
         widget = self.page.locator(f".st-key-{widget_key}")
         if widget.get_by_role("combobox").count():
-            widget.click()
+            box = widget.get_by_role("combobox")
+            box.scroll_into_view_if_needed()
+            box.click()
+            box.press_sequentially(option[:4])  # the searchable list, filtered: the option is in view
             target = self.page.get_by_role("option", name=option, exact=True)
         else:
             target = widget.get_by_text(option, exact=True)

@@ -19,7 +19,6 @@ from prune_explorer.pruning.ranking import (
     count_for_sparsity,
     layer_rankings,
     threshold_counts,
-    uniform_counts,
 )
 from prune_explorer.pruning.target import Target
 
@@ -64,13 +63,12 @@ def magnitude_counts(dense: DenseModel, settings: MagnitudeSettings) -> dict[str
     """How many weights to prune in every prunable layer (0 for layers not selected)."""
     settings.validate(dense)
     layers = selected_layers(dense, settings.kinds)
-    rankings = layer_rankings(dense, layers)
-    if settings.policy == "uniform":
-        counts = uniform_counts(rankings, layers, settings.sparsity)
+    if settings.policy == "uniform":  # counts from sizes alone: a fresh model at 0% waits for no ranking
+        counts = {layer.name: count_for_sparsity(layer.numel, settings.sparsity) for layer in layers}
     elif settings.policy == "global":
         counts = global_ranking(dense, layers).counts(settings.sparsity)
     else:
-        counts = threshold_counts(rankings, layers, settings.threshold)
+        counts = threshold_counts(layer_rankings(dense, layers), layers, settings.threshold)
     for name, s in settings.overrides.items():
         counts[name] = count_for_sparsity(dense.by_name[name].numel, s)
     return {layer.name: counts.get(layer.name, 0) for layer in dense.layers}

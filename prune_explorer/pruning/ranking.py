@@ -183,13 +183,6 @@ def count_for_sparsity(numel: int, sparsity: float) -> int:
     return int(round(sparsity * numel))
 
 
-def uniform_counts(
-    rankings: dict[str, LayerRanking], layers: Sequence[PrunableLayer], sparsity: float
-) -> dict[str, int]:
-    """The same sparsity in every layer (comparison group: each layer)."""
-    return {layer.name: count_for_sparsity(rankings[layer.name].numel, sparsity) for layer in layers}
-
-
 def threshold_counts(
     rankings: dict[str, LayerRanking], layers: Sequence[PrunableLayer], threshold: float
 ) -> dict[str, int]:
