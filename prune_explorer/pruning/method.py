@@ -9,7 +9,7 @@ adding a method is one new file and one registry line.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -19,6 +19,7 @@ from prune_explorer.models.layers import PrunableLayer
 from prune_explorer.progress import Progress
 from prune_explorer.pruning.calibration import CalibrationBatch
 from prune_explorer.pruning.patterns import Pattern
+from prune_explorer.pruning.units import UnitGroup
 
 # What a method decides: {name: bool (out, in) mask, True = keep}, and new weights {name: float (out, in)} or
 # None when it only masks.
@@ -35,6 +36,8 @@ class PruneJob:
         seed: base seed of random choices (per layer: seed + the layer's index in the model).
         options: method-specific settings (SparseGPT's ``blocksize``, ``percdamp``).
         messages: notes for the user a method adds while it runs (dampening raised, ...).
+        layer_sparsity: {layer name: its own sparsity}; layers not named take ``sparsity``
+            (see :meth:`sparsity_for`).
     """
 
     dense: DenseModel
@@ -47,6 +50,26 @@ class PruneJob:
     options: dict = field(default_factory=dict)
     progress: Progress = None
     messages: list[str] = field(default_factory=list)
+    layer_sparsity: Mapping[str, float] = field(default_factory=dict)
+
+    def sparsity_for(self, layer: PrunableLayer | str) -> float:
+        """The share to prune in ``layer``: its own entry in ``layer_sparsity``, else ``sparsity``."""
+        name = layer if isinstance(layer, str) else layer.name
+        return float(self.layer_sparsity.get(name, self.sparsity))
+
+    def group_sparsity(self, group: UnitGroup) -> float:
+        """One sparsity for a block's units, which span several layers (gate/up/down, q/k/v/o).
+
+        The layers' own value when they share one (so a mapping equal to the uniform value changes nothing),
+        else their parameter-weighted mean: the block then loses about the share of weights its layers were
+        given together (units cannot leave one of their layers without the others).
+        """
+        names = [name for name in group.layer_names if name in self.dense.by_name]
+        values = [self.sparsity_for(name) for name in names]
+        if len(set(values)) <= 1:
+            return values[0] if values else self.sparsity
+        sizes = [self.dense.by_name[name].numel for name in names]
+        return sum(v * n for v, n in zip(values, sizes, strict=True)) / sum(sizes)
 
     def layer_seed(self, layer: PrunableLayer) -> int:
         return self.seed + next(i for i, other in enumerate(self.dense.layers) if other.name == layer.name)

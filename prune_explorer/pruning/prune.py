@@ -6,13 +6,16 @@ checks the request against what the method declares (patterns, calibration, sequ
 Patterns: ``unstructured``; ``N:M`` such as ``2:4`` (N kept of every M consecutive inputs; fixed sparsity
 1 − N/M, the sparsity argument is ignored); ``neurons`` / ``heads`` (whole units, see
 :mod:`prune_explorer.pruning.units`).
+Per-layer sparsities (``layer_sparsity``, e.g. from :mod:`prune_explorer.pruning.allocation`) give named
+layers their own share; whole units go per block, at the share of the block's layers (their
+parameter-weighted mean where they differ); N:M ignores them, as it ignores the sparsity.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import DEFAULT_KINDS, PrunableLayer, select
@@ -46,6 +49,30 @@ def _check_request(method: Method, pattern: Pattern, sparsity: float, sequential
         raise ValueError(f"sequential pruning needs calibration data; {method.name} uses none")
     if sequential and not method.offers_sequential:
         raise ValueError(f"{method.label} has no sequential variant")
+
+
+def _check_layer_sparsity(
+    dense: DenseModel, layers: Sequence[PrunableLayer], layer_sparsity: Mapping[str, float]
+) -> dict[str, float]:
+    """The mapping as plain floats, checked: every name a selected layer, every value in [0, 1]."""
+    selected = {layer.name for layer in layers}
+    out = {}
+    for name, value in layer_sparsity.items():
+        if name not in selected:
+            why = (
+                f"a {dense.by_name[name].kind} layer, not among the kinds selected"
+                if name in dense.by_name
+                else "no prunable layer of this model"
+            )
+            raise ValueError(f"layer_sparsity names {name!r}: {why}")
+        try:
+            share = float(value)
+        except (TypeError, ValueError):
+            share = float("nan")
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"layer_sparsity for {name} must be between 0 and 1, got {value!r}")
+        out[name] = share
+    return out
 
 
 def _pattern_names(kinds: Sequence[str]) -> str:
@@ -108,6 +135,7 @@ def prune_masks(
     blocksize: int = DEFAULT_BLOCKSIZE,
     percdamp: float = DEFAULT_PERCDAMP,
     progress: Progress = None,
+    layer_sparsity: Mapping[str, float] | None = None,
 ) -> PruneResult:
     """Decide what ``method`` prunes in the selected layers of the dense model (nothing is applied).
 
@@ -127,12 +155,17 @@ def prune_masks(
             own (SparseGPT: yes, as its paper; Wanda: one dense pass, cached per calibration batch).
         blocksize, percdamp: SparseGPT's B and λ.
         progress: called with the share done, in (0, 1].
+        layer_sparsity: {layer name: share to prune} for layers that get their own sparsity (the others
+            take ``sparsity``); each layer's share is counted in that layer's own comparison group (layer,
+            or row for Wanda). Whole units: one share per block (see ``PruneJob.group_sparsity``). N:M
+            ignores it (with a message).
     Returns:
         :class:`PruneResult`; ``weights`` is set for methods that update weights.
     Raises:
         ValueError: unknown method or pattern, a pattern the method does not support, N:M out of range,
             sparsity outside [0, 1], a structured sparsity that removes every unit, calibration text that is
-            empty or too short, embeddings with a calibrated method.
+            empty or too short, embeddings with a calibrated method; a ``layer_sparsity`` name that is no
+            selected layer, or a value outside [0, 1] (the message names the layer).
     """
     start = time.perf_counter()
     dense = dense_or_state if isinstance(dense_or_state, DenseModel) else dense_or_state.dense
@@ -142,9 +175,13 @@ def prune_masks(
     layers = select(dense.layers, kinds)
     if not layers:
         raise ValueError(f"no prunable layers of kinds {list(kinds)} in this model")
+    per_layer = _check_layer_sparsity(dense, layers, layer_sparsity or {})
     sequential = spec.sequential_default if sequential is None else sequential
     calib = resolve_calibration(dense, calibration) if spec.calibrated else None
     messages = _n_m_messages(pat, sparsity, layers) if pat.kind == "n:m" else []
+    if per_layer and pat.kind == "n:m":
+        messages.append(f"{pat.n}:{pat.m} fixes every layer's sparsity; the per-layer sparsities are ignored")
+        per_layer = {}
     job = PruneJob(
         dense,
         layers,
@@ -156,10 +193,13 @@ def prune_masks(
         {"blocksize": blocksize, "percdamp": percdamp},
         progress,
         messages,
+        per_layer,
     )
     masks, weights = spec.decide(job)
-    if pat.structured:
+    if pat.structured and len(set(per_layer.values()) | {sparsity}) == 1:
         job.messages[:0] = _unit_messages(dense, pat, sparsity, masks)
+    elif pat.structured:
+        job.messages.insert(0, f"per-layer sparsities: each block's {pat.kind} go at its layers' share")
     if progress:
         progress(1.0)
     for message in messages:
@@ -177,6 +217,7 @@ def _info(spec: Method, job: PruneJob, masks: dict, pattern: str, start: float) 
         "sparsity_asked": job.pattern.fixed_sparsity if job.pattern.kind == "n:m" else job.sparsity,
         "sparsity": pruned / total if total else 0.0,
         "layer_sparsity": {name: sparsity_of(m) for name, m in masks.items()},
+        "layer_sparsity_asked": dict(job.layer_sparsity) or None,
         "formula": spec.formula_for(job.pattern),
         "variant": spec.variant_for(job.pattern, job.sequential),
         "sequential": job.sequential,

@@ -96,13 +96,16 @@ def structured_masks(
     dense: DenseModel,
     layers: Sequence[PrunableLayer],
     unit: str,
-    sparsity: float,
+    sparsity: float | Callable[[UnitGroup], float],
     score: UnitScorer,
     progress: Progress = None,
 ) -> dict[str, torch.Tensor]:
     """Bool (out, in) masks that remove the ``round(sparsity · n_units)`` lowest-scored units of every block
     (comparison group: the block's units), for every layer of every complete group among ``layers``.
 
+    Args:
+        sparsity: one share for every block, or a function giving each group its own (per-layer sparsities
+            become per block: see ``PruneJob.unit_sparsity``).
     Raises:
         ValueError: no complete group among ``layers``, or a sparsity that removes every unit of a block.
     """
@@ -115,7 +118,8 @@ def structured_masks(
     masks = {}
     for i, group in enumerate(groups):
         weights = {name: dense.by_name[name].weight(dense.model) for name in group.layer_names}
-        keep = keep_units(score(group, weights, i), sparsity, group.label())
+        share = sparsity(group) if callable(sparsity) else sparsity
+        keep = keep_units(score(group, weights, i), share, group.label())
         masks.update(unit_masks(group, keep, {name: dense.by_name[name].shape for name in group.layer_names}))
         if progress:
             progress((i + 1) / len(groups))

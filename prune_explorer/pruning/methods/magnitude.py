@@ -1,5 +1,6 @@
 """Magnitude pruning: the smallest |w| go (comparison group: the layer; N:M: each group of M inputs; whole
-units: the block's units by the L2 norm of their weights)."""
+units: the block's units by the L2 norm of their weights). Per-layer sparsities: each layer its own
+``round(s · n)``."""
 
 from __future__ import annotations
 
@@ -14,14 +15,16 @@ def decide(job: PruneJob) -> Decision:
     dense, pattern = job.dense, job.pattern
     if pattern.structured:
         score = lambda group, weights, index: magnitude_unit_scores(group, weights)  # noqa: E731
-        return structured_masks(dense, job.layers, pattern.kind, job.sparsity, score, job.progress), None
+        return structured_masks(
+            dense, job.layers, pattern.kind, job.group_sparsity, score, job.progress
+        ), None
     if pattern.kind == "n:m":
         weights = {layer.name: layer.weight(dense.model) for layer in job.layers}
         return {
             name: n_m_mask(magnitude_scores(w), pattern.n, pattern.m) for name, w in weights.items()
         }, None
     # The shared ranking: the same weights (ties included) as the slider's uniform policy.
-    return {layer.name: prefix_mask(dense, layer, job.sparsity) for layer in job.layers}, None
+    return {layer.name: prefix_mask(dense, layer, job.sparsity_for(layer)) for layer in job.layers}, None
 
 
 METHOD = Method(

@@ -13,14 +13,16 @@ def decide(job: PruneJob) -> Decision:
     pattern = job.pattern
     if pattern.structured:
         score = lambda group, weights, index: random_scores((1, group.n_units), job.seed + index).view(-1)  # noqa: E731
-        return structured_masks(job.dense, job.layers, pattern.kind, job.sparsity, score, job.progress), None
+        return structured_masks(
+            job.dense, job.layers, pattern.kind, job.group_sparsity, score, job.progress
+        ), None
     masks = {}
     for layer in job.layers:
         scores = random_scores(layer.shape, job.layer_seed(layer))
         if pattern.kind == "n:m":
             masks[layer.name] = n_m_mask(scores, pattern.n, pattern.m)
         else:
-            masks[layer.name] = unstructured_mask(scores, job.sparsity)
+            masks[layer.name] = unstructured_mask(scores, job.sparsity_for(layer))
     return masks, None
 
 

@@ -27,7 +27,9 @@ def decide(job: PruneJob) -> Decision:
         blocksize = max(pattern.m, blocksize - blocksize % pattern.m)  # N:M groups must not straddle blocks
 
     def prune_layer(layer: PrunableLayer, weight: torch.Tensor, stats: LayerStats):
-        out = sparsegpt_prune(weight, stats.gram, stats.n_tokens, job.sparsity, n_m, blocksize, percdamp)
+        out = sparsegpt_prune(
+            weight, stats.gram, stats.n_tokens, job.sparsity_for(layer), n_m, blocksize, percdamp
+        )
         if out.message:
             job.messages.append(f"{layer.name}: {out.message}")
         return out.mask, out.weight

@@ -19,11 +19,11 @@ from prune_explorer.pruning.structured import activation_unit_scores, structured
 from prune_explorer.pruning.units import model_unit_groups
 
 
-def _layer_mask(job: PruneJob, weight: torch.Tensor, stats: LayerStats) -> torch.Tensor:
+def _layer_mask(job: PruneJob, layer: PrunableLayer, weight: torch.Tensor, stats: LayerStats) -> torch.Tensor:
     scores = wanda_scores(weight, stats.sq_norms)
     if job.pattern.kind == "n:m":
         return n_m_mask(scores, job.pattern.n, job.pattern.m)
-    return per_row_mask(scores, job.sparsity)
+    return per_row_mask(scores, job.sparsity_for(layer))
 
 
 def _units(job: PruneJob) -> Decision:
@@ -35,7 +35,7 @@ def _units(job: PruneJob) -> Decision:
     def score(group, weights, index):
         return activation_unit_scores(group, weights, stats[group.col_layer].sq_norms)
 
-    return structured_masks(dense, job.layers, job.pattern.kind, job.sparsity, score), None
+    return structured_masks(dense, job.layers, job.pattern.kind, job.group_sparsity, score), None
 
 
 def decide(job: PruneJob) -> Decision:
@@ -45,13 +45,14 @@ def decide(job: PruneJob) -> Decision:
     if job.sequential:
 
         def prune_layer(layer: PrunableLayer, weight: torch.Tensor, stats: LayerStats):
-            return _layer_mask(job, weight, stats), None
+            return _layer_mask(job, layer, weight, stats), None
 
         masks, _ = prune_sequentially(dense, job.layers, job.calibration, prune_layer, False, job.progress)
         return masks, None
     stats = activation_stats(dense, job.layers, job.calibration, job.progress)
     return {
-        layer.name: _layer_mask(job, layer.weight(dense.model), stats[layer.name]) for layer in job.layers
+        layer.name: _layer_mask(job, layer, layer.weight(dense.model), stats[layer.name])
+        for layer in job.layers
     }, None
 
 
