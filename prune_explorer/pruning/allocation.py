@@ -1,0 +1,227 @@
+"""Per-layer sparsity allocation: how to share one average sparsity among layers.
+
+Every allocation returns ``{layer name: sparsity}`` for ``prune_masks(..., layer_sparsity=...)``, whose
+*parameter-weighted* average over the selected layers equals the target, so the share of weights pruned is
+the one asked whatever the layers' sizes:
+
+    ``uniform``: the target in every layer.
+    ``owl``: OWL, "Outlier Weighed Layerwise sparsity" (Yin et al. 2024): blocks whose Wanda scores
+        |W_ij|·‖X_j‖₂ hold more outliers (scores above M × the block's mean) are pruned less; sparsities span
+        target ± λ.
+    ``budget``: the least total damage predicted by measured per-layer damage curves (a sensitivity run);
+        the solver is :mod:`prune_explorer.pruning.budget`, re-exported here.
+
+The maths (:func:`outlier_ratio`, :func:`owl_sparsities`, :func:`fit_to_target`) takes numbers and tensors;
+:func:`owl` wires them to a model's calibration statistics (shared with Wanda through the dense model's
+cache).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from prune_explorer.models.dense import DenseModel
+from prune_explorer.models.layers import PrunableLayer, group_by_block
+from prune_explorer.progress import Progress
+from prune_explorer.pruning.budget import budget, predicted_damage
+from prune_explorer.pruning.calibration import CalibrationBatch, activation_stats, resolve_calibration
+from prune_explorer.pruning.scores import wanda_scores
+
+__all__ = [
+    "ALLOCATIONS",
+    "average_sparsity",
+    "budget",
+    "fit_to_target",
+    "layer_sizes",
+    "outlier_ratio",
+    "outlier_ratios",
+    "owl",
+    "owl_sparsities",
+    "predicted_damage",
+    "uniform",
+]
+
+ALLOCATIONS = ("uniform", "owl", "budget")
+OWL_M = 5.0
+OWL_LAMBDA = 0.08
+_BISECTIONS = 200
+
+
+def check_target(target: float) -> None:
+    """Raise ValueError unless the target average sparsity is in [0, 1]."""
+    if not 0.0 <= target <= 1.0:
+        raise ValueError(f"the target average sparsity must be between 0 and 1, got {target}")
+
+
+def layer_sizes(layers: Sequence[PrunableLayer]) -> dict[str, int]:
+    """{layer name: weights in it}: the weights of a parameter-weighted average."""
+    return {layer.name: layer.numel for layer in layers}
+
+
+def average_sparsity(allocation: Mapping[str, float], sizes: Mapping[str, int]) -> float:
+    """Parameter-weighted average Σ n_l s_l / Σ n_l: the share of all the allocation's layers' weights pruned.
+
+    Raises:
+        ValueError: a layer of ``allocation`` has no size.
+    """
+    missing = [name for name in allocation if name not in sizes]
+    if missing:
+        raise ValueError(f"no size given for layer {missing[0]!r}")
+    total = sum(sizes[name] for name in allocation)
+    return sum(s * sizes[name] for name, s in allocation.items()) / total if total else 0.0
+
+
+def uniform(layers: Sequence[PrunableLayer], target: float) -> dict[str, float]:
+    """The same sparsity ``target`` in every layer (comparison group: each layer)."""
+    check_target(target)
+    return {layer.name: float(target) for layer in layers}
+
+
+def fit_to_target(values: Mapping[str, float], sizes: Mapping[str, int], target: float) -> dict[str, float]:
+    """Shift every value by one constant, clipped to [0, 1], so the parameter-weighted average is ``target``.
+
+    Without clipping this is ``v + (target − average(v))`` (OWL's mean-centring, weighted by size); where a
+    value would leave [0, 1] the shift is found by bisection, so the average is still exact.
+
+    Raises:
+        ValueError: target outside [0, 1], or a layer without a positive size.
+    """
+    check_target(target)
+    if any(sizes.get(name, 0) <= 0 for name in values):
+        bad = next(name for name in values if sizes.get(name, 0) <= 0)
+        raise ValueError(f"layer {bad!r} needs a positive size to be weighted")
+    shift = target - average_sparsity(values, sizes)
+    if all(0.0 <= v + shift <= 1.0 for v in values.values()):
+        return {name: min(1.0, max(0.0, v + shift)) for name, v in values.items()}
+    lo, hi = -max(values.values()), 1.0 - min(values.values())
+    for _ in range(_BISECTIONS):
+        mid = (lo + hi) / 2
+        fitted = {name: min(1.0, max(0.0, v + mid)) for name, v in values.items()}
+        if average_sparsity(fitted, sizes) < target:
+            lo = mid
+        else:
+            hi = mid
+    return {name: min(1.0, max(0.0, v + hi)) for name, v in values.items()}
+
+
+def outlier_ratio(scores: Sequence[torch.Tensor], m: float = OWL_M) -> float:
+    """OWL's layer outlier ratio: the share of scores above ``m`` × their mean, over all tensors together.
+
+    Args:
+        scores: float tensors (any shapes), e.g. the Wanda scores (out, in) of one block's layers.
+        m: OWL's M (the paper's default 5).
+    Returns:
+        A share in [0, 1] (the reference code reports it in percent).
+    """
+    if m <= 0:
+        raise ValueError(f"OWL's M must be positive, got {m}")
+    count = sum(t.numel() for t in scores)
+    if not count:
+        return 0.0
+    mean = sum(float(t.detach().to(torch.float64).sum()) for t in scores) / count
+    above = sum(int((t.detach().to(torch.float64) > m * mean).sum()) for t in scores)
+    return above / count
+
+
+def owl_sparsities(
+    ratios: Sequence[float], sizes: Sequence[int], target: float, lam: float = OWL_LAMBDA
+) -> list[float]:
+    """OWL's sparsities from the blocks' outlier ratios (Yin et al. 2024, eq. 2 and the authors' code).
+
+    Ratios are min-max normalised to u in [0, 1]; a block gets ``target + λ − 2λu`` (the most outliers
+    target − λ, the fewest target + λ), then every value is shifted so the size-weighted average is the
+    target (:func:`fit_to_target`; the reference code centres on the plain mean: its blocks are all one size).
+    Equal ratios give the uniform allocation.
+
+    Raises:
+        ValueError: target outside [0, 1], λ negative, or lengths that differ.
+    """
+    check_target(target)
+    if lam < 0:
+        raise ValueError(f"OWL's λ must be at least 0, got {lam}")
+    if len(ratios) != len(sizes):
+        raise ValueError(f"{len(ratios)} outlier ratios for {len(sizes)} block sizes")
+    lo, hi = min(ratios, default=0.0), max(ratios, default=0.0)
+    if hi <= lo:
+        return [float(target)] * len(ratios)
+    raw = {str(i): target + lam - 2 * lam * (r - lo) / (hi - lo) for i, r in enumerate(ratios)}
+    fitted = fit_to_target(raw, {str(i): n for i, n in enumerate(sizes)}, target)
+    return [fitted[str(i)] for i in range(len(ratios))]
+
+
+def outlier_ratios(
+    dense: DenseModel,
+    layers: Sequence[PrunableLayer],
+    calibration: CalibrationBatch | str | None = None,
+    m: float = OWL_M,
+    progress: Progress = None,
+) -> dict[str, float]:
+    """Each layer's block outlier ratio (:func:`outlier_ratio` of the Wanda scores of the block's selected
+    layers together, on the dense model's calibration activations), computed once per model, layers,
+    calibration and M (the dense model's cache), so moving an OWL slider does not recompute it.
+
+    Layers outside transformer blocks (e.g. an LM head) form a block of their own.
+
+    Raises:
+        ValueError: an embedding among ``layers`` (no input activations), or calibration text too short.
+    """
+    if m <= 0:
+        raise ValueError(f"OWL's M must be positive, got {m}")
+    layers = list(layers)
+    calib = resolve_calibration(dense, calibration)
+    key = ("owl_ratios", calib.key, tuple(layer.name for layer in layers), float(m))
+
+    def compute() -> dict[str, float]:
+        stats = activation_stats(dense, layers, calib, progress)
+        out = {}
+        for block in group_by_block(layers):
+            scores = [wanda_scores(layer.weight(dense.model), stats[layer.name].sq_norms) for layer in block]
+            ratio = outlier_ratio(scores, m)
+            out.update({layer.name: ratio for layer in block})
+        return out
+
+    return dense.cache.get(key, compute)
+
+
+def owl(
+    dense: DenseModel,
+    layers: Sequence[PrunableLayer],
+    calibration: CalibrationBatch | str | None,
+    target: float,
+    m: float = OWL_M,
+    lam: float = OWL_LAMBDA,
+    progress: Progress = None,
+) -> dict[str, float]:
+    """OWL allocation (Yin et al. 2024): per block (decoder layer), sparsity ``target ± λ`` by its outlier
+    ratio, fewer outliers pruned more; every layer of a block gets the block's sparsity.
+
+    Deviation, on purpose: the average is weighted by parameter count (the reference code's plain mean over
+    blocks is the same when all blocks have one size), and values are kept in [0, 1] (:func:`fit_to_target`),
+    so the share of weights pruned is exactly the target.
+
+    Args:
+        dense: the model (its weights and calibration statistics are read, never written).
+        layers: the selected layers (no embeddings).
+        calibration: a batch, a text, or None for the model's built-in calibration text.
+        target: the average sparsity, in [0, 1].
+        m: outlier threshold, in multiples of the block's mean score (paper default 5).
+        lam: half the spread of sparsities around the target (paper default 0.08).
+    Returns:
+        {layer name: sparsity} whose parameter-weighted average is ``target``.
+    Raises:
+        ValueError: target outside [0, 1], M not positive, λ negative, an embedding among ``layers``.
+    """
+    check_target(target)
+    if lam < 0:
+        raise ValueError(f"OWL's λ must be at least 0, got {lam}")
+    ratios = outlier_ratios(dense, layers, calibration, m, progress)
+    blocks = group_by_block(layers)
+    shares = owl_sparsities(
+        [ratios[block[0].name] for block in blocks],
+        [sum(la.numel for la in block) for block in blocks],
+        target,
+        lam,
+    )
+    return {layer.name: share for block, share in zip(blocks, shares, strict=True) for layer in block}
