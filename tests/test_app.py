@@ -1,4 +1,4 @@
-"""The Streamlit app through AppTest: every page, the shared sidebar, model loading and session isolation."""
+"""The Streamlit app through AppTest: every page, the shared sidebar, policies, reset and session isolation."""
 
 from __future__ import annotations
 
@@ -11,22 +11,18 @@ from streamlit.testing.v1 import AppTest
 
 from tests.support.apptest import (
     PRUNED,
-    ROOT,
     array,
-    axis_titles,
     captions,
     errors,
     figures,
     generation,
     legend_below,
-    measured,
     metric,
     set_sparsity,
     start,
     trace_names,
     weight_bytes,
 )
-from tests.support.models import saved_model
 from ui import charts
 
 pytestmark = pytest.mark.usefixtures("one_thread", "app_navigation")
@@ -226,32 +222,6 @@ def test_threshold_out_of_range_keeps_previous_state():
     assert slider.value < 30
 
 
-@pytest.mark.parametrize(
-    ("source", "message"),
-    [
-        ("no-such-org/no-such-model-xyz", "hub id"),
-        ("/no/such/folder/anywhere", "does not exist"),
-        (str(ROOT / "README.md"), "is a file, not a model folder"),
-    ],
-)
-def test_failed_load_keeps_previous_model(source, message):
-    at = start()
-    set_sparsity(at, 20)
-    at.text_input(key="sidebar_source").input(source)
-    at.button(key="sidebar_load").click().run()
-    assert not at.exception, at.exception
-    assert (
-        "Could not load" in errors(at) and message in errors(at) and "Still using stories260K" in errors(at)
-    )
-    assert "Active model: **stories260K**" in captions(at)
-    assert metric(at, PRUNED) == "20.0%"
-
-    set_sparsity(at, 40)
-    assert metric(at, PRUNED) == "40.0%"
-    assert generation(at, "dense") != generation(at, "pruned")
-    assert "Could not load" not in errors(at)  # the error was that attempt's; a later success clears it
-
-
 def test_an_empty_prompt_is_said_to_be_empty():
     at = start()
     at.text_area(key="prune_prompt").input("").run()
@@ -259,39 +229,6 @@ def test_an_empty_prompt_is_said_to_be_empty():
     assert "The prompt is empty" in " ".join(w.value for w in at.warning)
     at.text_area(key="prune_prompt").input("Once upon a time").run()
     assert not at.warning
-
-
-def _assert_load_refused(at: AppTest, source: str, message: str) -> None:
-    at.text_input(key="sidebar_source").input(source)
-    at.button(key="sidebar_load").click().run()
-    assert not at.exception, at.exception
-    assert (
-        "Could not load" in errors(at) and message in errors(at) and "Still using stories260K" in errors(at)
-    )
-    assert metric(at, PRUNED) == "20.0%"
-    set_sparsity(at, 40)
-    assert metric(at, PRUNED) == "40.0%"
-
-
-def test_corrupt_checkpoint_is_refused_and_the_session_goes_on(tmp_path):
-    folder = tmp_path / "corrupt"
-    saved_model(folder, "llama")
-    weights = folder / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:200])
-    at = start()
-    set_sparsity(at, 20)
-    _assert_load_refused(at, str(folder), "could not load the weights")
-
-
-def test_model_too_big_for_free_memory_is_refused_before_loading(tmp_path, monkeypatch):
-    from prune_explorer.models import memory
-
-    folder = tmp_path / "big"
-    saved_model(folder, "llama")
-    at = start()
-    set_sparsity(at, 20)
-    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 1000)
-    _assert_load_refused(at, str(folder), "of memory is free")
 
 
 def test_sessions_are_isolated_and_the_dense_model_is_unchanged():
@@ -309,79 +246,3 @@ def test_sessions_are_isolated_and_the_dense_model_is_unchanged():
     after = weight_bytes(dense)
     assert snapshot.keys() == after.keys()
     assert all(torch.equal(snapshot[n], after[n]) for n in snapshot)
-
-
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_load_a_saved_folder_from_the_sidebar(tmp_path, arch):
-    folder = tmp_path / arch
-    saved_model(folder, arch, chat=arch == "llama")  # the Llama twin also tries the chat-template path
-
-    at = start()
-    set_sparsity(at, 25)
-    at.text_input(key="sidebar_source").input(str(folder))
-    at.button(key="sidebar_load").click().run()
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
-    assert f"Active model: **{folder}**" in captions(at)
-    assert at.slider(key="sidebar_sparsity").value == 0  # a model change starts dense
-    assert metric(at, PRUNED) == "0.0%"
-    assert at.selectbox(key="sidebar_model").value is None
-
-    assert ("chat template" in captions(at)) == (arch == "llama")
-    set_sparsity(at, 50)
-    assert metric(at, PRUNED) == "50.0%"
-    assert float(metric(at, "KL(dense ‖ pruned), next token").split()[0]) > 0
-    kinds = set(at.pills(key="sidebar_kinds").value)
-    assert ("attn_qkv" in kinds) == (arch == "gpt2")
-    for page in ("pages/layers.py", "pages/learn.py", "pages/prune.py"):
-        at.switch_page(page).run()
-        assert not at.exception, (page, at.exception)
-
-    at.selectbox(key="sidebar_model").set_value("stories260K").run()
-    assert not at.exception, at.exception
-    assert "Active model: **stories260K**" in captions(at)
-
-
-def test_big_models_wait_for_buttons(monkeypatch):
-    from ui import defaults
-
-    at = start()
-    monkeypatch.setattr(defaults, "SMALL_MODEL", 0)  # treat stories260K as a big model
-    set_sparsity(at, 35)
-    assert "sparsity of the selected layers (%)" in axis_titles(figures(at)[-1])  # swept at start, shown
-    assert "Run the sweep" not in {b.label for b in at.button}  # its settings were swept: reused, no button
-    at.session_state["pruning_state"].dense.cache.clear()  # as on a server that never swept them
-    at.run()
-    labels = {b.label for b in at.button}
-    assert {"Time a forward pass", "Compute perplexity", "Run the sweep"} <= labels
-    assert "Press the button to score" in captions(at)
-    assert not [m for m in at.metric if m.label == "Pruned perplexity"]
-
-    measured(at.button(key="prune_ppl").click().run())  # measured in the background, then shown
-    assert float(metric(at, "Pruned perplexity")) > float(metric(at, "Dense perplexity"))
-    measured(at.button(key="prune_time").click().run())
-    assert metric(at, "Pruned / dense") == "~1.00×, same kernel"
-
-    measured(at.button(key="prune_sweep").click().run())
-    sweep = figures(at)[-1]
-    assert "your model now" in trace_names(sweep)
-    assert "The diamond is your model now." in captions(at)
-
-    set_sparsity(at, 45)  # results belong to the settings they were measured at
-    assert not [m for m in at.metric if m.label == "Pruned perplexity"]
-    # The sweep keeps the last measured point, hollow and named for the setting it was measured at.
-    sweep = figures(at)[-1]
-    (earlier,) = [t for t in sweep["data"] if t["name"] == "your model, measured earlier"]
-    assert earlier["x"] == [pytest.approx(35, abs=0.5)] and earlier["marker"]["symbol"] == "diamond-open"
-    assert "your model now" not in trace_names(sweep)
-    assert "The hollow diamond is your model as last measured (Magnitude |w| · uniform policy · 35%)" in (
-        captions(at)
-    )
-
-    at.switch_page("pages/learn.py").run()
-    assert not at.exception, at.exception
-    assert "walks along the curve" not in captions(at)  # a promise only a small model keeps
-    assert "The hollow diamond is your model as last measured" in captions(at)
-    measured(at.button(key="learn_time").click().run())
-    assert metric(at, "Pruned / dense forward time") == "~1.00×, same kernel"
-    assert re.search(r"Measured: dense [0-9.]+ ± [0-9.]+ ms, pruned", captions(at))
