@@ -1,0 +1,301 @@
+"""Sensitivity: which layers can lose more. Prune one group at a time over a sparsity sweep and measure.
+
+Each group (one layer, one kind across blocks, or one block: :mod:`.sensitivity_groups`) is pruned alone, to
+each sparsity of the sweep, with the chosen method (unstructured), and the damage is measured on fixed
+held-out tokens (:class:`.tokens.TokenProtocol`): KL(dense‖pruned) of the next-token distributions (cheap,
+smooth, zero when nothing changes) and the perplexity of the same tokens. The dense pass runs once; a group
+whose first layer sits in block b reruns only blocks b..end from the stored hidden states
+(:mod:`.replay`). The result also carries the instant estimate (Σ_pruned w² ‖x_j‖², normalised per group),
+which is known before anything is measured, so a chart shows where the cheap proxy holds.
+
+Results are cached on disk per (model weights, method, sparsities, groups, tokens, calibration)
+(:mod:`.sensitivity_cache`) and read back by later processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from prune_explorer.measure import sensitivity_cache
+from prune_explorer.measure.replay import (
+    DenseTrace,
+    continue_from,
+    dense_trace,
+    divergence,
+    run_from,
+    run_one_block,
+    tail_logits,
+)
+from prune_explorer.measure.sensitivity_groups import (
+    DEFAULT_SPARSITIES,
+    Group,
+    check_sparsities,
+    estimates,
+    groups,
+    method_results,
+)
+from prune_explorer.measure.tokens import TokenProtocol
+from prune_explorer.models.dense import DenseModel
+from prune_explorer.models.digest import weights_digest
+from prune_explorer.models.layers import DEFAULT_KINDS, PrunableLayer, block_name
+from prune_explorer.progress import Progress
+from prune_explorer.pruning.calibration import CalibrationBatch, resolve_calibration
+from prune_explorer.pruning.result import PruneResult
+from prune_explorer.state import PruningState
+
+log = logging.getLogger(__name__)
+
+# Share of the progress bar for the dense pass, the masks and the estimate; the points take the rest.
+_SETUP = 0.1
+# Most variants (group x sparsity) replayed together on the batch axis: 28 is one block's 7 layers x 4.
+_BATCH = 32
+
+
+@dataclass
+class Sensitivity:
+    """Damage of pruning each group alone, at each sparsity: measured (KL, perplexity) and estimated.
+
+    Lists run over ``sparsities``; ``kl`` and ``ppl`` are in nats and plain perplexity on ``protocol``'s
+    tokens; ``estimate`` is the share of Σ w² ‖x‖² the pruned weights held (see the module docstring);
+    ``achieved`` the group's real sparsity.
+    """
+
+    model: str
+    method: str
+    mode: str
+    kinds: list[str]
+    sparsities: list[float]
+    groups: list[str]
+    estimate: dict[str, list[float]]
+    kl: dict[str, list[float]]
+    ppl: dict[str, list[float]]
+    achieved: dict[str, list[float]]
+    dense_ppl: float
+    protocol: dict
+    calibration: dict
+    replayed: bool
+    seconds: dict = field(default_factory=dict)
+    cached: bool = False
+
+    def fragile(self, sparsity: float) -> list[tuple[str, float]]:
+        """(group, KL) at the sweep's ``sparsity``, most damaged first."""
+        i = self.sparsities.index(sparsity)
+        return sorted(((g, self.kl[g][i]) for g in self.groups), key=lambda gk: -gk[1])
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "cached"}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Sensitivity:
+        """Rebuild from :meth:`to_dict`'s output.
+
+        Raises:
+            KeyError, TypeError, ValueError: a malformed dict.
+        """
+        result = cls(**data)
+        n = len(result.sparsities)
+        for table in (result.estimate, result.kl, result.ppl, result.achieved):
+            if set(table) != set(result.groups) or any(len(v) != n for v in table.values()):
+                raise ValueError("a table does not cover every group and sparsity")
+        return result
+
+
+def _cache_key(
+    dense: DenseModel, method: str, sparsities: list[float], mode: str, kinds, tokens: dict, calib
+) -> dict:
+    return {
+        "model": weights_digest(dense),
+        "method": method,
+        "pattern": "unstructured",
+        "sparsities": [round(s, 6) for s in sparsities],
+        "mode": mode,
+        "kinds": list(kinds),
+        "tokens": tokens,
+        "calibration": [list(calib.key[0]), calib.key[1]],
+    }
+
+
+def measure_sensitivity(
+    dense: DenseModel,
+    method: str = "magnitude",
+    sparsities: Sequence[float] = DEFAULT_SPARSITIES,
+    *,
+    mode: str = "layer",
+    kinds: Sequence[str] = DEFAULT_KINDS,
+    protocol: TokenProtocol | None = None,
+    calibration: CalibrationBatch | str | None = None,
+    cache: bool = True,
+    cache_root: Path | str | None = None,
+    progress: Progress = None,
+) -> Sensitivity:
+    """Prune each group alone to each sparsity and measure KL(dense‖pruned) and perplexity on held-out tokens.
+
+    The dense model is never written: groups are pruned in a scratch :class:`PruningState`. ``progress`` is
+    called between points; an exception it raises (a cancel) stops the sweep there and propagates: nothing
+    is cached and the dense model is untouched.
+
+    Args:
+        method: a key of ``pruning.methods.METHODS``, run non-sequentially (each layer decided on the dense
+            model's inputs, which is what it sees when pruned alone).
+        sparsities: shares in [0, 1] to prune in each group (per layer; per row for Wanda).
+        mode: "layer", "kind" or "block" (see :func:`.sensitivity_groups.groups`).
+        kinds: layer kinds taking part.
+        protocol: the measured tokens (default: 256 tokens of the model's evaluation text, one sequence).
+        calibration: for the estimate and calibrated methods (default: the built-in calibration text).
+        cache: read and write the on-disk cache.
+        cache_root: the cache root (default: ``$PRUNE_EXPLORER_CACHE``, else ``~/.cache/prune_explorer``).
+    Returns:
+        :class:`Sensitivity` (``cached`` says whether it was read from disk).
+    Raises:
+        ValueError: unknown method, mode or kinds; a sparsity outside [0, 1]; a text too short.
+    """
+    start = time.perf_counter()
+    values = check_sparsities(sparsities)
+    protocol = protocol or TokenProtocol()
+    found = groups(dense, mode, kinds)
+    ids = protocol.ids(dense)
+    tokens = protocol.describe(dense, ids)
+    calib = resolve_calibration(dense, calibration)
+    folder = sensitivity_cache.cache_dir(cache_root)
+    key = _cache_key(dense, method, values, mode, kinds, tokens, calib)
+    if cache and (stored := sensitivity_cache.load(key, folder)) is not None:
+        try:
+            result = Sensitivity.from_dict(stored)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("ignoring a malformed sensitivity cache entry in %s: %s", folder, exc)
+        else:
+            result.cached = True
+            if progress:
+                progress(1.0)
+            return result
+    seconds: dict[str, float] = {}
+    scratch = PruningState(dense)
+    trace = dense_trace(scratch.model, ids, dense.layers)
+    seconds["dense_pass"] = time.perf_counter() - start
+    mark = time.perf_counter()
+    setup = (lambda f: progress(_SETUP * f)) if progress else None
+    results = method_results(dense, method, values, kinds, calib, setup)
+    seconds["masks"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    estimate = estimates(dense, found, results, calib)
+    seconds["estimate"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    kl, ppl, achieved = _measure(scratch, trace, found, results, progress)
+    seconds["measure"] = time.perf_counter() - mark
+    seconds["total"] = time.perf_counter() - start
+    result = Sensitivity(
+        model=dense.name,
+        method=method,
+        mode=mode,
+        kinds=list(kinds),
+        sparsities=values,
+        groups=[g.name for g in found],
+        estimate=estimate,
+        kl=kl,
+        ppl=ppl,
+        achieved=achieved,
+        dense_ppl=_exp(trace.nll),
+        protocol=tokens,
+        calibration={"source": calib.source, "n_sequences": calib.n_sequences, "seq_len": calib.seq_len},
+        replayed=trace.replayable,
+        seconds=seconds,
+    )
+    if cache:
+        sensitivity_cache.save(key, result.to_dict(), folder)
+    return result
+
+
+def _exp(x: float) -> float:
+    return math.exp(x) if x < 700 else math.inf
+
+
+def _measure(
+    scratch: PruningState,
+    trace: DenseTrace,
+    found: Sequence[Group],
+    results: Sequence[PruneResult],
+    progress: Progress,
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[float]]]:
+    """(KL, perplexity, achieved sparsity) per group and result: each group pruned alone in ``scratch``,
+    replayed from its first block, then reset to dense.
+
+    Where the trace allows it, every variant (group x sparsity) of consecutive groups inside one block b is
+    run through block b alone, and their outputs go through the later (dense) blocks together, stacked on
+    the batch axis (up to ``_BATCH`` variants: larger matrix products, the same numbers); the final norm, LM
+    head and KL then run per variant, so only one variant's logits are held at a time.
+    """
+    index = {path: i for i, path in enumerate(trace.blocks)}
+    kl: dict[str, list[float]] = {g.name: [0.0] * len(results) for g in found}
+    ppl: dict[str, list[float]] = {g.name: [0.0] * len(results) for g in found}
+    achieved: dict[str, list[float]] = {g.name: [0.0] * len(results) for g in found}
+    total, done = len(found) * len(results), 0
+
+    def record(g: Group, i: int, div: float, nll: float) -> None:
+        nonlocal done
+        kl[g.name][i] = max(div, 0.0)  # float error can leave -1e-9 where nothing changed
+        ppl[g.name][i] = _exp(nll)
+        masks = [results[i].masks[layer.name] for layer in g.layers]
+        achieved[g.name][i] = 1.0 - sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+        done += 1
+        if progress:
+            progress(_SETUP + (1 - _SETUP) * done / total)
+
+    for start, batch in _batches(found, index, len(results), trace.batchable):
+        if start is None or len(batch) == 1:
+            for g, i in batch:
+                with _pruned(scratch, results[i], g.layers):
+                    record(g, i, *divergence(trace, run_from(scratch.model, trace, start)))
+            continue
+        firsts = []
+        for g, i in batch:
+            with _pruned(scratch, results[i], g.layers):
+                firsts.append(run_one_block(scratch.model, trace, start, trace.hidden[start]))
+        stacked = continue_from(scratch.model, trace, start + 1, torch.cat(firsts), logits=False)
+        for (g, i), hidden in zip(batch, stacked.split(trace.ids.shape[0]), strict=True):
+            record(g, i, *divergence(trace, tail_logits(scratch.model, trace.tail, hidden)))
+    return kl, ppl, achieved
+
+
+def _batches(
+    found: Sequence[Group], index: dict[str, int], n_results: int, batchable: bool
+) -> Iterator[tuple[int | None, list[tuple[Group, int]]]]:
+    """(first block or None, [(group, result index)]) in model order: variants of consecutive groups that sit
+    inside one block share a batch (at most ``_BATCH``) when ``batchable``; every other variant is alone."""
+    current: tuple[int | None, list[tuple[Group, int]]] = (None, [])
+    for g in found:
+        starts = {index.get(block_name(layer) or "") for layer in g.layers}
+        start = None if None in starts else min(starts)
+        variants = [(g, i) for i in range(n_results)]
+        if not batchable or start is None or len(starts) > 1:
+            if current[1]:
+                yield current
+                current = (None, [])
+            yield from ((start, [v]) for v in variants)
+            continue
+        if current[1] and (current[0] != start or len(current[1]) + n_results > _BATCH):
+            yield current
+            current = (None, [])
+        current = (start, current[1] + variants)
+    if current[1]:
+        yield current
+
+
+@contextmanager
+def _pruned(scratch: PruningState, result: PruneResult, layers: Sequence[PrunableLayer]) -> Iterator[None]:
+    """``scratch`` with only ``layers`` pruned as ``result`` decided, reset to dense afterwards."""
+    names = [layer.name for layer in layers]
+    masks = {name: result.masks[name] for name in names}
+    weights = {n: result.weights[n] for n in names if n in result.weights} if result.weights else {}
+    PruneResult(masks=masks, weights=weights or None).apply(scratch)
+    try:
+        yield
+    finally:
+        scratch.reset(names)
