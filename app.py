@@ -26,6 +26,7 @@ pages = [
 for path, title, icon in (
     ("pages/compare.py", "Compare", ":material/compare_arrows:"),
     ("pages/speed.py", "Speed", ":material/speed:"),
+    ("pages/sensitivity.py", "Sensitivity", ":material/troubleshoot:"),
 ):
     if (HERE / path).is_file():
         pages.append(st.Page(path, title=title, icon=icon))

@@ -222,14 +222,24 @@ def ask(task: Task, auto: bool = True, button: str = "", key: str | None = None,
         st.error(error)
         return None
     requested = st.session_state.setdefault(REQUESTED, set())
-    if not auto and task.ident not in requested:
-        if not st.button(button, key=key):
+    if not auto:  # the callbacks run before the script, so each run draws the button its state calls for
+        if task.ident not in requested:
+            st.button(button, key=key, on_click=_request, args=(task.ident,))
             st.caption(hint)
             return None
-        requested.add(task.ident)
+        st.button("Cancel", key=f"{key}_cancel", on_click=_cancel, args=(task.ident,), icon=":material/stop:")
     st.session_state.setdefault(ASKED, []).append(task)
     st.caption(f"{task.label}: measuring in the background; the slider stays live meanwhile.")
     return None
+
+
+def _request(ident: tuple) -> None:
+    st.session_state.setdefault(REQUESTED, set()).add(ident)
+
+
+def _cancel(ident: tuple) -> None:
+    """Not asked for in the next run: the worker drops the task at its next progress report."""
+    st.session_state.setdefault(REQUESTED, set()).discard(ident)
 
 
 def unfinished() -> list[Task]:
