@@ -1,6 +1,8 @@
 """Command line: prune a model and print what it did to perplexity.
 
-python -m prune_explorer prune --model stories260K --sparsity 0.5
+python -m prune_explorer prune --model stories260K --sparsity 0.5 [--save-recipe recipe.yaml]
+python -m prune_explorer apply recipe.yaml --out DIR      (a transformers folder with a model card)
+python -m prune_explorer export recipe.yaml --masks masks.safetensors --llmcompressor llmc.yaml --sizes
 python -m prune_explorer layers --model path/to/folder
 """
 
@@ -16,6 +18,12 @@ from prune_explorer.measure.evaluate import perplexity
 from prune_explorer.models.errors import ModelLoadError
 from prune_explorer.models.layers import ALL_KINDS, DEFAULT_KINDS, select
 from prune_explorer.models.loading import load_model
+from prune_explorer.plans.apply import apply_recipe
+from prune_explorer.plans.export import evaluate, export_hf
+from prune_explorer.plans.llmcompressor import export_llmcompressor
+from prune_explorer.plans.masks import export_masks
+from prune_explorer.plans.recipe import load_recipe, recipe_from_state, save_recipe
+from prune_explorer.plans.sizes import disk_sizes
 from prune_explorer.pruning.methods import METHODS
 from prune_explorer.pruning.policies import POLICIES, MagnitudeSettings
 from prune_explorer.pruning.settings import apply_settings, prune_settings
@@ -46,6 +54,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--text", help="evaluation text file (default: the model's built-in held-out text)")
     prune.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    prune.add_argument("--save-recipe", metavar="PATH", help="write the plan applied as a recipe (YAML)")
+    apply = sub.add_parser(
+        "apply", help="apply a recipe and export the pruned model as a transformers folder"
+    )
+    export = sub.add_parser("export", help="apply a recipe and export masks, an llm-compressor recipe, sizes")
+    for command in (apply, export):
+        command.add_argument("recipe", help="recipe file (YAML), e.g. from prune --save-recipe")
+        command.add_argument("--model", help="where to load the model from (default: the recipe's model id)")
+        command.add_argument(
+            "--calib-text", help="the recipe's calibration text, if it was a user's own text"
+        )
+    apply.add_argument("--out", required=True, help="new folder to write (must not exist)")
+    apply.add_argument("--no-eval", action="store_true", help="do not measure perplexity for the model card")
+    export.add_argument("--masks", metavar="PATH", help="new file: the masks, bit-packed, in safetensors")
+    export.add_argument(
+        "--llmcompressor", metavar="PATH", help="new file: the plan as an llm-compressor recipe"
+    )
+    export.add_argument(
+        "--sizes", nargs="?", const="", metavar="DIR", help="measure sizes on disk (keep the files in DIR)"
+    )
     layers = sub.add_parser("layers", help="list a model's prunable layers")
     layers.add_argument("--model", default="stories260K")
     return parser
@@ -67,12 +95,13 @@ def _prune(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     calibration = _read(args.calib_text) if args.calib_text else None
     sequential = {"default": None, "yes": True, "no": False}[args.sequential]
-    info = apply_settings(
-        state, prune_settings(settings, args.method, args.pattern, sequential=sequential), calibration
-    )
+    chosen = prune_settings(settings, args.method, args.pattern, sequential=sequential)
+    info = apply_settings(state, chosen, calibration)
     for message in (info or {}).get("messages", []):
         print(f"note: {message}", file=sys.stderr)
     prune_ms = (time.perf_counter() - start) * 1000
+    if args.save_recipe:
+        save_recipe(recipe_from_state(state, chosen, calibration, model_id=args.model), args.save_recipe)
     before = perplexity(dense.model, ids)
     after = perplexity(state.model, ids)
     selected = select(dense.layers, settings.kinds)
@@ -100,6 +129,52 @@ def _prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipe_state(args: argparse.Namespace) -> tuple:
+    """Load the recipe, its model, and a state brought to it; (recipe, state, seconds to apply)."""
+    recipe = load_recipe(args.recipe)
+    dense = load_model(args.model or recipe.model.id)
+    state = PruningState(dense)
+    start = time.perf_counter()
+    apply_recipe(state, recipe, _read(args.calib_text) if args.calib_text else None)
+    return recipe, state, time.perf_counter() - start
+
+
+def _apply(args: argparse.Namespace) -> int:
+    recipe, state, apply_s = _recipe_state(args)
+    evaluation = None if args.no_eval else evaluate(state)
+    start = time.perf_counter()
+    export_hf(state, args.out, recipe, evaluation)
+    layers = [state.dense.by_name[name] for name in recipe.allocation.layers]
+    result = {
+        "model": recipe.model.id,
+        "method": recipe.method,
+        "pattern": recipe.pattern,
+        "allocation": recipe.allocation.name,
+        "sparsity": round(state.overall_sparsity(layers), 6),
+        "dense_ppl": round(evaluation.dense_ppl, 4) if evaluation else None,
+        "pruned_ppl": round(evaluation.pruned_ppl, 4) if evaluation else None,
+        "apply_s": round(apply_s, 3),
+        "export_s": round(time.perf_counter() - start, 3),
+        "out": str(args.out),
+    }
+    print(f"wrote {args.out}: {result['sparsity']:.1%} of {len(layers)} layers pruned ({recipe.method})")
+    print(json.dumps(result))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    recipe, state, apply_s = _recipe_state(args)
+    result: dict = {"model": recipe.model.id, "method": recipe.method, "apply_s": round(apply_s, 3)}
+    if args.masks:
+        result["masks"] = str(export_masks(state, args.masks, model_id=recipe.model.id))
+    if args.llmcompressor:
+        result["llmcompressor"] = str(export_llmcompressor(recipe, state.dense, args.llmcompressor))
+    if args.sizes is not None:
+        result["sizes_bytes"] = disk_sizes(state, args.sizes or None)
+    print(json.dumps(result))
+    return 0
+
+
 def _layers(args: argparse.Namespace) -> int:
     dense = load_model(args.model)
     print(f"{'name':<48} {'kind':<10} {'shape':>12} {'params':>10}")
@@ -112,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
     try:
-        return {"prune": _prune, "layers": _layers}[args.command](args)
+        commands = {"prune": _prune, "apply": _apply, "export": _export, "layers": _layers}
+        return commands[args.command](args)
     except (ModelLoadError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -100,3 +100,23 @@ def eval_ppl(dense, state) -> float:
     from prune_explorer.texts import eval_text
 
     return perplexity(state.model, dense.tokenizer.encode(eval_text("stories"))).ppl
+
+
+def test_a_recipe_saved_by_prune_applies_and_exports(capsys, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    pruned = run_json(capsys, "--method", "wanda", "--sparsity", "0.5", "--save-recipe", str(recipe))
+    assert main(["apply", str(recipe), "--out", str(tmp_path / "hf")]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["sparsity"] == pruned["sparsity"] and out["pruned_ppl"] == pruned["pruned_ppl"]
+    assert (tmp_path / "hf" / "model.safetensors").is_file() and (tmp_path / "hf" / "README.md").is_file()
+    assert main(["apply", str(recipe), "--out", str(tmp_path / "hf")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    masks, llmc = tmp_path / "masks.safetensors", tmp_path / "llmc.yaml"
+    args = ["export", str(recipe), "--masks", str(masks), "--llmcompressor", str(llmc), "--sizes"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert masks.is_file() and "WandaPruningModifier" in llmc.read_text()
+    assert out["sizes_bytes"]["bitmask"] < out["sizes_bytes"]["dense"]
+    (tmp_path / "bad.yaml").write_text("method: [wanda\n")
+    assert main(["apply", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "x")]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
