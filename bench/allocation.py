@@ -10,11 +10,12 @@ calibration text; evaluation: the README's protocol, ``measure.evaluate.perplexi
 ``texts.eval_text(info["text_set"])`` (disjoint from the calibration text). OWL: M = 5, λ = 0.08 (the paper's
 defaults; Yin et al. 2024 report LLaMA-7B at 70% with Wanda: uniform 85.8, OWL 24.6 on WikiText-2).
 The budget solver needs per-layer damage curves: by default KL(dense‖pruned) of each layer pruned alone with
-the same method at 30/50/70/90% (``measure.sensitivity.measure_sensitivity``, layer mode, its default
-tokens; its disk cache is used), or ``--curves FILE`` (JSON {layer: [[sparsity, damage], ...]}); where
-neither is available it is reported as not run. The solver runs twice: unbounded, and with every layer
-within target ± 0.1 (``--band``; OWL's own spread is ± 0.08). Goal: at 70% the best allocation has at
-least 20% lower perplexity than uniform with the same method. The last line is one JSON object.
+the same method (``--curves-method M``: M's curves for every method) at 30/50/70/90%
+(``measure.sensitivity.measure_sensitivity``, layer mode, its default tokens; its disk cache is used), or
+``--curves FILE`` (JSON {layer: [[sparsity, damage], ...]}); where neither is available it is reported as
+not run. The solver runs twice: unbounded, and with every layer within target ± 0.1 (``--band``; OWL's own
+spread is ± 0.08). Goal: at 70% the best allocation has at least 20% lower perplexity than uniform with the
+same method. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ def main() -> None:
     parser.add_argument("--lam", type=float, default=allocation.OWL_LAMBDA, help="OWL's λ")
     parser.add_argument("--curves", default=None, help="JSON damage curves for the budget solver")
     parser.add_argument("--no-budget", action="store_true", help="skip the budget solver")
+    parser.add_argument(
+        "--curves-method", default=None, help="measure the budget's curves with this method for every method"
+    )
     parser.add_argument("--band", type=float, default=0.1, help="budget solver's bounds: target ± band")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--window", type=int, default=None, help="perplexity window (default: model context)")
@@ -113,11 +117,10 @@ def main() -> None:
     budget_source = {}
     for method in args.methods:
         ppl[method] = {}
-        curves, budget_source[method] = (
-            (None, "not run: --no-budget")
-            if args.no_budget
-            else (_curves(args, dense, method, calib, seconds))
-        )
+        if args.no_budget:
+            curves, budget_source[method] = None, "not run: --no-budget"
+        else:
+            curves, budget_source[method] = _curves(args, dense, args.curves_method or method, calib, seconds)
         print(f"{method} budget curves: {budget_source[method]}", flush=True)
         for target in args.targets:
             key = f"{target:.2f}"
