@@ -1,6 +1,8 @@
 """Prune Explorer: page config, the shared sidebar (model + pruning controls) drawn once, and navigation.
 
-Run with ``streamlit run app.py``. Pages live in ``pages/``; every page reads the same session state.
+Run with ``streamlit run app.py``. Pages live in ``views/``, not ``pages/``: Streamlit would take a ``pages/``
+folder for its legacy multipage mode and open a link to a page (``/layers``) without this file's sidebar.
+Every page reads the same session state.
 """
 
 from pathlib import Path
@@ -18,15 +20,15 @@ st.set_page_config(page_title="Prune Explorer", page_icon=":material/content_cut
 
 HERE = Path(__file__).parent
 pages = [
-    st.Page("pages/prune.py", title="Prune", icon=":material/content_cut:", default=True),
-    st.Page("pages/layers.py", title="Layers", icon=":material/stacked_bar_chart:"),
-    st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
+    st.Page("views/prune.py", title="Prune", icon=":material/content_cut:", default=True),
+    st.Page("views/layers.py", title="Layers", icon=":material/stacked_bar_chart:"),
+    st.Page("views/learn.py", title="Learn", icon=":material/school:"),
 ]
 # Pages owned by other parts of the project join the menu once their files exist.
 for path, title, icon in (
-    ("pages/compare.py", "Compare", ":material/compare_arrows:"),
-    ("pages/speed.py", "Speed", ":material/speed:"),
-    ("pages/sensitivity.py", "Sensitivity", ":material/troubleshoot:"),
+    ("views/compare.py", "Compare", ":material/compare_arrows:"),
+    ("views/speed.py", "Speed", ":material/speed:"),
+    ("views/sensitivity.py", "Sensitivity", ":material/troubleshoot:"),
 ):
     if (HERE / path).is_file():
         pages.append(st.Page(path, title=title, icon=icon))

@@ -1,4 +1,4 @@
-"""The Streamlit app through AppTest: every page, the shared sidebar, policies, reset and session isolation."""
+"""The Streamlit app through AppTest: every page, the shared sidebar, policies, reset, session isolation."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def test_reset_to_dense_restores_exact_weights():
 
 def test_layers_page_table_histogram_and_overview():
     at = start()
-    at.switch_page("pages/layers.py").run()
+    at.switch_page("views/layers.py").run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value
     assert not table["kind"].isin(["embedding", "LM head"]).any()
@@ -132,7 +132,7 @@ def test_layers_page_table_histogram_and_overview():
 
 def test_learn_page_views_follow_the_slider():
     at = start()
-    at.switch_page("pages/learn.py").run()
+    at.switch_page("views/learn.py").run()
     assert not at.exception, at.exception
     assert metric(at, "Weights removed here") == "0%"
     assert "0 of 288 weights in this corner are zero now (black)." in captions(at)
@@ -189,7 +189,7 @@ def test_no_layer_kind_at_all_is_refused_and_the_last_choice_kept():
     assert "At least one layer kind must take part" in " ".join(w.value for w in at.warning)
     assert at.pills(key="sidebar_kinds").value == [chosen[0]]
     assert metric(at, PRUNED) == one and "of 0 weights" not in captions(at)
-    at.switch_page("pages/prune.py").run()
+    at.switch_page("views/prune.py").run()
     assert not at.warning  # said once, where it happened
 
 

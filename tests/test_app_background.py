@@ -74,7 +74,7 @@ def test_big_models_wait_for_buttons(monkeypatch):
         captions(at)
     )
 
-    at.switch_page("pages/learn.py").run()
+    at.switch_page("views/learn.py").run()
     assert not at.exception, at.exception
     assert "walks along the curve" not in captions(at)  # a promise only a small model keeps
     assert "The hollow diamond is your model as last measured" in captions(at)

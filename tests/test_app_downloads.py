@@ -21,7 +21,7 @@ def payloads(monkeypatch) -> dict:
 @pages
 def test_layers_page_histogram_and_heatmap_download_their_numbers(payloads):
     at = start()
-    at.switch_page("pages/layers.py").run()
+    at.switch_page("views/layers.py").run()
     set_sparsity(at, 50)
     state = at.session_state["pruning_state"]
     found = csv_under_charts(at, payloads)
@@ -45,7 +45,7 @@ def test_layers_page_histogram_and_heatmap_download_their_numbers(payloads):
 @pages
 def test_learn_page_patch_histogram_and_sweep_download_their_numbers(payloads):
     at = start()
-    at.switch_page("pages/learn.py").run()
+    at.switch_page("views/learn.py").run()
     set_sparsity(at, 40)
     found = csv_under_charts(at, payloads)
     assert set(found) == {"learn_patch_csv", "learn_hist_csv", "learn_sweep_csv"}
@@ -76,7 +76,7 @@ def test_learn_page_patch_histogram_and_sweep_download_their_numbers(payloads):
 @pytest.mark.slow
 def test_compare_page_curves_and_layer_charts_download_their_numbers(payloads):
     at = start()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("views/compare.py").run()
     at.button_group(key="compare_methods").set_value(["magnitude", "wanda"])
     at.button_group(key="compare_patterns").set_value(["unstructured"])
     at.button_group(key="compare_grid").set_value([30, 60])
@@ -116,7 +116,7 @@ def test_compare_page_curves_and_layer_charts_download_their_numbers(payloads):
 @pytest.mark.slow
 def test_speed_page_charts_download_their_numbers(payloads):
     at = start()
-    at.switch_page("pages/speed.py").run()
+    at.switch_page("views/speed.py").run()
     at.button(key="speed_layer_run").click().run()
     at.button(key="speed_e2e_run").click().run()
     assert not at.exception, at.exception

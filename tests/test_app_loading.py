@@ -102,7 +102,7 @@ def test_load_a_saved_folder_from_the_sidebar(tmp_path, arch):
     assert float(metric(at, "KL(dense ‖ pruned), next token").split()[0]) > 0
     kinds = set(at.pills(key="sidebar_kinds").value)
     assert ("attn_qkv" in kinds) == (arch == "gpt2")
-    for page in ("pages/layers.py", "pages/learn.py", "pages/prune.py"):
+    for page in ("views/layers.py", "views/learn.py", "views/prune.py"):
         at.switch_page(page).run()
         assert not at.exception, (page, at.exception)
 

@@ -122,7 +122,7 @@ def test_compare_page_curves_layers_tokens_and_apply(fresh_points):
     from ui import sweeps
 
     at = fresh_points
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("views/compare.py").run()
     at.button_group(key="compare_methods").set_value(["magnitude", "wanda"])
     at.button_group(key="compare_patterns").set_value(["unstructured"])
     at.button_group(key="compare_grid").set_value([30, 60])
@@ -159,7 +159,7 @@ def test_compare_page_curves_layers_tokens_and_apply(fresh_points):
         metric(at, "Mean loss, dense").split()[0]
     )
 
-    at.switch_page("pages/prune.py").run()
+    at.switch_page("views/prune.py").run()
     assert not at.exception, at.exception
     assert metric(at, PRUNED) == f"{chosen.achieved:.1%}"
     assert generation(at, "dense") != generation(at, "pruned")
@@ -171,7 +171,7 @@ def test_big_models_compute_on_request_and_keep_finished_points(fresh_points, mo
     at = fresh_points
     monkeypatch.setattr(defaults, "SMALL_MODEL", 0)  # stories260K as a big model
     dense = at.session_state["pruning_state"].dense
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("views/compare.py").run()
     at.button_group(key="compare_methods").set_value(["magnitude", "random"])
     at.button_group(key="compare_patterns").set_value(["unstructured", "2:4"])
     at.button_group(key="compare_grid").set_value([40, 70])
@@ -231,7 +231,7 @@ def test_a_model_change_clears_the_method_and_other_architectures_work(tmp_path,
     choose(at, "wanda", "heads")  # GQA heads (Llama) or a fused qkv Conv1D (GPT-2)
     assert not at.error, errors(at)
     assert metric(at, PRUNED) != "0.0%"
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("views/compare.py").run()
     assert not at.exception, at.exception
     assert len(at.get("plotly_chart")) == 3
     assert [h for h in at.html if "pe-tok" in h.value]
@@ -242,7 +242,7 @@ def test_layers_histogram_shows_where_a_method_pruned():
     at = start()
     at.slider(key="sidebar_sparsity").set_value(50)
     choose(at, "wanda")
-    at.switch_page("pages/layers.py").run()
+    at.switch_page("views/layers.py").run()
     assert not at.exception, at.exception
     text = captions(at)
     assert "does not cut at one |w|" in text and "Current threshold" not in text
@@ -302,7 +302,7 @@ def test_structured_patterns_say_how_they_round_and_only_supported_patterns_are_
     text = captions(at)
     assert "80% asked, rounded to whole heads in each block" in text and "q, o lose 75%" in text
     assert "grouped-query attention" in text
-    at.switch_page("pages/layers.py").run()
+    at.switch_page("views/layers.py").run()
     assert "Whole attention heads go, so only attention layers change" in captions(at)  # not "global …"
 
     choose(at, "sparsegpt")  # SparseGPT has no whole-unit variant: the patterns are not offered

@@ -65,7 +65,7 @@ def test_a_link_without_a_page_stays_on_the_page_of_its_path():
     at.session_state["scenes_url_read"] = False
     at.query_params.clear()
     at.query_params.update({"method": "wanda", "sparsity": "20"})
-    at.switch_page("pages/learn.py").run()
+    at.switch_page("views/learn.py").run()
     assert not at.exception, at.exception
     assert "Weights removed here" in [m.label for m in at.metric]  # still Learn
     assert sidebar(at) == ("wanda", "unstructured", "uniform", 20)
@@ -99,7 +99,7 @@ def test_the_address_bar_follows_the_sidebar_and_the_page():
     set_sparsity(at, 45)
     at.selectbox(key="sidebar_pattern").set_value("2:4").run()
     assert at.query_params["sparsity"] == "50" and at.query_params["pattern"] == "2:4"
-    at.switch_page("pages/learn.py").run()
+    at.switch_page("views/learn.py").run()
     assert not at.exception, at.exception
     assert at.query_params == scene_to_query(Scene(page="learn", pattern="2:4", sparsity=50))
     (link,) = [c.value for c in at.code if "page=learn" in c.value]

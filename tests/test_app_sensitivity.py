@@ -13,7 +13,7 @@ pytestmark = pytest.mark.usefixtures("one_thread", "app_navigation")
 def test_sensitivity_measures_in_the_background_and_shows_three_views(tmp_path, monkeypatch):
     monkeypatch.setenv("PRUNE_EXPLORER_CACHE", str(tmp_path))  # a fresh cache for this test
     at = start()
-    at.switch_page("pages/sensitivity.py").run()
+    at.switch_page("views/sensitivity.py").run()
     assert not at.exception, at.exception
     assert "Press the button to measure" in captions(at)
     assert not figures(at)
@@ -39,6 +39,6 @@ def test_sensitivity_measures_in_the_background_and_shows_three_views(tmp_path, 
     assert list(tmp_path.glob("sensitivity/*.json")), "the result is kept on disk"
 
     second = start()  # another session asks for the same plan: read back, not measured again
-    second.switch_page("pages/sensitivity.py").run()
+    second.switch_page("views/sensitivity.py").run()
     measured(second.button(key="sensitivity_run").click().run())
     assert "Read from the on-disk cache." in captions(second)

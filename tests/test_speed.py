@@ -242,7 +242,7 @@ def test_speed_page_tells_a_speedup_from_noise():
     at = start()
     set_sparsity(at, 50)
     choose(at, "magnitude", "neurons")  # whole neurons: the auto backend compacts them, a kernel of its own
-    at.switch_page("pages/speed.py").run()
+    at.switch_page("views/speed.py").run()
     assert not at.exception, at.exception
     at.button(key="speed_session_run").click().run()
     assert not at.exception, at.exception
@@ -270,7 +270,7 @@ def test_speed_page_calls_any_gap_noise_when_every_layer_runs_dense():
     from tests.support.apptest import start
 
     at = start()  # nothing pruned: every layer runs the dense kernel, whatever the timings say
-    at.switch_page("pages/speed.py").run()
+    at.switch_page("views/speed.py").run()
     at.button(key="speed_session_run").click().run()
     assert not at.exception, at.exception
     assert any("exactly the dense model's work" in i.value for i in at.info)
@@ -284,7 +284,7 @@ def test_speed_page_times_one_layer_on_every_kernel():
     from tests.support.apptest import start
 
     at = start()
-    at.switch_page("pages/speed.py").run()
+    at.switch_page("views/speed.py").run()
     assert not at.exception, at.exception
     at.button(key="speed_layer_run").click().run()
     assert not at.exception, at.exception

@@ -44,7 +44,7 @@ def page_name(page: StreamlitPage) -> str:
 
 def _page_file(name: str) -> str | None:
     """The page's script relative to app.py, or None when this app has no such page (yet)."""
-    path = f"pages/{name}.py"
+    path = f"views/{name}.py"
     return path if (ROOT / path).is_file() else None
 
 
