@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from prune_explorer.models.layers import DEFAULT_KINDS
 from prune_explorer.models.loading import BUILTINS, STORIES260K
 from prune_explorer.models.smollm2 import NAME as SMOLLM2
-from prune_explorer.pruning.methods import METHODS
+from prune_explorer.pruning.methods import METHODS, supported_patterns
 from prune_explorer.pruning.patterns import PATTERNS, parse_pattern
 from prune_explorer.pruning.policies import POLICIES
 
@@ -32,11 +32,6 @@ class SceneError(ValueError):
     def __init__(self, field: str, why: str) -> None:
         super().__init__(f"{field}: {why}")
         self.field = field
-
-
-def supported_patterns(method: str) -> tuple[str, ...]:
-    """The patterns ``method`` can prune, as the registry declares them (``Method.patterns``)."""
-    return tuple(p for p in PATTERNS if parse_pattern(p).kind in METHODS[method].patterns)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from prune_explorer.models.loading import BUILTINS
-from prune_explorer.pruning.methods import METHODS
+from prune_explorer.pruning.methods import METHODS, supported_patterns
 from prune_explorer.pruning.patterns import PATTERNS
 from prune_explorer.scenes import (
     BUILTIN_SCENES,
@@ -17,7 +17,6 @@ from prune_explorer.scenes import (
     has_scene,
     scene_from_query,
     scene_to_query,
-    supported_patterns,
 )
 
 SCENES = [

@@ -20,7 +20,7 @@ import streamlit as st
 from prune_explorer import texts, threads
 from prune_explorer.models.dense import DenseModel, context_length
 from prune_explorer.pruning.calibration import CalibrationBatch, calibration_batch
-from prune_explorer.pruning.methods import METHODS, get_method
+from prune_explorer.pruning.methods import METHODS, get_method, supported_patterns
 from prune_explorer.pruning.patterns import PATTERNS, parse_pattern
 from prune_explorer.pruning.settings import PruneSettings
 from ui import defaults, describe, jobs, results, session
@@ -46,11 +46,6 @@ def _on_pattern() -> None:
     fixed = parse_pattern(st.session_state.get(session.PATTERN, "unstructured")).fixed_sparsity
     if fixed is not None:
         st.session_state[session.SPARSITY] = round(100 * fixed)
-
-
-def supported_patterns(method: str) -> list[str]:
-    """The patterns ``method`` can prune, as the registry declares them (``Method.patterns``)."""
-    return [p for p in PATTERNS if parse_pattern(p).kind in get_method(method).patterns]
 
 
 def _on_method() -> None:

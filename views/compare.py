@@ -6,9 +6,9 @@ import functools
 import streamlit as st
 
 from prune_explorer.models.layers import DEFAULT_KINDS
-from prune_explorer.pruning.methods import METHODS, get_method
+from prune_explorer.pruning.methods import METHODS, get_method, supported_patterns
 from prune_explorer.pruning.patterns import PATTERNS, parse_pattern
-from ui import compare, compare_charts, data, defaults, describe, downloads, methods, outputs, session, sweeps
+from ui import compare, compare_charts, data, defaults, describe, downloads, outputs, session, sweeps
 
 GRID = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
@@ -48,10 +48,10 @@ combos = [
     (m, p)
     for m in chosen
     for p in patterns
-    if m not in skipped and parse_pattern(p).kind in get_method(m).patterns
+    if m not in skipped and p in supported_patterns(m)
 ]
 for m in chosen:
-    unsupported = [p for p in patterns if parse_pattern(p).kind not in get_method(m).patterns]
+    unsupported = [p for p in patterns if p not in supported_patterns(m)]
     if unsupported:
         st.caption(
             f"{get_method(m).label} prunes {', '.join(get_method(m).patterns)} patterns only; its "
@@ -142,7 +142,7 @@ view_percent = b.select_slider(
     persist_state="session",
 )
 view_sparsity = fixed if fixed is not None else view_percent / 100
-view_methods = [m for m in view_methods if view_pattern in methods.supported_patterns(m)]
+view_methods = [m for m in view_methods if view_pattern in supported_patterns(m)]
 first = c.selectbox("Overlap of", view_methods, format_func=describe.SHORT_LABELS.get, key="compare_pair_a")
 second = d.selectbox(
     "and",
