@@ -64,7 +64,7 @@ def heatmap(result: Sensitivity) -> go.Figure:
         )
     )
     fig.update_yaxes(autorange="reversed", title_text=None)
-    fig.update_xaxes(title_text="sparsity of the one group pruned")
+    fig.update_xaxes(title_text="sparsity of the one group pruned", type="category")
     return layout(fig, max(320, 14 * len(result.groups) + 80))
 
 
