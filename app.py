@@ -29,6 +29,9 @@ for path, title, icon in (
     ("views/compare.py", "Compare", ":material/compare_arrows:"),
     ("views/speed.py", "Speed", ":material/speed:"),
     ("views/sensitivity.py", "Sensitivity", ":material/troubleshoot:"),
+    ("views/allocation.py", "Allocation", ":material/equalizer:"),
+    ("views/train.py", "Train", ":material/model_training:"),
+    ("views/export.py", "Save & export", ":material/download:"),
 ):
     if (HERE / path).is_file():
         pages.append(st.Page(path, title=title, icon=icon))
