@@ -61,26 +61,50 @@ def generations(
     dense_tokens = dense_generation(state.dense, ids, max_new)
     if session.nothing_pruned():
         return Generation(dense=dense_tokens, pruned=dense_tokens)
-    key = (session.pruned_key(), tuple(ids), max_new)
-    stops = stop_ids(state.dense)
     pruned_cont = results.memo(
-        "continue", key, lambda: _continue(state.model, ids, max_new, stops, on_token, on_prompt)
+        "continue",
+        continuation_key(ids, max_new),
+        lambda: pruned_continuation(state.model, state.dense, ids, max_new, on_token, on_prompt),
     )
-    results.memo("logits", (session.pruned_key(), tuple(ids)), lambda: pruned_cont.prompt_logits)
+    results.memo("logits", logits_key(ids), lambda: pruned_cont.prompt_logits)
     return Generation(dense=dense_tokens, pruned=pruned_cont.tokens)
 
 
-def _continue(
+def continuation_key(ids: list[int], max_new: int) -> tuple:
+    """The session memo's key of the pruned continuation of ``ids`` under the settings applied now."""
+    return (session.pruned_key(), tuple(ids), max_new)
+
+
+def logits_key(ids: list[int]) -> tuple:
+    """The session memo's key of the pruned prompt logits of ``ids`` under the settings applied now."""
+    return (session.pruned_key(), tuple(ids))
+
+
+def pruned_continuation(
     model: torch.nn.Module,
+    dense: DenseModel,
     ids: list[int],
     max_new: int,
-    stops: tuple[int, ...],
     on_token=None,
     on_prompt=None,
 ) -> evaluate.Continuation:
+    """A pruned model's greedy continuation, decoded speculatively with the dense text as a free draft (the
+    same tokens, fewer passes while the two agree)."""
     return evaluate.continue_greedily(
-        model, ids, max_new_tokens=max_new, stop_ids=stops, on_token=on_token, on_prompt=on_prompt
+        model,
+        ids,
+        max_new_tokens=max_new,
+        stop_ids=stop_ids(dense),
+        on_token=on_token,
+        on_prompt=on_prompt,
+        draft=dense_generation(dense, ids, max_new),
     )
+
+
+def _continue(
+    model: torch.nn.Module, ids: list[int], max_new: int, stops: tuple[int, ...]
+) -> evaluate.Continuation:
+    return evaluate.continue_greedily(model, ids, max_new_tokens=max_new, stop_ids=stops)
 
 
 def dense_generation(dense: DenseModel, ids: list[int], max_new: int) -> list[int]:
@@ -110,8 +134,9 @@ def next_token_logits(state: PruningState, ids: list[int]) -> tuple[torch.Tensor
     shared = dense_logits(state.dense, ids)
     if session.nothing_pruned():
         return shared, shared
-    key = (session.pruned_key(), tuple(ids))
-    return shared, results.memo("logits", key, lambda: evaluate.next_token_logits(state.model, ids))
+    return shared, results.memo(
+        "logits", logits_key(ids), lambda: evaluate.next_token_logits(state.model, ids)
+    )
 
 
 def eval_ids(dense: DenseModel) -> list[int]:
