@@ -130,9 +130,10 @@ def test_the_next_token_csv_holds_the_pinned_series(monkeypatch):
 
 @pages
 def test_pinning_adds_no_model_computation_to_a_slider_move(monkeypatch):
-    from ui import defaults
+    from ui import defaults, lookahead
 
     monkeypatch.setattr(defaults, "SMALL_MODEL", 0)  # nothing measured in the background: only the live path
+    monkeypatch.setattr(lookahead, "prime", lambda *_: False)  # each session computes its own move
     pinned, plain = pin_at(start(), 30), start()
     set_sparsity(plain, 30)
     calls = {}

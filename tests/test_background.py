@@ -153,3 +153,18 @@ def test_nothing_starts_before_the_quiet_spell_after_a_run(on_session_model):
     assert calls["starts"] == 0
     worker.end_run([task], store)
     wait_for(lambda: "latency" in store)
+
+
+def test_quiet_tasks_come_after_the_rest_and_close_stops_the_thread():
+    worker, store, started = Worker(threading.RLock()), {}, threading.Event()
+    ahead, _ = steps_task("lookahead", 10_000, started, on_session_model=False)
+    ahead.quiet = True
+    shown, _ = steps_task("latency", 2, threading.Event())
+    worker.end_run([ahead, shown], store)
+    assert [task.name for task in worker.pending()] == ["latency", "lookahead"]
+    assert started.wait(WAIT)  # the quiet task runs once the other is in
+    assert "latency" in store
+    thread = worker._thread
+    worker.close()  # what the interpreter's exit does: torch aborts if a thread is inside an op then
+    assert not thread.is_alive()
+    assert "lookahead" not in store and not worker.pending()

@@ -15,12 +15,14 @@ still asks for it. Results go into the session memo (``ui.results``) under the t
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import streamlit as st
@@ -57,6 +59,7 @@ class Task:
     cached: Callable[[], Any] | None = None  # where a value measured elsewhere is found (default: the memo)
     model: nn.Module | None = None  # the session's model, if it runs it: a run stops it between two layers
     fraction: float = 0.0
+    quiet: bool = False  # measured last, with no progress shown and no rerun when done (see prefetch)
 
     @property
     def ident(self) -> tuple:
@@ -76,6 +79,19 @@ class Worker:
         self._thread: threading.Thread | None = None
         self.errors: dict[tuple, str] = {}
         self.current: Task | None = None
+        self._closing = False
+        _workers.add(self)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop at the next progress report and wait for the thread (torch aborts the process if a thread
+        is still inside an op when the interpreter exits)."""
+        with self._cond:
+            self._closing = True
+            self._queue = []
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def begin_run(self) -> None:
         """A script run starts: stop (or hold) the task being measured and start nothing new."""
@@ -87,7 +103,8 @@ class Worker:
         """A script run ended asking for ``tasks``: measure those not measured yet, into ``store``."""
         with self._cond:
             queued = {t.ident: t for t in self._queue}  # a task asked for again keeps its progress
-            self._queue = [queued.get(t.ident, t) for t in _unique(tasks) if t.ident not in self.errors]
+            asked = sorted(_unique(tasks), key=lambda t: t.quiet)  # quiet tasks after the rest
+            self._queue = [queued.get(t.ident, t) for t in asked if t.ident not in self.errors]
             self._store = store
             self._script_running = False
             self._ended_at = time.monotonic()
@@ -113,7 +130,7 @@ class Worker:
         """The next task once no script runs and the quiet spell has passed; None when the queue is empty."""
         with self._cond:
             while True:
-                if not self._queue:
+                if not self._queue or self._closing:
                     self._thread = None
                     return None
                 wait = self._ended_at + QUIET_SECONDS - time.monotonic()
@@ -168,8 +185,17 @@ class Worker:
             task.fraction = min(1.0, max(task.fraction, fraction))
             while self._script_running and not task.on_session_model and task in self._queue:
                 self._cond.wait()
-            if self._script_running or task not in self._queue:
+            if self._script_running or task not in self._queue or self._closing:
                 raise Stopped
+
+
+_workers: weakref.WeakSet[Worker] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_workers() -> None:
+    for found in list(_workers):
+        found.close()
 
 
 def _unique(tasks: list[Task]) -> list[Task]:
@@ -233,6 +259,13 @@ def ask(task: Task, auto: bool = True, button: str = "", key: str | None = None,
     return None
 
 
+def prefetch(task: Task) -> None:
+    """Ask for ``task`` quietly: measured after everything else this run asks for, with nothing drawn and no
+    rerun when it is done (work a later step may use, such as ``ui.lookahead``)."""
+    if result(task) is None:
+        st.session_state.setdefault(ASKED, []).append(replace(task, quiet=True))
+
+
 def _request(ident: tuple) -> None:
     st.session_state.setdefault(REQUESTED, set()).add(ident)
 
@@ -245,7 +278,8 @@ def _cancel(ident: tuple) -> None:
 def unfinished() -> list[Task]:
     """What this run asked for that is neither measured nor failed yet."""
     errors = worker().errors
-    return [t for t in st.session_state.get(ASKED, []) if t.ident not in errors and result(t) is None]
+    asked = st.session_state.get(ASKED, [])
+    return [t for t in asked if not t.quiet and t.ident not in errors and result(t) is None]
 
 
 def poll() -> None:

@@ -10,6 +10,9 @@ only the finished one is ``pe-gen-pruned`` (what the browser benchmark waits for
 With a pin (``ui.pin``) that fits the prompt, a third column shows the pinned text (``pe-gen-pinned``) between
 dense and pruned, the chart gets the pinned probabilities and the KL metrics their difference from the
 pinned values: all drawn from what the pin stores, so it adds no model computation.
+
+A setting whose outputs were computed before, by this session, another one or the look-ahead
+(``ui.lookahead``: the slider's neighbouring positions, while the page is idle), is drawn from them.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from streamlit.delta_generator import DeltaGenerator
 from prune_explorer import threads
 from prune_explorer.measure.evaluate import Agreement, agreement, token_diff
 from prune_explorer.state import PruningState
-from ui import charts, data, downloads, formats, outputs, pin
+from ui import charts, data, downloads, formats, lookahead, outputs, pin
 
 STREAM_SECONDS = 0.1
 
@@ -98,12 +101,15 @@ def show(
         shown.append((pruned_logits, agree))
 
     streamer = _Streamer(state, ids, dense_tokens, pruned_slot, show_next)
+    lookahead.prime(state, ids, max_new)  # a setting computed before (the look-ahead, another session)
     with threads.interactive():
         gen = outputs.generations(
             state, ids, max_new, on_token=streamer.on_token, on_prompt=streamer.on_prompt
         )
         if not shown:
             show_next(outputs.next_token_logits(state, ids)[1])
+    lookahead.remember(state, ids, max_new)
+    lookahead.ask(state, ids, max_new)  # the neighbouring slider positions, while the page is idle
     dense_slot.html(data.tokens_html(tok.token_pieces(gen.dense), token_diff(gen.pruned, gen.dense), "dense"))
     pruned_slot.html(
         data.tokens_html(tok.token_pieces(gen.pruned), token_diff(gen.dense, gen.pruned), "pruned")

@@ -58,14 +58,29 @@ def measured(at: AppTest, timeout: float = TIMEOUT) -> AppTest:
     """Wait for the measurements the last run asked for (``ui.background``: latency, perplexity, sweep),
     then rerun so the page shows them, as the page's polling fragment does in a browser."""
     worker = at.session_state["background_worker"] if "background_worker" in at.session_state else None
-    if worker is None or not worker.pending():
+    if worker is None or not shown_pending(worker):
         return at
     deadline = time.monotonic() + timeout
-    while worker.pending():
+    while shown_pending(worker):
         assert time.monotonic() < deadline, f"background measurements still pending: {worker.pending()}"
         time.sleep(0.02)
     at.run()
     assert not at.exception, at.exception
+    return at
+
+
+def shown_pending(worker) -> list:
+    """The worker's pending tasks whose results the page shows (not the quiet look-ahead)."""
+    return [task for task in worker.pending() if not task.quiet]
+
+
+def idle(at: AppTest, timeout: float = TIMEOUT) -> AppTest:
+    """Wait until the session's worker has nothing left, quiet tasks (``ui.lookahead``) included."""
+    worker = at.session_state["background_worker"]
+    deadline = time.monotonic() + timeout
+    while worker.pending():
+        assert time.monotonic() < deadline, f"background tasks still pending: {worker.pending()}"
+        time.sleep(0.02)
     return at
 
 
