@@ -25,6 +25,7 @@ def settings_key(settings: MagnitudeSettings | None) -> tuple:
         settings.kinds,
         tuple(sorted(settings.overrides.items())),
         *getattr(settings, "method_key", ()),
+        *getattr(settings, "allocation_key", ()),
     )
 
 

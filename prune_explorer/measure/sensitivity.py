@@ -90,6 +90,10 @@ class Sensitivity:
         i = self.sparsities.index(sparsity)
         return sorted(((g, self.kl[g][i]) for g in self.groups), key=lambda gk: -gk[1])
 
+    def curves(self) -> dict[str, list[tuple[float, float]]]:
+        """{group: [(sparsity, KL), ...]}: the damage curves the budget allocation solves over."""
+        return {g: list(zip(self.sparsities, self.kl[g], strict=True)) for g in self.groups}
+
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "cached"}
 
@@ -166,16 +170,10 @@ def measure_sensitivity(
     calib = resolve_calibration(dense, calibration)
     folder = sensitivity_cache.cache_dir(cache_root)
     key = _cache_key(dense, method, values, mode, kinds, tokens, calib)
-    if cache and (stored := sensitivity_cache.load(key, folder)) is not None:
-        try:
-            result = Sensitivity.from_dict(stored)
-        except (KeyError, TypeError, ValueError) as exc:
-            log.warning("ignoring a malformed sensitivity cache entry in %s: %s", folder, exc)
-        else:
-            result.cached = True
-            if progress:
-                progress(1.0)
-            return result
+    if cache and (result := _stored(key, folder)) is not None:
+        if progress:
+            progress(1.0)
+        return result
     seconds: dict[str, float] = {}
     scratch = PruningState(dense)
     trace = dense_trace(scratch.model, ids, dense.layers)
@@ -210,6 +208,45 @@ def measure_sensitivity(
     )
     if cache:
         sensitivity_cache.save(key, result.to_dict(), folder)
+    return result
+
+
+def cached_sensitivity(
+    dense: DenseModel,
+    method: str = "magnitude",
+    sparsities: Sequence[float] = DEFAULT_SPARSITIES,
+    *,
+    mode: str = "layer",
+    kinds: Sequence[str] = DEFAULT_KINDS,
+    protocol: TokenProtocol | None = None,
+    calibration: CalibrationBatch | str | None = None,
+    cache_root: Path | str | None = None,
+) -> Sensitivity | None:
+    """What :func:`measure_sensitivity` with these arguments would read from the on-disk cache, or None when
+    nothing is stored (nothing is measured).
+
+    Raises:
+        ValueError: as :func:`measure_sensitivity`.
+    """
+    values = check_sparsities(sparsities)
+    groups(dense, mode, kinds)  # checks mode and kinds
+    protocol = protocol or TokenProtocol()
+    tokens = protocol.describe(dense, protocol.ids(dense))
+    calib = resolve_calibration(dense, calibration)
+    key = _cache_key(dense, method, values, mode, kinds, tokens, calib)
+    return _stored(key, sensitivity_cache.cache_dir(cache_root))
+
+
+def _stored(key: dict, folder: Path) -> Sensitivity | None:
+    stored = sensitivity_cache.load(key, folder)
+    if stored is None:
+        return None
+    try:
+        result = Sensitivity.from_dict(stored)
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("ignoring a malformed sensitivity cache entry in %s: %s", folder, exc)
+        return None
+    result.cached = True
     return result
 
 

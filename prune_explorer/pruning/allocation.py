@@ -13,12 +13,14 @@ the one asked whatever the layers' sizes:
 
 The maths (:func:`outlier_ratio`, :func:`owl_sparsities`, :func:`fit_to_target`) takes numbers and tensors;
 :func:`owl` wires them to a model's calibration statistics (shared with Wanda through the dense model's
-cache).
+cache). A :class:`Basis` holds what does not change as the target moves (OWL's block ratios, the budget's
+curves, the layer sizes), so one average-sparsity slider redistributes by arithmetic alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -31,13 +33,16 @@ from prune_explorer.pruning.scores import wanda_scores
 
 __all__ = [
     "ALLOCATIONS",
+    "Basis",
     "average_sparsity",
     "budget",
+    "budget_basis",
     "fit_to_target",
     "layer_sizes",
     "outlier_ratio",
     "outlier_ratios",
     "owl",
+    "owl_basis",
     "owl_sparsities",
     "predicted_damage",
     "uniform",
@@ -46,6 +51,7 @@ __all__ = [
 ALLOCATIONS = ("uniform", "owl", "budget")
 OWL_M = 5.0
 OWL_LAMBDA = 0.08
+OWL_LAMBDA_MAX = 0.5  # sparsities span target ± λ: beyond 0.5 that is more than the whole of [0, 1]
 _BISECTIONS = 200
 
 
@@ -216,12 +222,94 @@ def owl(
     check_target(target)
     if lam < 0:
         raise ValueError(f"OWL's λ must be at least 0, got {lam}")
+    return owl_basis(dense, layers, calibration, m, progress).shares(target, lam=lam)
+
+
+@dataclass(frozen=True)
+class Basis:
+    """What an allocation shares a target by, fixed for one model, layer selection and calibration: a move of
+    the target then costs arithmetic on a few numbers per layer (no statistics, no sort).
+
+    Attributes:
+        name: "owl" or "budget".
+        layers: the layer names, in model order.
+        sizes: each layer's weights (the average is weighted by them).
+        blocks: OWL: each layer's block index (its position in ``ratios``).
+        ratios: OWL: each block's outlier ratio (:func:`outlier_ratios`).
+        curves: budget: each layer's damage curve, ((sparsity, damage), ...).
+    """
+
+    name: str
+    layers: tuple[str, ...]
+    sizes: tuple[int, ...]
+    blocks: tuple[int, ...] = ()
+    ratios: tuple[float, ...] = ()
+    curves: tuple[tuple[tuple[float, float], ...], ...] = ()
+
+    def shares(
+        self, target: float, lam: float = OWL_LAMBDA, bounds: tuple[float, float] | None = None
+    ) -> dict[str, float]:
+        """{layer name: sparsity} whose parameter-weighted average is ``target``.
+
+        Args:
+            lam: OWL's λ (ignored by the budget).
+            bounds: the budget's (lowest, highest) per-layer sparsity, or None (ignored by OWL).
+        Raises:
+            ValueError: target outside [0, 1], λ negative, or a target the budget's curves cannot reach.
+        """
+        check_target(target)
+        if self.name == "owl":
+            block_sizes = [0] * len(self.ratios)
+            for block, size in zip(self.blocks, self.sizes, strict=True):
+                block_sizes[block] += size
+            per_block = owl_sparsities(self.ratios, block_sizes, target, lam)
+            return {name: per_block[b] for name, b in zip(self.layers, self.blocks, strict=True)}
+        curves = dict(zip(self.layers, self.curves, strict=True))
+        return budget(curves, target, dict(zip(self.layers, self.sizes, strict=True)), bounds=bounds)
+
+
+def owl_basis(
+    dense: DenseModel,
+    layers: Sequence[PrunableLayer],
+    calibration: CalibrationBatch | str | None,
+    m: float = OWL_M,
+    progress: Progress = None,
+) -> Basis:
+    """OWL's :class:`Basis`: the blocks' outlier ratios (computed once per model, layers, calibration and M:
+    :func:`outlier_ratios`) and the layer sizes.
+
+    Raises:
+        ValueError: as :func:`outlier_ratios`.
+    """
+    layers = list(layers)
     ratios = outlier_ratios(dense, layers, calibration, m, progress)
     blocks = group_by_block(layers)
-    shares = owl_sparsities(
-        [ratios[block[0].name] for block in blocks],
-        [sum(la.numel for la in block) for block in blocks],
-        target,
-        lam,
+    index = {layer.name: b for b, block in enumerate(blocks) for layer in block}
+    return Basis(
+        name="owl",
+        layers=tuple(layer.name for layer in layers),
+        sizes=tuple(layer.numel for layer in layers),
+        blocks=tuple(index[layer.name] for layer in layers),
+        ratios=tuple(ratios[block[0].name] for block in blocks),
     )
-    return {layer.name: share for block, share in zip(blocks, shares, strict=True) for layer in block}
+
+
+def budget_basis(
+    layers: Sequence[PrunableLayer], curves: Mapping[str, Sequence[tuple[float, float]]]
+) -> Basis:
+    """The budget's :class:`Basis` over ``layers`` from damage curves by layer name (e.g. a sensitivity run's
+    KL per layer, ``Sensitivity.curves()``).
+
+    Raises:
+        ValueError: a layer without a curve (named, with how many lack one).
+    """
+    missing = [layer.name for layer in layers if layer.name not in curves]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise ValueError(f"no damage curve for layer {missing[0]!r}{more}")
+    return Basis(
+        name="budget",
+        layers=tuple(layer.name for layer in layers),
+        sizes=tuple(layer.numel for layer in layers),
+        curves=tuple(tuple((float(s), float(d)) for s, d in curves[layer.name]) for layer in layers),
+    )

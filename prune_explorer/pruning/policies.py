@@ -5,7 +5,8 @@ Policies:
     ``global``: one |w| cut-off across all selected layers, placed so the overall sparsity is as asked
         (comparison group: the selected layers together; layers end with different sparsities).
     ``threshold``: prune every weight with |w| <= a typed threshold in every selected layer.
-Per-layer overrides then set chosen layers to their own sparsity.
+Under ``uniform``, settings that carry an allocation's ``layer_sparsity`` (``pruning.settings.PruneSettings``)
+give each layer its own share instead. Per-layer overrides then set chosen layers to their own sparsity.
 """
 
 from __future__ import annotations
@@ -64,7 +65,11 @@ def magnitude_counts(dense: DenseModel, settings: MagnitudeSettings) -> dict[str
     settings.validate(dense)
     layers = selected_layers(dense, settings.kinds)
     if settings.policy == "uniform":  # counts from sizes alone: a fresh model at 0% waits for no ranking
-        counts = {layer.name: count_for_sparsity(layer.numel, settings.sparsity) for layer in layers}
+        shares = getattr(settings, "layer_sparsity", None) or {}  # an allocation's (pruning.settings)
+        counts = {
+            layer.name: count_for_sparsity(layer.numel, shares.get(layer.name, settings.sparsity))
+            for layer in layers
+        }
     elif settings.policy == "global":
         counts = global_ranking(dense, layers).counts(settings.sparsity)
     else:
