@@ -61,6 +61,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -107,11 +108,13 @@ def run_floor(browser, args, clocks: dict) -> dict:
     return result
 
 
-def steps(probe: Probe, count: int, expr: str) -> list[Trial]:
-    """One warm-up ArrowRight, then ``count`` measured ones, each waited until settled."""
+def steps(probe: Probe, count: int, expr: str, pause_s: float = 0.0) -> list[Trial]:
+    """One warm-up ArrowRight, then ``count`` measured ones, each waited until settled; ``pause_s``: a
+    user reading the page for that long before each press (the app's look-ahead may have the next step)."""
     probe.press("ArrowRight", expr, value_after(probe, 1))
     trials = []
     for _ in range(count):
+        time.sleep(pause_s)
         trial = probe.press("ArrowRight", expr, value_after(probe, 1))
         trials.append(trial)
         print(f"  step to {trial.value}%: outputs {fmt(trial.outputs)} ms, settled {fmt(trial.settled)} ms")
@@ -141,6 +144,9 @@ def run_model_steps(probe: Probe, model: str, args, out: dict) -> None:
     print(f"{model}: steps on the Prune page")
     out[f"{model} step (Prune page)"] = steps(probe, args.steps, PRUNE_STEP)
     probe.screenshot(f"{model}-prune.png")
+    if args.read_s > 0:
+        print(f"{model}: steps on the Prune page, {args.read_s:g} s of reading before each")
+        out[f"{model} step after reading (Prune page)"] = steps(probe, args.steps, PRUNE_STEP, args.read_s)
     print(f"{model}: {args.bursts} bursts of {args.burst}")
     out[f"{model} burst"] = bursts(probe, args, PRUNE_STEP)
     if not args.skip_layers:
@@ -205,6 +211,9 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=8, help="ArrowRight presses in the burst")
     parser.add_argument("--bursts", type=int, default=3, help="bursts per measurement")
     parser.add_argument("--gap-ms", type=float, default=30.0, help="time between burst presses")
+    parser.add_argument(
+        "--read-s", type=float, default=4.0, help="pause before each 'step after reading' (0: none measured)"
+    )
     parser.add_argument("--quiet-ms", type=float, default=150.0, help="DOM quiet period that ends a step")
     parser.add_argument("--timeout-s", type=float, default=300.0, help="longest wait for one action")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the servers")

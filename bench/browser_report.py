@@ -14,6 +14,8 @@ GOALS = (
     (f"{STORIES} step (Layers page)", 250, "outputs"),
     (f"{STORIES} burst", 250, "outputs"),
     (f"{SMOLLM2} step (Prune page)", 700, "outputs"),
+    (f"{SMOLLM2} step after reading (Prune page)", 700, "outputs"),
+    (f"{STORIES} step after reading (Prune page)", 250, "outputs"),
     (f"{SMOLLM2} step (Layers page)", 700, "outputs"),
     (f"{SMOLLM2} burst", 700, "outputs"),
     (f"{STORIES} first view", 4000, "settled"),
