@@ -56,6 +56,7 @@ def test_a_step_to_a_looked_ahead_position_runs_no_pruned_pass_and_shows_the_liv
     assert lookahead.cached(dense, down, ids, max_new) is not None
 
     state = at.session_state["pruning_state"]
+    draft = at.session_state["memo"]["continue"][1].tokens  # the text at 40%: what a live step drafts from
     passes = []
     forward = type(state.model).forward
 
@@ -77,10 +78,12 @@ def test_a_step_to_a_looked_ahead_position_runs_no_pruned_pass_and_shows_the_liv
             ids,
             max_new_tokens=max_new,
             stop_ids=(dense.tokenizer.eos_token_id,) if dense.tokenizer.eos_token_id is not None else (),
-            draft=evaluate.continue_greedily(dense.model, ids, max_new_tokens=max_new).tokens,
+            draft=draft,
         )
+        plain = evaluate.continue_greedily(state.model, ids, max_new_tokens=max_new)  # no draft at all
     assert shown.tokens == live.tokens
     assert torch.equal(shown.prompt_logits, live.prompt_logits)
+    assert shown.tokens[: len(plain.tokens)] == plain.tokens  # a draft saves passes, never changes tokens
 
 
 def test_a_step_elsewhere_computes_live_and_shares_what_it_computed():

@@ -10,8 +10,9 @@ After each Prune page run the session's worker computes the two neighbouring sli
 of the last move first) on one scratch copy of the model per process, on one thread, as a *quiet* background
 task: no progress bar, no rerun, last in the queue. It pauses while a run of the session is going and is
 dropped when the next run asks for other neighbours. A step to a position found there only applies its
-masks and draws. The results are the same function the live path calls (``outputs.pruned_continuation``),
-on the same thread count, so a step shows the same tokens and logits either way.
+masks and draws. The results come from the function the live path calls (``outputs.pruned_continuation``,
+drafted by the current setting's text), on the same thread count, so a step shows the same greedy tokens
+either way.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ def ask(state: PruningState, ids: list[int], max_new: int) -> None:
         st.session_state[LAST_PERCENT] = round(applied.sparsity * 100)
     dense = state.dense
     todo = [s for s in neighbours(applied, last) if cached(dense, s, ids, max_new) is None]
+    draft = outputs.last_pruned_tokens(ids, max_new)  # this setting's text: the neighbours' best draft
     if not todo:
         return
     background.prefetch(
@@ -110,7 +112,7 @@ def ask(state: PruningState, ids: list[int], max_new: int) -> None:
             name="lookahead",
             key=tuple(_key(s, ids, max_new) for s in todo),
             label="Look-ahead",
-            compute=lambda progress: _compute(dense, todo, ids, max_new, progress),
+            compute=lambda progress: _compute(dense, todo, ids, max_new, draft, progress),
             on_session_model=False,
             cached=lambda: True if all(cached(dense, s, ids, max_new) for s in todo) else None,
         )
@@ -126,7 +128,12 @@ def _scratch_state(dense: DenseModel) -> tuple[threading.Lock, PruningState]:
 
 
 def _compute(
-    dense: DenseModel, todo: list[MagnitudeSettings], ids: list[int], max_new: int, progress: Progress
+    dense: DenseModel,
+    todo: list[MagnitudeSettings],
+    ids: list[int],
+    max_new: int,
+    draft: list[int] | None,
+    progress: Progress,
 ) -> bool:
     lock, scratch = _scratch_state(dense)
     with lock, threads.interactive():
@@ -140,6 +147,8 @@ def _compute(
                 done[0] += 1
                 progress((i + min(done[0], max_new) / max(max_new, 1)) / len(todo))
 
-            cont = outputs.pruned_continuation(scratch.model, dense, ids, max_new, on_token=on_token)
+            cont = outputs.pruned_continuation(
+                scratch.model, dense, ids, max_new, on_token=on_token, draft=draft
+            )
             results.shared(dense, _key(settings, ids, max_new), lambda cont=cont: cont)
     return True
