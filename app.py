@@ -11,8 +11,7 @@ import streamlit as st
 
 from prune_explorer import threads
 from prune_explorer.pruning.methods import get_method
-from prune_explorer.pruning.settings import prune_settings
-from ui import background, controls, methods, scenes, session
+from ui import allocation_view, background, controls, methods, scenes, session
 
 # A Material icon, not an emoji: Streamlit checks an emoji icon with a regex it compiles once per process,
 # 0.4 s of a fresh server's first view.
@@ -57,12 +56,13 @@ with session.exclusive():
         method, pattern, sequential = methods.method_picker()
         magnitude, slider_slot = controls.pruning_controls(state.dense, method, pattern)
         batch, calib_error = methods.calibration_controls(state.dense, needed=get_method(method).calibrated)
-        settings = prune_settings(magnitude, method, pattern, batch, sequential)
+        settings = allocation_view.chosen_settings(state.dense, magnitude, method, pattern, batch, sequential)
         error = methods.apply(settings, calib_error)
         if error:
             st.error(error)
         controls.threshold_slider(slider_slot, state)
         controls.pruning_summary(state, session.applied())
+        allocation_view.sidebar_chart(state, session.applied())
         methods.details(settings)
         st.button(
             "Reset to dense",

@@ -178,7 +178,7 @@ def test_big_models_compute_on_request_and_keep_finished_points(fresh_points, mo
     at.run()
     assert not at.exception, at.exception
     assert at.button(key="compare_compute").label == "Compute 6 missing points"  # 2:4 is one point each
-    assert not at.get("plotly_chart")
+    assert not at.main.get("plotly_chart")
 
     # A stopped run leaves what it finished: one point done, the chart shows it, the button offers the rest.
     sweeps.compute_point(dense, point_key(at, "random", "unstructured", 0.4), None)
@@ -233,7 +233,7 @@ def test_a_model_change_clears_the_method_and_other_architectures_work(tmp_path,
     assert metric(at, PRUNED) != "0.0%"
     at.switch_page("views/compare.py").run()
     assert not at.exception, at.exception
-    assert len(at.get("plotly_chart")) == 3
+    assert len(at.main.get("plotly_chart")) == 3
     assert [h for h in at.html if "pe-tok" in h.value]
 
 

@@ -12,7 +12,7 @@ from prune_explorer.pruning.patterns import parse_pattern
 from prune_explorer.pruning.policies import POLICIES, MagnitudeSettings, magnitude_counts
 from prune_explorer.pruning.settings import uses_slider_path
 from prune_explorer.state import PruningState
-from ui import data, defaults, formats, loading, session
+from ui import allocation_view, data, defaults, formats, loading, session
 
 POLICY_LABELS = {
     "uniform": "Same sparsity in every layer",
@@ -136,6 +136,7 @@ def pruning_controls(
         on_change=_on_policy,
         disabled=not slider_path,
     )
+    allocation_view.picker(method, pattern, policy)
     by_threshold = slider_path and policy == "threshold"
     slot = st.empty()
     percent = 0 if by_threshold else _sparsity_slider(slot, pattern, disabled=fixed is not None)

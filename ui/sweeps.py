@@ -9,17 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from prune_explorer.measure import evaluate, sweep
+from prune_explorer.measure import sweep
 from prune_explorer.measure.comparison import mask_overlap, reconstruction_errors
 from prune_explorer.models.dense import DenseModel
-from prune_explorer.models.layers import select
 from prune_explorer.progress import Progress
 from prune_explorer.pruning.calibration import CalibrationBatch
 from prune_explorer.pruning.methods import get_method
 from prune_explorer.pruning.patterns import parse_pattern
 from prune_explorer.pruning.policies import MagnitudeSettings
 from prune_explorer.pruning.prune import prune_masks
-from prune_explorer.state import PruningState
 from ui import background, results, session
 from ui.outputs import eval_ids
 
@@ -108,24 +106,24 @@ def point_key(
     return (method, pattern, round(fixed if fixed is not None else sparsity, 4), tuple(kinds), calib, seed)
 
 
-def _store(dense: DenseModel, name: str) -> dict:
+def small_store(dense: DenseModel, name: str) -> dict:
     """A process-wide dict on the dense model for small results (floats), never evicted."""
     return dense.cache.get(("ui", "store", name), dict, pin=True)
 
 
 def cached_point(dense: DenseModel, key: tuple) -> sweep.SweepPoint | None:
     """A finished point, or None (not computed yet, or it failed: see :func:`point_error`)."""
-    value = _store(dense, "points").get(key)
+    value = small_store(dense, "points").get(key)
     return value if isinstance(value, sweep.SweepPoint) else None
 
 
 def point_error(dense: DenseModel, key: tuple) -> str | None:
-    value = _store(dense, "points").get(key)
+    value = small_store(dense, "points").get(key)
     return value if isinstance(value, str) else None
 
 
 def missing_points(dense: DenseModel, keys: list[tuple]) -> list[tuple]:
-    store = _store(dense, "points")
+    store = small_store(dense, "points")
     return [key for key in keys if key not in store]
 
 
@@ -134,20 +132,22 @@ def compute_point(
 ) -> sweep.SweepPoint | None:
     """Prune a scratch state to one point and score the held-out text; stores the point (or the error)."""
     method, pattern, sparsity, kinds, _, seed = key
-    half = (lambda f: progress(f / 2)) if progress else None
     try:
-        result = _result(dense, key, batch, half)
+        point = sweep.method_point(
+            dense,
+            eval_ids(dense),
+            method,
+            sparsity,
+            pattern=pattern,
+            kinds=kinds,
+            calibration=batch,
+            seed=seed,
+            progress=progress,
+        )
     except ValueError as exc:
-        _store(dense, "points")[key] = str(exc)
+        small_store(dense, "points")[key] = str(exc)
         return None
-    scratch = PruningState(dense)
-    result.apply(scratch)
-    ppl = evaluate.perplexity(
-        scratch.model, eval_ids(dense), progress=(lambda f: progress(0.5 + f / 2)) if progress else None
-    )
-    achieved = scratch.overall_sparsity(select(dense.layers, kinds))
-    point = sweep.SweepPoint(sparsity=sparsity, achieved=achieved, ppl=ppl.ppl)
-    _store(dense, "points")[key] = point
+    small_store(dense, "points")[key] = point
     return point
 
 
@@ -182,7 +182,7 @@ def cached_layer_views(
     dense: DenseModel, keys: dict[str, tuple], pair: tuple[str, str], batch: CalibrationBatch
 ) -> LayerViews | None:
     """The per-layer views if every part was computed before (keys: method -> point key), else None."""
-    store = _store(dense, "layers")
+    store = small_store(dense, "layers")
     wanted = [_views_key("errors", k, batch) for k in keys.values()]
     wanted.append(_views_key("overlap", (keys[pair[0]], keys[pair[1]]), batch))
     if any(w not in store for w in wanted):
@@ -203,7 +203,7 @@ def layer_views(
     sequences of the calibration batch (the methods prune with all of it). ``keys`` maps
     each method (the pair included) to its point key; every finished part is stored at once.
     """
-    store = _store(dense, "layers")
+    store = small_store(dense, "layers")
     # The measurement reruns the model once per block: a few sequences give stable relative errors.
     measure = replace(batch, ids=batch.ids[:MEASURE_SEQUENCES])
     errors, failed, masks = {}, {}, {}

@@ -132,8 +132,17 @@ def weight_bytes(dense) -> dict[str, torch.Tensor]:
 
 
 def figures(at: AppTest) -> list[dict]:
-    """Every Plotly chart on the page, as the figure dict it was sent as (``data``, ``layout``)."""
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    """Every Plotly chart on the page (not the sidebar's: see :func:`sidebar_figures`), as the figure dict
+    it was sent as (``data``, ``layout``)."""
+    return [json.loads(chart.proto.spec) for chart in at.main.get("plotly_chart")]
+
+
+def sidebar_figures(at: AppTest) -> dict[str, dict]:
+    """The sidebar's Plotly charts by widget key (e.g. ``sidebar_allocation_chart``), as figure dicts."""
+    return {
+        chart.proto.id.rsplit("-", 1)[-1]: json.loads(chart.proto.spec)
+        for chart in at.sidebar.get("plotly_chart")
+    }
 
 
 def legend_below(figure: dict) -> bool:

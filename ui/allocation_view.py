@@ -1,0 +1,273 @@
+"""Per-layer allocation in the sidebar (Sparsify's one average-sparsity slider): which allocation shares the
+slider among the selected layers (uniform, OWL, the least-damage budget), OWL's M and λ, and a compact
+per-layer sparsity chart of what is applied, redrawn on every move. Its full-size twin is on the Allocation
+page.
+
+A move costs no statistics and no sort: the allocation's basis (OWL's block outlier ratios, the budget's
+sensitivity curves) is found once per model, layers and calibration and shared by every session, and the
+slider then shares its value by arithmetic (``pruning.settings.PruneSettings.layer_sparsity``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from prune_explorer.measure.sensitivity import cached_sensitivity
+from prune_explorer.models.dense import DenseModel
+from prune_explorer.models.layers import DEFAULT_KINDS, select
+from prune_explorer.pruning import allocation
+from prune_explorer.pruning.calibration import CalibrationBatch
+from prune_explorer.pruning.methods import get_method
+from prune_explorer.pruning.policies import MagnitudeSettings
+from prune_explorer.pruning.settings import PruneSettings, find_basis, prune_settings
+from prune_explorer.state import PruningState
+from ui import data, results, session
+from ui.charts import layout
+
+ALLOCATION = "sidebar_allocation"
+OWL_M = "sidebar_owl_m"
+OWL_LAM = "sidebar_owl_lam"
+LAST = "sidebar_allocation_last"  # the last valid (allocation, M, λ), restored when a choice is refused
+NOTE = "sidebar_allocation_note"  # why a choice was refused, shown on the next run
+CHART = "sidebar_allocation_chart"
+MEASURED = ("magnitude", "wanda")  # the methods the Sensitivity page measures curves for
+LABELS = {
+    "uniform": "Uniform: same share per layer",
+    "owl": "OWL: fewer outliers, pruned more",
+    "budget": "Budget: least predicted damage",
+}
+HELP = (
+    "How the slider's average is shared among the selected layers (parameter-weighted, so the share of all "
+    "their weights pruned is the slider's). OWL (Yin et al. 2024): blocks whose |W|·‖X‖ scores hold more "
+    "outliers (above M × their mean) are pruned less, within the average ± λ. Budget: the least total damage "
+    "the Sensitivity page's per-layer curves predict. With magnitude it applies to the same-sparsity policy."
+)
+# One colour per layer kind (Okabe & Ito's palette, as on the Speed and Sensitivity pages).
+KIND_COLORS = {
+    "attn_q": "#0072B2",
+    "attn_k": "#56B4E9",
+    "attn_v": "#009E73",
+    "attn_qkv": "#0072B2",
+    "attn_o": "#CC79A7",
+    "mlp_gate": "#E69F00",
+    "mlp_up": "#D55E00",
+    "mlp_down": "#000000",
+}
+OTHER_COLOR = "#999999"
+AVERAGE_COLOR = "#e45756"
+
+
+# ----- widgets
+
+
+def _last() -> dict:
+    return st.session_state.setdefault(
+        LAST, {ALLOCATION: "uniform", OWL_M: allocation.OWL_M, OWL_LAM: allocation.OWL_LAMBDA}
+    )
+
+
+def _refuse(why: str) -> None:
+    """Put the widgets back at the last valid choice and say why (set in a callback, before the widgets)."""
+    last = _last()
+    for key, value in last.items():
+        st.session_state[key] = value
+    st.session_state[NOTE] = why
+
+
+def _on_allocation() -> None:
+    choice = st.session_state.get(ALLOCATION, "uniform")
+    if choice == "budget":
+        settings = session.applied() or MagnitudeSettings()
+        method = st.session_state.get(session.METHOD, "magnitude")
+        if curves(session.dense(), method, settings.kinds, session.calibration()[0]) is None:
+            stays = LABELS[_last()[ALLOCATION]].split(":")[0]
+            _refuse(f"{no_curves(session.dense(), method)} Then choose Budget again; it stays {stays} now.")
+            return
+    _last()[ALLOCATION] = choice
+
+
+def _on_owl() -> None:
+    m = st.session_state.get(OWL_M)
+    lam = st.session_state.get(OWL_LAM)
+    try:
+        PruneSettings(allocation="owl", owl_m=float(m), owl_lam=float(lam)).check_allocation()
+    except (TypeError, ValueError) as exc:
+        last = _last()
+        _refuse(f"{exc}. M and λ stay {last[OWL_M]:g} and {last[OWL_LAM]:g}; the pruning is unchanged.")
+        return
+    _last().update({OWL_M: float(m), OWL_LAM: float(lam)})
+
+
+def picker(method: str, pattern: str, policy: str) -> None:
+    """The allocation selectbox and, for OWL, M and λ in a small expander; values are read back by
+    :func:`chosen_settings`. Disabled where the allocation does not apply (the thresholds, N:M)."""
+    st.session_state.setdefault(ALLOCATION, _last()[ALLOCATION])
+    st.session_state.setdefault(OWL_M, _last()[OWL_M])
+    st.session_state.setdefault(OWL_LAM, _last()[OWL_LAM])
+    applies = PruneSettings(method=method, pattern=pattern, policy=policy).allocation_applies
+    choice = st.selectbox(
+        "Allocation across layers",
+        allocation.ALLOCATIONS,
+        format_func=LABELS.get,
+        key=ALLOCATION,
+        on_change=_on_allocation,
+        disabled=not applies,
+        help=HELP,
+    )
+    note = st.session_state.pop(NOTE, None)
+    if note:
+        st.warning(note)
+    if choice == "owl" and applies:
+        with st.expander("OWL: M and λ"):
+            left, right = st.columns(2)
+            left.number_input("M (× mean)", step=0.5, format="%.1f", key=OWL_M, on_change=_on_owl)
+            right.number_input(
+                f"λ (0–{allocation.OWL_LAMBDA_MAX})", step=0.01, format="%.2f", key=OWL_LAM, on_change=_on_owl
+            )
+            st.caption("Outliers: scores above M × their block's mean. Sparsities span the average ± λ.")
+    elif not applies:
+        st.caption("The allocation shares the same-sparsity policy's slider (not thresholds, not N:M).")
+
+
+def chosen_settings(
+    dense: DenseModel,
+    magnitude: MagnitudeSettings,
+    method: str,
+    pattern: str,
+    batch: CalibrationBatch | None,
+    sequential: bool | None,
+) -> PruneSettings:
+    """The sidebar's settings with the allocation chosen and its basis (found once per model, layers,
+    calibration and M, and shared by every session; OWL's first time shows a progress bar). Where no basis
+    can be found the settings carry none, and applying them says why (the previous pruning is kept)."""
+    chosen = prune_settings(
+        magnitude,
+        method,
+        pattern,
+        batch,
+        sequential,
+        allocation=st.session_state.get(ALLOCATION, "uniform"),
+        owl_m=float(st.session_state.get(OWL_M, allocation.OWL_M)),
+        owl_lam=float(st.session_state.get(OWL_LAM, allocation.OWL_LAMBDA)),
+    )
+    if chosen.allocation == "uniform":
+        return chosen
+    found = curves(dense, method, chosen.kinds, batch) if chosen.allocation == "budget" else None
+    bar = None
+
+    def progress(fraction: float) -> None:
+        nonlocal bar
+        text = f"OWL: outlier ratios of every block, once for this model… {fraction:.0%}"
+        bar = bar or st.progress(0.0, text=text)
+        bar.progress(min(1.0, fraction), text=text)
+
+    try:
+        basis = find_basis(dense, chosen, batch, found.curves() if found else None, progress)
+    except ValueError:
+        return chosen  # applying says why
+    finally:
+        if bar is not None:
+            bar.empty()
+    return replace(chosen, basis=basis)
+
+
+def curves(dense: DenseModel, method: str, kinds: tuple[str, ...], batch: CalibrationBatch | None):
+    """The Sensitivity page's layer-mode result for ``method`` and ``kinds`` if one is stored (any session,
+    on disk), else None. A found result is kept for every session; a missing one is looked up again."""
+    key = ("allocation_curves", method, tuple(kinds), None if batch is None else batch.key)
+    found = results.peek_shared(dense, key)
+    if found is not None:
+        return found
+    # The Sensitivity page names the sidebar's kinds, or all default kinds before anything was applied:
+    # the same layers when the model has no layer of the kinds missing.
+    same = [
+        k for k in (tuple(kinds), DEFAULT_KINDS) if select(dense.layers, k) == select(dense.layers, kinds)
+    ]
+    for candidate in dict.fromkeys(same):
+        found = cached_sensitivity(dense, method, mode="layer", kinds=candidate, calibration=batch)
+        if found is not None:
+            return results.shared(dense, key, lambda found=found: found)
+    return None
+
+
+def no_curves(dense: DenseModel, method: str) -> str:
+    """Why the budget cannot run for ``method`` yet, and where to get its curves."""
+    label = get_method(method).label
+    if method not in MEASURED:
+        return (
+            f"The budget needs sensitivity curves, and the Sensitivity page measures them for magnitude and "
+            f"Wanda only, not {label}."
+        )
+    return (
+        f"No sensitivity curves for {label} on {dense.name} with these layer kinds and calibration yet: "
+        f"measure them on the Sensitivity page (Prune one… layer, method {method})."
+    )
+
+
+# ----- the chart
+
+
+def layer_shares(state: PruningState, settings: MagnitudeSettings | None) -> pd.DataFrame:
+    """One row per selected layer: name, kind, weights, the share asked (the allocation's, else the
+    slider's) and the share pruned now in the session's model."""
+    layers = data.selected(state.dense, settings)
+    asked = getattr(settings, "layer_sparsity", None) or {}
+    default = settings.sparsity if settings is not None else 0.0
+    return pd.DataFrame(
+        {
+            "layer": [layer.name for layer in layers],
+            "short": [data.short_name(layer) for layer in layers],
+            "kind": [layer.kind for layer in layers],
+            "weights": [layer.numel for layer in layers],
+            "asked_percent": [100 * asked.get(layer.name, default) for layer in layers],
+            "pruned_percent": [100 * state.pruned_count(layer.name) / layer.numel for layer in layers],
+        }
+    )
+
+
+def average_percent(table: pd.DataFrame) -> float:
+    """The parameter-weighted average of the pruned shares (the share of all these weights pruned)."""
+    total = table["weights"].sum()
+    return float((table["pruned_percent"] * table["weights"]).sum() / total) if total else 0.0
+
+
+def bars(table: pd.DataFrame, height: int, names: bool = False) -> go.Figure:
+    """Pruned share per layer (bars in model order, coloured by kind) and their average (a line).
+
+    ``names``: layer names on the axis (the full-size chart); else bare positions (the sidebar's)."""
+    average = average_percent(table)
+    fig = go.Figure(
+        go.Bar(
+            x=table["short"] if names else list(range(len(table))),
+            y=table["pruned_percent"].round(2),
+            marker_color=[KIND_COLORS.get(kind, OTHER_COLOR) for kind in table["kind"]],
+            hovertext=table["short"],
+            hovertemplate="%{hovertext}: %{y:.1f}%<extra></extra>",
+            name="pruned",
+        )
+    )
+    fig.add_hline(y=average, line=dict(color=AVERAGE_COLOR, width=1.5, dash="dash"))
+    fig.update_yaxes(range=[0, 100], title_text="pruned %" if names else None, ticksuffix="%")
+    fig.update_xaxes(showticklabels=names, title_text=None)
+    fig.update_layout(showlegend=False, bargap=0.1)
+    return layout(fig, height)
+
+
+def sidebar_chart(state: PruningState, settings: MagnitudeSettings | None) -> None:
+    """The compact chart under the sidebar's summary: every selected layer's pruned share, and the average."""
+    table = layer_shares(state, settings)
+    name = (
+        getattr(settings, "allocation", "uniform") if getattr(settings, "allocation_applies", True) else None
+    )
+    words = LABELS[name].split(":")[0].lower() if name else "its own comparison group"
+    st.caption(f"Per layer ({words}); dashed: the average, {average_percent(table):.1f}%.")
+    st.plotly_chart(
+        bars(table, 150),
+        key=CHART,
+        config={"displayModeBar": False, "staticPlot": False},
+        width="stretch",
+    )
