@@ -62,7 +62,7 @@ def _threshold(page) -> tuple[float, float | None]:
     stated = float(re.search(r"\|w\| ≤ ([0-9.]+)", caption.inner_text()).group(1))
     drawn = page.evaluate(
         """() => {
-            const plot = document.querySelector('.js-plotly-plot');
+            const plot = document.querySelector('[data-testid="stMain"] .js-plotly-plot');  // not the sidebar
             const shapes = (plot && plot.layout && plot.layout.shapes) || [];
             return shapes.length ? shapes[0].x0 : null;
         }"""
@@ -109,7 +109,8 @@ def test_slider_prunes_in_a_real_browser(app_url):
         stated, drawn = _threshold(page)
         assert stated > 0.0
         assert drawn == pytest.approx(stated, abs=1e-6)
-        page.locator(".js-plotly-plot").nth(1).wait_for(timeout=WAIT_MS)  # the block × kind overview
+        main = page.get_by_test_id("stMain")  # not the sidebar's per-layer chart
+        main.locator(".js-plotly-plot").nth(1).wait_for(timeout=WAIT_MS)  # the block × kind overview
         _settle(page)
         page.screenshot(path=str(ARTIFACTS / "layers.png"))
 
@@ -121,11 +122,11 @@ def test_compare_page_applies_a_clicked_point(app_url):
         page.locator(".pe-gen-pruned").wait_for(timeout=WAIT_MS)
         _settle(page)
         _go(page, "Compare")
-        page.locator(".js-plotly-plot").first.wait_for(timeout=WAIT_MS)
+        page.get_by_test_id("stMain").locator(".js-plotly-plot").first.wait_for(timeout=WAIT_MS)
         _settle(page)
         x, y = page.evaluate(
             """() => {
-                const gd = document.querySelector('.js-plotly-plot');
+                const gd = document.querySelector('[data-testid="stMain"] .js-plotly-plot');
                 const trace = gd._fullData.find(t => t.name.startsWith('Wanda'));
                 const i = trace.x.length - 3, L = gd._fullLayout, box = gd.getBoundingClientRect();
                 return [L.xaxis.l2p(trace.x[i]) + L._size.l + box.left,
