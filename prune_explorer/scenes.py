@@ -1,5 +1,5 @@
-"""Scenes: one view of the app (model, page, method, pattern, policy, sparsity) as plain data and as a URL
-query string, plus the built-in scenes that make the project's points in one click.
+"""Scenes: one view of the app (model, page, method, pattern, policy, sparsity, allocation) as plain data and
+as a URL query string, plus the built-in scenes that make the project's points in one click.
 
 A scene names only built-in models (``models.loading.BUILTINS``): a link must never make the server read a
 folder or download a hub model that its author chose. Parsing a query validates every field and raises a
@@ -15,14 +15,28 @@ from dataclasses import dataclass
 from prune_explorer.models.layers import DEFAULT_KINDS
 from prune_explorer.models.loading import BUILTINS, STORIES260K
 from prune_explorer.models.smollm2 import NAME as SMOLLM2
+from prune_explorer.pruning import allocation as alloc
 from prune_explorer.pruning.methods import METHODS, supported_patterns
 from prune_explorer.pruning.patterns import PATTERNS, parse_pattern
 from prune_explorer.pruning.policies import POLICIES
 
 # The app's pages, by the name a link gives them (the lower-case page title).
-PAGES = ("prune", "layers", "learn", "compare", "speed")
+PAGES = ("prune", "layers", "learn", "compare", "speed", "allocation")
 # Query keys a scene reads and writes; any other key (utm_source, Streamlit's embed) is left alone.
-KEYS = ("model", "page", "method", "pattern", "policy", "sparsity", "threshold", "kinds", "extras")
+KEYS = (
+    "model",
+    "page",
+    "method",
+    "pattern",
+    "policy",
+    "sparsity",
+    "threshold",
+    "kinds",
+    "extras",
+    "allocation",
+    "owl_m",
+    "owl_lam",
+)
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -49,6 +63,8 @@ class Scene:
         threshold: the typed |w| threshold, only with the ``threshold`` policy (else 0.0).
         kinds: the layer kinds taking part, from ``DEFAULT_KINDS``; None: all the model has (the default).
         extras: whether embeddings and the LM head take part too.
+        allocation: how the sparsity is shared among layers (``pruning.allocation.ALLOCATIONS``), with OWL's
+            ``owl_m`` (positive) and ``owl_lam`` (0 to ``OWL_LAMBDA_MAX``), kept at their defaults otherwise.
 
     Raises:
         SceneError: any field out of range; the message names the field and the values allowed.
@@ -63,6 +79,9 @@ class Scene:
     threshold: float = 0.0
     kinds: tuple[str, ...] | None = None
     extras: bool = False
+    allocation: str = "uniform"
+    owl_m: float = alloc.OWL_M
+    owl_lam: float = alloc.OWL_LAMBDA
 
     def __post_init__(self) -> None:
         _one_of("model", self.model, BUILTINS)
@@ -93,6 +112,17 @@ class Scene:
                 _one_of("kinds", kind, DEFAULT_KINDS, what="layer kind")
             if len(set(self.kinds)) != len(self.kinds):
                 raise SceneError("kinds", f"a kind is named twice in {','.join(self.kinds)}")
+        _one_of("allocation", self.allocation, alloc.ALLOCATIONS)
+        if not (math.isfinite(self.owl_m) and self.owl_m > 0):
+            raise SceneError("owl_m", f"OWL's M must be a positive number, got {self.owl_m}")
+        if not 0.0 <= self.owl_lam <= alloc.OWL_LAMBDA_MAX:
+            raise SceneError(
+                "owl_lam", f"OWL's λ must be between 0 and {alloc.OWL_LAMBDA_MAX}, got {self.owl_lam}"
+            )
+        if self.allocation != "owl" and (self.owl_m, self.owl_lam) != (alloc.OWL_M, alloc.OWL_LAMBDA):
+            raise SceneError(
+                "owl_m" if self.owl_m != alloc.OWL_M else "owl_lam", "only applies with allocation=owl"
+            )
 
 
 def _one_of(field: str, value: object, allowed: tuple[str, ...], what: str | None = None) -> None:
@@ -120,6 +150,12 @@ def scene_to_query(scene: Scene) -> dict[str, str]:
         query["kinds"] = ",".join(scene.kinds)
     if scene.extras:
         query["extras"] = "1"
+    if scene.allocation != "uniform":
+        query["allocation"] = scene.allocation
+    if scene.owl_m != alloc.OWL_M:
+        query["owl_m"] = repr(float(scene.owl_m))
+    if scene.owl_lam != alloc.OWL_LAMBDA:
+        query["owl_lam"] = repr(float(scene.owl_lam))
     return query
 
 
@@ -138,7 +174,9 @@ def scene_from_query(params: Mapping[str, str]) -> Scene:
         SceneError: the first field that cannot be used, named, with why and what is allowed.
     """
     fields: dict[str, object] = {
-        key: params[key].strip() for key in ("model", "page", "method", "pattern", "policy") if key in params
+        key: params[key].strip()
+        for key in ("model", "page", "method", "pattern", "policy", "allocation")
+        if key in params
     }
     if "pattern" in fields:
         fields["pattern"] = str(fields["pattern"]).lower()
@@ -149,11 +187,12 @@ def scene_from_query(params: Mapping[str, str]) -> Scene:
                 "sparsity", f"a whole percent from 0 to 100 is needed, got {params['sparsity']!r}"
             )
         fields["sparsity"] = int(text)
-    if "threshold" in params:
-        try:
-            fields["threshold"] = float(params["threshold"])
-        except ValueError:
-            raise SceneError("threshold", f"a number is needed, got {params['threshold']!r}") from None
+    for key in ("threshold", "owl_m", "owl_lam"):
+        if key in params:
+            try:
+                fields[key] = float(params[key])
+            except ValueError:
+                raise SceneError(key, f"a number is needed, got {params[key]!r}") from None
     if "kinds" in params:
         fields["kinds"] = tuple(k.strip() for k in params["kinds"].split(",") if k.strip())
     if "extras" in params:

@@ -11,8 +11,11 @@ from streamlit.testing.v1 import AppTest
 from prune_explorer.measure.sensitivity import measure_sensitivity
 from prune_explorer.models.layers import select
 from prune_explorer.pruning import allocation
+from prune_explorer.scenes import Scene, scene_to_query
 from tests.support.apptest import (
+    APP,
     PRUNED,
+    TIMEOUT,
     array,
     figures,
     measured,
@@ -149,3 +152,16 @@ def test_allocation_page_draws_the_state_and_compares_allocations(fresh_cache):
     measured(at.run())
     lines = {trace["name"]: trace for trace in figures(at)[1]["data"]}
     assert np.allclose(array(lines["budget"]["x"]), reached["uniform"], atol=0.05)
+
+
+def test_a_link_carries_the_allocation(fresh_cache):
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params.update({"sparsity": "55", "allocation": "owl", "owl_lam": "0.2"})
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="sidebar_allocation").value == "owl"
+    applied = at.session_state["pruning_applied"]
+    assert (applied.allocation, applied.owl_lam, applied.sparsity) == ("owl", 0.2, 0.55)
+    assert at.query_params == scene_to_query(Scene(sparsity=55, allocation="owl", owl_lam=0.2))
+    choose_allocation(at, "uniform")  # the address bar follows, OWL's λ no longer in it
+    assert at.query_params == scene_to_query(Scene(sparsity=55))

@@ -25,6 +25,8 @@ SCENES = [
     Scene(method="sparsegpt", pattern="2:4"),
     Scene(policy="threshold", sparsity=12, threshold=0.0125),
     Scene(policy="global", sparsity=100, kinds=("mlp_up", "attn_q"), extras=True),
+    Scene(page="allocation", method="wanda", sparsity=70, allocation="owl", owl_m=7.0, owl_lam=0.15),
+    Scene(sparsity=60, allocation="budget"),
 ]
 
 
@@ -87,6 +89,11 @@ def test_n_m_fixes_the_sparsity():
         ({"kinds": ","}, "kinds", ["at least one"]),
         ({"kinds": "attn_q,attn_q"}, "kinds", ["twice"]),
         ({"extras": "maybe"}, "extras", ["maybe"]),
+        ({"allocation": "even"}, "allocation", ["even", "uniform", "owl", "budget"]),
+        ({"allocation": "owl", "owl_lam": "0.9"}, "owl_lam", ["between 0 and 0.5", "0.9"]),
+        ({"allocation": "owl", "owl_m": "0"}, "owl_m", ["positive"]),
+        ({"allocation": "owl", "owl_m": "five"}, "owl_m", ["number", "five"]),
+        ({"owl_lam": "0.2"}, "owl_lam", ["allocation=owl"]),
     ],
 )
 def test_each_bad_field_is_named_with_why(params, field, words):

@@ -19,6 +19,7 @@ from streamlit.navigation.page import StreamlitPage
 
 from prune_explorer.models.layers import DEFAULT_KINDS, EXTRA_KINDS
 from prune_explorer.models.loading import BUILTINS
+from prune_explorer.pruning.allocation import OWL_LAMBDA, OWL_M
 from prune_explorer.scenes import (
     BUILTIN_SCENES,
     KEYS,
@@ -29,7 +30,7 @@ from prune_explorer.scenes import (
     scene_from_query,
     scene_to_query,
 )
-from ui import defaults, session
+from ui import allocation_view, defaults, session
 
 ROOT = Path(__file__).resolve().parents[1]
 URL_READ = "scenes_url_read"  # set once the session's first run has read the link
@@ -118,6 +119,10 @@ def apply_scene(scene: Scene) -> str | None:
     state[session.KINDS] = kinds
     state[session.EXTRAS] = scene.extras and bool(defaults.present_kinds(dense, EXTRA_KINDS))
     state[session.OVERRIDE_LAYERS] = []
+    chosen = {allocation_view.ALLOCATION: scene.allocation}
+    chosen.update({allocation_view.OWL_M: scene.owl_m, allocation_view.OWL_LAM: scene.owl_lam})
+    state.update(chosen)
+    state[allocation_view.LAST] = chosen  # the valid choice a refused one goes back to
     return None
 
 
@@ -142,9 +147,19 @@ def current_scene(current: StreamlitPage) -> Scene | None:
             threshold=float(state.get(session.THRESHOLD, 0.0)) if policy == "threshold" else 0.0,
             kinds=None if kinds == present else tuple(kinds),
             extras=bool(state.get(session.EXTRAS, False)),
+            **_allocation(state),
         )
     except SceneError:
         return None
+
+
+def _allocation(state) -> dict:
+    """The scene's allocation fields from the sidebar's widgets (OWL's M and λ only under OWL)."""
+    name = state.get(allocation_view.ALLOCATION, "uniform")
+    if name != "owl":
+        return {"allocation": name}
+    m, lam = state.get(allocation_view.OWL_M, OWL_M), state.get(allocation_view.OWL_LAM, OWL_LAMBDA)
+    return {"allocation": name, "owl_m": float(m), "owl_lam": float(lam)}
 
 
 def write_url(current: StreamlitPage) -> None:
