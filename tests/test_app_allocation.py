@@ -17,6 +17,7 @@ from tests.support.apptest import (
     PRUNED,
     TIMEOUT,
     array,
+    captions,
     figures,
     measured,
     metric,
@@ -71,6 +72,7 @@ def test_the_chart_follows_the_slider_and_the_state(fresh_cache):
     assert len(set(at40.tolist())) > 1, "OWL gives blocks different shares"
     assert average_line(at) == pytest.approx(40.0, abs=0.01)
     assert metric(at, PRUNED) == "40.0%"
+    assert "OWL allocation (M 5, λ 0.08)" in captions(at)  # the sidebar's "Applied: ..." line
 
     set_sparsity(at, 65)
     at65 = bars(at)

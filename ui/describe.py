@@ -40,10 +40,21 @@ def describe(settings: MagnitudeSettings | None) -> str:
         parts.extend(_overrides_text(settings.overrides))
     else:
         parts += [PATTERN_LABELS.get(pattern, pattern), f"{settings.sparsity:.0%}"]
+    parts.extend(_allocation_text(settings))
     calib = getattr(settings, "calibration", None)
     if calib is not None:
         parts.append(f"calibration {calib.n_sequences} × {calib.seq_len} tokens ({calib.source})")
     return " · ".join(parts)
+
+
+def _allocation_text(settings: MagnitudeSettings) -> list[str]:
+    """ "OWL allocation (M 5, λ 0.08)", "budget allocation" where an allocation other than uniform applies."""
+    name = getattr(settings, "allocation", "uniform")
+    if name == "uniform" or not getattr(settings, "allocation_applies", False):
+        return []
+    if name == "owl":
+        return [f"OWL allocation (M {settings.owl_m:g}, λ {settings.owl_lam:g})"]
+    return [f"{name} allocation"]
 
 
 def _overrides_text(overrides: dict[str, float]) -> list[str]:
@@ -94,6 +105,14 @@ POLICY_SPREAD = {
 }
 
 
+ALLOCATION_SPREAD = {
+    "owl": "OWL shares the average among blocks: blocks whose |W|·‖X‖ scores hold fewer outliers lose more, "
+    "within the average ± λ (the Allocation page draws every layer).",
+    "budget": "The budget shares the average where the sensitivity curves predict the least damage, so "
+    "robust layers lose more and fragile ones less (the Allocation page draws every layer).",
+}
+
+
 def heatmap_caption(settings: MagnitudeSettings | None) -> str:
     """How the applied pruning spreads over the layers, for the Layers page's block × kind heatmap."""
     if settings is None:
@@ -101,6 +120,8 @@ def heatmap_caption(settings: MagnitudeSettings | None) -> str:
     method = getattr(settings, "method", "magnitude")
     pattern = parse_pattern(getattr(settings, "pattern", "unstructured"))
     extra = " The overridden layers stand out at their own sparsity." if settings.overrides else ""
+    if _allocation_text(settings) and pattern.kind == "unstructured":
+        return ALLOCATION_SPREAD[settings.allocation] + extra
     if getattr(settings, "slider_path", True):
         return POLICY_SPREAD[settings.policy] + extra
     if pattern.kind == "n:m":
