@@ -136,7 +136,7 @@ def time_rerun(model: str, moves=(30, 35, 40, 45, 50, 55)) -> float:
     from tests.support.apptest import navigation_not_pages_folder
 
     with navigation_not_pages_folder():
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600).run()
+        at = AppTest.from_file(str(ROOT / "explorer.py"), default_timeout=600).run()
         if model != at.selectbox(key="sidebar_model").value:
             at.selectbox(key="sidebar_model").set_value(model).run()
         assert not at.exception, at.exception

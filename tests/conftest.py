@@ -50,7 +50,7 @@ def one_thread():
 
 @pytest.fixture
 def app_navigation():
-    """AppTest routed through app.py's st.navigation on every rerun, as a real server does."""
+    """AppTest routed through explorer.py's st.navigation on every rerun, as a real server does."""
     from tests.support.apptest import navigation_not_pages_folder
 
     with navigation_not_pages_folder():

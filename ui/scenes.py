@@ -44,7 +44,7 @@ def page_name(page: StreamlitPage) -> str:
 
 
 def _page_file(name: str) -> str | None:
-    """The page's script relative to app.py, or None when this app has no such page (yet)."""
+    """The page's script relative to explorer.py, or None when this app has no such page (yet)."""
     path = f"views/{name}.py"
     return path if (ROOT / path).is_file() else None
 
@@ -93,9 +93,9 @@ def _restore_from_url(opened: str) -> str | None:
 def apply_scene(scene: Scene) -> str | None:
     """Load the scene's model if another is active, then set the sidebar widgets to the scene.
 
-    Runs before the sidebar's widgets exist in the run (early in app.py, or in a button callback). Nothing
-    changes when the model cannot be loaded or has none of the scene's layer kinds. Per-layer overrides are
-    cleared: a scene has none.
+    Runs before the sidebar's widgets exist in the run (early in explorer.py, or in a button callback).
+    Nothing changes when the model cannot be loaded or has none of the scene's layer kinds. Per-layer
+    overrides are cleared: a scene has none.
 
     Returns:
         None when applied, else why not, starting with the field at fault ("model: ...").

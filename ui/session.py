@@ -130,7 +130,7 @@ def ensure_state() -> PruningState:
 
 
 def state() -> PruningState:
-    # A page can run without app.py once: Streamlit's legacy pages/ folder mode on a process's very first run.
+    # A page can run without explorer.py once (Streamlit's legacy pages/ folder mode, a first run).
     return ensure_state()
 
 

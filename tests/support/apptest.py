@@ -21,17 +21,17 @@ from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[2]
-APP = ROOT / "app.py"
+APP = ROOT / "explorer.py"  # the Streamlit script (app.py serves it, warmed up)
 TIMEOUT = 120
 PRUNED = "Pruned (selected layers)"
 
 
 @contextmanager
 def navigation_not_pages_folder() -> Iterator[None]:
-    """Make AppTest route through app.py's ``st.navigation`` on every rerun, as a real server does.
+    """Make AppTest route through explorer.py's ``st.navigation`` on every rerun, as a real server does.
 
     AppTest (Streamlit 1.67) re-detects the legacy ``pages/`` folder before every run, so a rerun after the
-    first would execute the page file alone, without app.py. A real server stops doing that once
+    first would execute the page file alone, without explorer.py. A real server stops doing that once
     ``st.navigation`` has run.
     """
     init = PagesManager.__init__
