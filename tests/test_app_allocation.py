@@ -167,3 +167,20 @@ def test_a_link_carries_the_allocation(fresh_cache):
     assert at.query_params == scene_to_query(Scene(sparsity=55, allocation="owl", owl_lam=0.2))
     choose_allocation(at, "uniform")  # the address bar follows, OWL's λ no longer in it
     assert at.query_params == scene_to_query(Scene(sparsity=55))
+
+
+def test_owl_on_a_big_model_finds_its_ratios_in_the_background(fresh_cache, monkeypatch):
+    from ui import defaults
+
+    at = start()
+    monkeypatch.setattr(defaults, "SMALL_MODEL", 0)  # stories260K as a big model
+    at.session_state["sidebar_owl_m"] = 6.5  # an M no test used before: no ratios in this process yet
+    at.selectbox(key="sidebar_allocation").set_value("owl")
+    at.slider(key="sidebar_sparsity").set_value(45).run()
+    assert not at.exception, at.exception
+    assert at.session_state["pruning_applied"].allocation == "uniform"  # uniform until the ratios are in
+    assert "follows the uniform allocation" in captions(at)
+    measured(at)
+    applied = at.session_state["pruning_applied"]
+    assert (applied.allocation, applied.owl_m) == ("owl", 6.5) and applied.basis is not None
+    assert np.array_equal(bars(at), state_percent(at)) and len(set(bars(at).tolist())) > 1

@@ -26,7 +26,7 @@ from prune_explorer.pruning.methods import get_method
 from prune_explorer.pruning.policies import MagnitudeSettings
 from prune_explorer.pruning.settings import PruneSettings, find_basis, prune_settings
 from prune_explorer.state import PruningState
-from ui import data, results, session
+from ui import background, data, defaults, results, session
 
 ALLOCATION = "sidebar_allocation"
 OWL_M = "sidebar_owl_m"
@@ -141,9 +141,11 @@ def chosen_settings(
     batch: CalibrationBatch | None,
     sequential: bool | None,
 ) -> PruneSettings:
-    """The sidebar's settings with the allocation chosen and its basis (found once per model, layers,
-    calibration and M, and shared by every session; OWL's first time shows a progress bar). Where no basis
-    can be found the settings carry none, and applying them says why (the previous pruning is kept)."""
+    """The sidebar's settings with the allocation chosen and its basis, found once per model, layers,
+    calibration and M and shared by every session. OWL's ratios need a calibration pass: on a big model it
+    runs in the background (:func:`owl_task`) and the pruning follows the uniform allocation until it is
+    done (the sidebar says so). Where no basis can be found (the budget without curves, a bad setting) the
+    settings carry none, and applying them says why (the previous pruning is kept)."""
     chosen = prune_settings(
         magnitude,
         method,
@@ -156,23 +158,47 @@ def chosen_settings(
     )
     if chosen.allocation == "uniform":
         return chosen
-    found = curves(dense, method, chosen.kinds, batch) if chosen.allocation == "budget" else None
-    bar = None
-
-    def progress(fraction: float) -> None:
-        nonlocal bar
-        text = f"OWL: outlier ratios of every block, once for this model… {fraction:.0%}"
-        bar = bar or st.progress(0.0, text=text)
-        bar.progress(min(1.0, fraction), text=text)
-
     try:
-        basis = find_basis(dense, chosen, batch, found.curves() if found else None, progress)
+        if chosen.allocation == "owl":
+            chosen.check_allocation()
+            basis = _owl(dense, chosen, batch)
+            if basis is None:
+                return replace(chosen, allocation="uniform").normalised()
+        else:
+            found = curves(dense, method, chosen.kinds, batch)
+            basis = find_basis(dense, chosen, batch, found.curves() if found else None)
     except ValueError:
         return chosen  # applying says why
-    finally:
-        if bar is not None:
-            bar.empty()
     return replace(chosen, basis=basis)
+
+
+def _owl(dense: DenseModel, chosen: PruneSettings, batch: CalibrationBatch | None) -> allocation.Basis | None:
+    """OWL's basis: at once when its ratios are known or the model is small, else asked of the background
+    (None until it is there)."""
+    layers = select(dense.layers, chosen.kinds)
+    basis = allocation.cached_owl_basis(dense, layers, batch, chosen.owl_m)
+    if basis is None and defaults.is_small(dense):
+        basis = allocation.owl_basis(dense, layers, batch, chosen.owl_m)
+    if basis is None:
+        basis = background.ask(owl_task(dense, chosen.kinds, batch, chosen.owl_m))
+        if basis is None:
+            st.caption("Until OWL's outlier ratios are in, the pruning follows the uniform allocation.")
+    return basis
+
+
+def owl_task(
+    dense: DenseModel, kinds: tuple[str, ...], batch: CalibrationBatch | None, m: float
+) -> background.Task:
+    """OWL's outlier ratios of every block (a calibration pass of the dense model, then the Wanda scores),
+    in the background; the result is shared through the dense model's cache."""
+    layers = select(dense.layers, kinds)
+    return background.Task(
+        "owl_basis",
+        (id(dense), kinds, None if batch is None else batch.key, m),
+        "OWL: outlier ratios of every block, once for this model",
+        lambda progress: allocation.owl_basis(dense, layers, batch, m, progress),
+        on_session_model=False,
+    )
 
 
 def curves(dense: DenseModel, method: str, kinds: tuple[str, ...], batch: CalibrationBatch | None):

@@ -177,7 +177,7 @@ def outlier_ratios(
         raise ValueError(f"OWL's M must be positive, got {m}")
     layers = list(layers)
     calib = resolve_calibration(dense, calibration)
-    key = ("owl_ratios", calib.key, tuple(layer.name for layer in layers), float(m))
+    key = _ratios_key(calib, layers, m)
 
     def compute() -> dict[str, float]:
         stats = activation_stats(dense, layers, calib, progress)
@@ -189,6 +189,10 @@ def outlier_ratios(
         return out
 
     return dense.cache.get(key, compute)
+
+
+def _ratios_key(calib: CalibrationBatch, layers: Sequence[PrunableLayer], m: float) -> tuple:
+    return ("owl_ratios", calib.key, tuple(layer.name for layer in layers), float(m))
 
 
 def owl(
@@ -292,6 +296,20 @@ def owl_basis(
         blocks=tuple(index[layer.name] for layer in layers),
         ratios=tuple(ratios[block[0].name] for block in blocks),
     )
+
+
+def cached_owl_basis(
+    dense: DenseModel,
+    layers: Sequence[PrunableLayer],
+    calibration: CalibrationBatch | str | None,
+    m: float = OWL_M,
+) -> Basis | None:
+    """:func:`owl_basis` if its outlier ratios are computed already (by any caller), else None: nothing is
+    computed (a caller can then compute them in the background: a calibration pass on a big model)."""
+    layers = list(layers)
+    if m <= 0 or dense.cache.peek(_ratios_key(resolve_calibration(dense, calibration), layers, m)) is None:
+        return None
+    return owl_basis(dense, layers, calibration, m)
 
 
 def budget_basis(
