@@ -25,3 +25,22 @@ def calibration_text(text_set: str = "stories") -> str:
     if text_set not in TEXT_SETS:
         raise ValueError(f"unknown text set {text_set!r}; choose one of {TEXT_SETS}")
     return _read(f"{text_set}_calibration.txt")
+
+
+def training_text(text_set: str = "shakespeare") -> str:
+    """Training text for recovery fine-tuning, disjoint from :func:`eval_text` and :func:`calibration_text`.
+
+    Only the Shakespeare set ships one; the stories model trains on text sampled from itself
+    (``prune_explorer.training.data``), since no TinyStories text ships with the project.
+
+    Raises:
+        ValueError: an unknown text set, or one without a training text.
+    """
+    if text_set not in TEXT_SETS:
+        raise ValueError(f"unknown text set {text_set!r}; choose one of {TEXT_SETS}")
+    if text_set != "shakespeare":
+        raise ValueError(
+            f"the {text_set} text set has no built-in training text; train on text sampled from the dense "
+            "model, or give your own text"
+        )
+    return _read("shakespeare_train.txt")

@@ -1,0 +1,245 @@
+"""The training loop: recovery with fixed masks, or gradual pruning on the cubic schedule, of a student.
+
+``train(dense, start, data, settings)`` copies the start (a session's state or explicit weights + masks) into
+a :class:`~prune_explorer.training.student.Student`, trains it against the dense model (the teacher: read,
+never written) or the training text, and returns a :class:`TrainResult` whose :meth:`~TrainResult.apply`
+writes it into a :class:`~prune_explorer.state.PruningState` the way SparseGPT's weights are written
+(``apply_weights``), so ``state.reset()`` still gives back the exact dense weights.
+
+Every optimizer step keeps pruned weights exactly +0.0: their gradients are zeroed before the step (AdamW's
+moments stay zero there) and the masks are written again after it (decoupled weight decay, and moments left
+from before a gradual mask update, could otherwise move them).
+
+Cancel: ``progress`` (share done, after every step) or ``on_point`` (each curve point) may raise
+:class:`TrainingCancelled`; the job then returns the state after the last whole step, marked cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from prune_explorer.measure.evaluate import perplexity
+from prune_explorer.models.dense import DenseModel, context_length
+from prune_explorer.models.layers import select
+from prune_explorer.progress import Progress
+from prune_explorer.pruning.patterns import parse_pattern
+from prune_explorer.state import PruningState
+from prune_explorer.texts import calibration_text, eval_text
+from prune_explorer.training.budget import check_job_memory, estimate_bytes, job_slot
+from prune_explorer.training.checkpoints import save_checkpoint
+from prune_explorer.training.data import TrainingData
+from prune_explorer.training.losses import distill_kl, hidden_mse, next_token_ce
+from prune_explorer.training.masking import gradual_masks
+from prune_explorer.training.schedule import cubic_sparsity
+from prune_explorer.training.settings import TrainSettings
+from prune_explorer.training.student import Start, Student, dense_start, start_from_state
+
+log = logging.getLogger(__name__)
+
+
+class TrainingCancelled(Exception):
+    """Raised by a progress callback to stop a job; the job returns its last whole step."""
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One point of the live curves: after ``step`` steps (0: the start)."""
+
+    step: int
+    loss: float | None  # mean training loss since the previous point (None at step 0)
+    ppl: float  # held-out perplexity on the evaluation text
+    sparsity: float  # over the trained layers
+    seconds: float  # training time so far (evaluation excluded)
+    lr: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a job produced: (out, in) weights and bool masks of the trained layers, the curves, and info.
+
+    ``info``: steps_done, stopped ("done", "cancelled", "time budget", "loss diverged"), train_seconds,
+    tokens_seen, step_ms (median), dense_ppl, start_ppl, final_ppl, final sparsity, data source, checkpoints.
+    """
+
+    weights: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor]
+    curve: list[CurvePoint] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.info.get("stopped") == "cancelled"
+
+    def apply(self, state: PruningState) -> None:
+        """Make the trained model the session's pruned model (the dense model stays untouched)."""
+        state.apply_weights(self.weights, self.masks)
+
+
+def _eval_ids(dense: DenseModel, settings: TrainSettings) -> torch.Tensor:
+    ids = torch.tensor(dense.tokenizer.encode(eval_text(dense.info.get("text_set", "stories"))))
+    return ids[: settings.eval_tokens] if settings.eval_tokens else ids
+
+
+def _calibration_ids(dense: DenseModel, seq_len: int) -> torch.Tensor:
+    ids = dense.tokenizer.encode(calibration_text(dense.info.get("text_set", "stories")))
+    n = max(1, len(ids) // seq_len)
+    return torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, -1)[:32]
+
+
+def _loss(student: Student, dense: DenseModel, ids: torch.Tensor, settings: TrainSettings) -> torch.Tensor:
+    hidden = settings.recover == "distill" and settings.hidden_weight > 0
+    out = student.model(input_ids=ids, use_cache=False, output_hidden_states=hidden)
+    if settings.recover == "text":
+        return next_token_ce(out.logits, ids)
+    with torch.no_grad():
+        teacher = dense.model(input_ids=ids, use_cache=False, output_hidden_states=hidden)
+    loss = distill_kl(out.logits, teacher.logits, settings.temperature)
+    if hidden:
+        loss = loss + settings.hidden_weight * hidden_mse(out.hidden_states[1:], teacher.hidden_states[1:])
+    return loss
+
+
+def _reset_moments(optimizer: torch.optim.Optimizer, student: Student) -> None:
+    """Zero AdamW's moments of newly pruned weights (zero now; old momentum must not move them)."""
+    for name, param in student.params.items():
+        state = optimizer.state.get(param)
+        for key in ("exp_avg", "exp_avg_sq"):
+            if state and key in state:
+                state[key].masked_fill_(~student.masks[name], 0.0)
+
+
+def train(
+    dense: DenseModel,
+    data: TrainingData,
+    settings: TrainSettings,
+    start: Start | PruningState | None = None,
+    progress: Progress = None,
+    on_point: Callable[[CurvePoint], None] | None = None,
+) -> TrainResult:
+    """Train the selected layers of a private student; the dense model is the teacher and is never written.
+
+    Args:
+        dense: the shared dense model.
+        data: the training stream (``training.data.training_data``).
+        settings: :class:`TrainSettings` (validated first).
+        start: a session's state (its current weights and masks are copied), explicit weights + masks, or
+            None (the dense weights, nothing pruned).
+        progress: called with the share of steps done after every step; may raise :class:`TrainingCancelled`.
+        on_point: called with each :class:`CurvePoint` (at step 0, every ``eval_every`` steps, at the end);
+            may raise :class:`TrainingCancelled`.
+    Returns:
+        :class:`TrainResult` (also when cancelled: the last whole step).
+    Raises:
+        ValueError: a setting out of range (named), a stream too short for ``seq_len``.
+        TrainingRefused: the job does not fit in free memory, or the process's job slots are taken.
+    """
+    settings.validate(dense)
+    if data.tokens < settings.seq_len:
+        raise ValueError(f"data: {data.tokens} training tokens, fewer than one window of {settings.seq_len}")
+    layers = select(dense.layers, settings.kinds)
+    hidden = settings.recover == "distill" and settings.hidden_weight > 0
+    check_job_memory(estimate_bytes(dense, layers, settings.batch_size, settings.seq_len, hidden))
+    with job_slot():
+        if isinstance(start, PruningState):
+            start = start_from_state(start, layers)
+        return _run(dense, data, settings, start or dense_start(dense, layers), layers, progress, on_point)
+
+
+def _run(dense, data, settings, start, layers, progress, on_point) -> TrainResult:
+    student = Student(dense, layers, start)
+    pattern = parse_pattern(settings.pattern)
+    schedule = settings.schedule
+    calib = (
+        _calibration_ids(dense, min(128, context_length(dense.model))) if settings.method == "wanda" else None
+    )
+    optimizer = torch.optim.AdamW(
+        list(student.params.values()), lr=settings.lr, betas=(0.9, 0.95), weight_decay=settings.weight_decay
+    )
+    generator = torch.Generator().manual_seed(settings.seed)
+    eval_ids = _eval_ids(dense, settings)
+    curve: list[CurvePoint] = []
+    info: dict = {"data": data.source, "checkpoints": [], "stopped": "done"}
+    info["dense_ppl"] = perplexity(dense.model, eval_ids).ppl
+    losses: list[float] = []
+    step_times: list[float] = []
+    train_s, step, lr = 0.0, 0, settings.lr
+
+    def point(at: int) -> None:
+        loss = sum(losses) / len(losses) if losses else None
+        losses.clear()
+        p = CurvePoint(at, loss, perplexity(student.model, eval_ids).ppl, student.sparsity(), train_s, lr)
+        curve.append(p)
+        if on_point:
+            on_point(p)
+
+    try:
+        point(0)
+        for step in range(settings.steps):
+            began = time.perf_counter()
+            if schedule is not None and schedule.is_update(step):
+                target = cubic_sparsity(step, schedule)
+                student.set_masks(gradual_masks(student, settings.method, pattern, target, calib))
+                _reset_moments(optimizer, student)
+            lr = settings.lr_at(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = _loss(
+                student, dense, data.batch(settings.batch_size, settings.seq_len, generator), settings
+            )
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                info["stopped"] = "loss diverged"
+                log.warning("training loss is %s at step %d; stopping (lower the learning rate)", loss, step)
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            student.mask_grads()
+            if settings.grad_clip:
+                torch.nn.utils.clip_grad_norm_(student.params.values(), settings.grad_clip)
+            optimizer.step()
+            student.enforce()
+            elapsed = time.perf_counter() - began
+            train_s += elapsed
+            step_times.append(elapsed)
+            losses.append(loss_value)
+            done = step + 1
+            if settings.checkpoint_every and done % settings.checkpoint_every == 0:
+                info["checkpoints"].append(
+                    str(save_checkpoint(settings.checkpoint_dir, done, student.snapshot()))
+                )
+            last = done == settings.steps or (
+                settings.max_seconds is not None and train_s >= settings.max_seconds
+            )
+            if last and done < settings.steps:
+                info["stopped"] = "time budget"
+            if (settings.eval_every and done % settings.eval_every == 0) or last:
+                point(done)
+            if progress:
+                progress(done / settings.steps)
+            if last:
+                break
+    except TrainingCancelled:
+        info["stopped"] = "cancelled"
+    steps_done = len(step_times)
+    if not curve or curve[-1].step != steps_done:
+        point_loss = sum(losses) / len(losses) if losses else None
+        ppl = perplexity(student.model, eval_ids).ppl
+        curve.append(CurvePoint(steps_done, point_loss, ppl, student.sparsity(), train_s, lr))
+    step_times.sort()
+    info |= {
+        "steps_done": steps_done,
+        "train_seconds": train_s,
+        "step_ms": 1000 * step_times[len(step_times) // 2] if step_times else None,
+        "tokens_seen": steps_done * settings.batch_size * settings.seq_len,
+        "start_ppl": curve[0].ppl,
+        "final_ppl": curve[-1].ppl,
+        "sparsity": student.sparsity(),
+    }
+    snap = student.snapshot()
+    return TrainResult(snap.weights, snap.masks, curve, info)

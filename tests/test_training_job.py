@@ -1,0 +1,185 @@
+"""Training jobs: the dense model untouched, pruned weights exactly zero through every AdamW step, gradual
+masks on the schedule, the result applied to a session with an exact reset, cancel, refusals, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from prune_explorer.models.layers import select
+from prune_explorer.pruning.prune import prune_masks
+from prune_explorer.state import PruningState
+from prune_explorer.training.budget import TrainingRefused, check_job_memory, estimate_bytes, job_slot
+from prune_explorer.training.checkpoints import latest_checkpoint, load_checkpoint
+from prune_explorer.training.data import TrainingData, sampled_data
+from prune_explorer.training.job import TrainingCancelled, train
+from prune_explorer.training.schedule import GradualSchedule
+from prune_explorer.training.settings import TrainSettings
+
+SMALL = dict(batch_size=2, seq_len=32, eval_tokens=200)
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().contiguous().view(torch.uint8).clone()
+
+
+def _dense_bits(dense):
+    tensors = dict(dense.model.named_parameters()) | dict(dense.model.named_buffers())
+    return {name: _bits(t) for name, t in tensors.items()}
+
+
+@pytest.fixture
+def data(llama_dense):
+    torch.manual_seed(0)
+    return TrainingData(torch.randint(3, 259, (2000,)), "random bytes")
+
+
+def _pruned_state(dense, sparsity=0.6):
+    state = PruningState(dense)
+    prune_masks(dense, "magnitude", "unstructured", sparsity).apply(state)
+    return state
+
+
+def test_recovery_keeps_pruned_weights_exactly_zero_after_every_step(llama_dense, data, tmp_path, one_thread):
+    state = _pruned_state(llama_dense)
+    before = _dense_bits(llama_dense)
+    masks = {layer.name: state.mask(layer.name).clone() for layer in select(llama_dense.layers)}
+    settings = TrainSettings(
+        steps=6, lr=1e-2, weight_decay=0.5, checkpoint_dir=str(tmp_path), checkpoint_every=1, **SMALL
+    )
+    result = train(llama_dense, data, settings, start=state)
+    files = sorted(tmp_path.glob("*.safetensors"))
+    assert len(files) == 6 and result.info["steps_done"] == 6
+    for path in files:
+        start, _ = load_checkpoint(path)
+        for name, keep in masks.items():
+            assert torch.equal(start.masks[name], keep)  # masks held fixed
+            zeros = start.weights[name][~keep]
+            assert torch.equal(_bits(zeros), _bits(torch.zeros_like(zeros)))  # +0.0, bit for bit
+            assert not torch.equal(start.weights[name][keep], state.weight(name)[keep])  # the rest trained
+    assert all(torch.equal(before[k], v) for k, v in _dense_bits(llama_dense).items())  # dense untouched
+    last, step = load_checkpoint(latest_checkpoint(tmp_path))
+    assert step == 6 and all(torch.equal(last.weights[n], w) for n, w in result.weights.items())
+
+
+def test_result_applies_to_the_session_and_reset_is_exact(llama_dense, data, one_thread):
+    state = _pruned_state(llama_dense)
+    before = _dense_bits(llama_dense)
+    result = train(llama_dense, data, TrainSettings(steps=3, lr=1e-2, recover="text", **SMALL), start=state)
+    result.apply(state)
+    for name, weight in result.weights.items():
+        assert torch.equal(state.weight(name), torch.where(result.masks[name], weight, 0.0))
+        assert torch.equal(state.mask(name), result.masks[name])
+    assert state.overall_sparsity(select(llama_dense.layers)) == pytest.approx(result.info["sparsity"])
+    state.reset()
+    for layer in llama_dense.layers:
+        assert torch.equal(_bits(state.weight(layer.name)), _bits(layer.weight(llama_dense.model)))
+    assert all(torch.equal(before[k], v) for k, v in _dense_bits(llama_dense).items())
+
+
+def test_recovery_by_distillation_lowers_held_out_perplexity(stories, one_thread):
+    data = sampled_data(stories, tokens=16 * 128, seq_len=128, seed=1)
+    state = _pruned_state(stories, 0.5)
+    settings = TrainSettings(steps=40, lr=1e-2, batch_size=8, seq_len=64, eval_every=20)
+    result = train(stories, data, settings, start=state)
+    ppl = [p.ppl for p in result.curve]
+    assert [p.step for p in result.curve] == [0, 20, 40]
+    assert ppl[-1] < 0.7 * ppl[0] and result.info["dense_ppl"] < ppl[-1]
+    assert all(p.sparsity == pytest.approx(0.5, abs=1e-3) for p in result.curve)
+
+
+@pytest.mark.parametrize("method, pattern", [("magnitude", "unstructured"), ("wanda", "unstructured")])
+def test_gradual_pruning_follows_the_schedule(llama_dense, data, tmp_path, one_thread, method, pattern):
+    schedule = GradualSchedule(final_sparsity=0.6, start_step=1, updates=3, every=2)
+    settings = TrainSettings(
+        steps=9, lr=1e-2, weight_decay=0.1, schedule=schedule, method=method, pattern=pattern,
+        checkpoint_dir=str(tmp_path), checkpoint_every=1, **SMALL,
+    )  # fmt: skip
+    result = train(llama_dense, data, settings)
+    curve = schedule.curve(9)
+    previous = None
+    for path in sorted(tmp_path.glob("*.safetensors")):
+        start, step = load_checkpoint(path)
+        masks = start.masks
+        pruned = sum(int((~m).sum()) for m in masks.values())
+        total = sum(m.numel() for m in masks.values())
+        # Wanda counts round(s · in) per row: rows of 32 and 37 inputs round by up to 1/64
+        assert pruned / total == pytest.approx(curve[step - 1], abs=0.01 if method == "magnitude" else 0.02)
+        for name, keep in masks.items():
+            assert bool((start.weights[name][~keep] == 0).all())
+            if previous is not None:
+                assert not bool((keep & ~previous[name]).any())  # once pruned, stays pruned
+        previous = masks
+    assert result.info["sparsity"] == pytest.approx(0.6, abs=0.02)
+
+
+def test_gradual_two_four(llama_dense, data, one_thread):
+    schedule = GradualSchedule(final_sparsity=0.5, updates=2, every=2)
+    settings = TrainSettings(steps=6, schedule=schedule, pattern="2:4", **SMALL)
+    result = train(llama_dense, data, settings)
+    for keep in result.masks.values():
+        full = keep.shape[1] - keep.shape[1] % 4
+        groups = keep[:, :full].reshape(keep.shape[0], -1, 4)
+        assert bool((groups.sum(-1) == 2).all())
+
+
+def test_cancel_returns_the_last_whole_step(llama_dense, data, tmp_path, one_thread):
+    seen = []
+
+    def progress(share):
+        seen.append(share)
+        if len(seen) == 3:
+            raise TrainingCancelled
+
+    settings = TrainSettings(steps=10, checkpoint_dir=str(tmp_path), checkpoint_every=1, **SMALL)
+    result = train(llama_dense, data, settings, start=_pruned_state(llama_dense), progress=progress)
+    assert result.cancelled and result.info["steps_done"] == 3 and result.curve[-1].step == 3
+    last, step = load_checkpoint(latest_checkpoint(tmp_path))
+    assert step == 3 and all(torch.equal(last.weights[n], w) for n, w in result.weights.items())
+
+
+def test_time_budget_stops_the_run(llama_dense, data, one_thread):
+    result = train(llama_dense, data, TrainSettings(steps=50, max_seconds=1e-9, **SMALL))
+    assert result.info["stopped"] == "time budget" and result.info["steps_done"] == 1
+
+
+def test_a_second_job_is_refused_while_one_runs(llama_dense, data):
+    with job_slot():
+        with pytest.raises(TrainingRefused, match="already running"):
+            train(llama_dense, data, TrainSettings(steps=1, **SMALL))
+    train(llama_dense, data, TrainSettings(steps=1, **SMALL))  # the slot is free again
+
+
+def test_memory_estimate_and_refusal(llama_dense):
+    layers = select(llama_dense.layers)
+    small = estimate_bytes(llama_dense, layers, 1, 32)
+    assert small > 17 * sum(layer.numel for layer in layers)
+    assert estimate_bytes(llama_dense, layers, 64, 32) > 30 * small
+    check_job_memory(small, available=small + 1)
+    with pytest.raises(TrainingRefused, match="GiB"):
+        check_job_memory(small, available=small // 2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(steps=0), "steps"),
+        (dict(steps=2_000_000), "steps"),
+        (dict(lr=0.0), "lr"),
+        (dict(recover="magic"), "recover"),
+        (dict(seq_len=1000), "seq_len"),
+        (dict(temperature=0), "temperature"),
+        (dict(kinds=("lm_head",), steps=1), None),
+        (dict(checkpoint_every=2), "checkpoint_dir"),
+        (dict(steps=5, schedule=GradualSchedule(0.5, updates=5, every=1)), "schedule"),
+        (dict(steps=50, schedule=GradualSchedule(0.5), method="sparsegpt"), "method"),
+        (dict(steps=50, schedule=GradualSchedule(0.5), pattern="heads"), "pattern"),
+        (dict(steps=50, schedule=GradualSchedule(0.7), pattern="2:4"), "schedule"),
+    ],
+)
+def test_bad_settings_name_the_field(llama_dense, data, kwargs, field):
+    if field is None:  # a legal choice: the LM head alone trains
+        assert train(llama_dense, data, TrainSettings(**(SMALL | kwargs))).info["steps_done"] == 1
+        return
+    with pytest.raises(ValueError, match=field):
+        train(llama_dense, data, TrainSettings(**(SMALL | kwargs)))
