@@ -151,7 +151,7 @@ def offer(name: str, label: str, mime: str) -> None:
     data, file_name = found
     st.download_button(
         f"Download {label} ({formats.megabytes(len(data))})",
-        data,
+        lambda: data,
         file_name=file_name,
         mime=mime,
         key=f"export_download_{name}",

@@ -15,11 +15,11 @@ import streamlit as st
 
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import DEFAULT_KINDS, EXTRA_KINDS, select
-from prune_explorer.plans.apply import apply_recipe, recipe_calibration
+from prune_explorer.plans.apply import apply_recipe, check_recipe, recipe_calibration, recipe_counts
 from prune_explorer.plans.recipe import Recipe, RecipeError, parse_recipe, recipe_from_state, recipe_yaml
 from prune_explorer.pruning.methods import get_method
 from prune_explorer.pruning.patterns import parse_pattern
-from prune_explorer.pruning.policies import MagnitudeSettings
+from prune_explorer.pruning.policies import POLICIES, MagnitudeSettings, magnitude_counts
 from prune_explorer.pruning.settings import PruneSettings, prune_settings
 from ui import defaults, describe, results, session
 
@@ -48,7 +48,7 @@ def download(recipe: Recipe | None, why: str | None, dense: DenseModel) -> None:
         return
     st.download_button(
         "Download recipe (YAML)",
-        recipe_yaml(recipe),
+        lambda: recipe_yaml(recipe),  # deferred: written when clicked, not on every rerun
         file_name=f"{dense.name}-{recipe.method}-recipe.yaml",
         mime="application/x-yaml",
         key="export_recipe_download",
@@ -84,6 +84,7 @@ def load(text: str, name: str = "the recipe") -> tuple[str, str]:
     dense = session.dense()
     try:
         recipe = parse_recipe(text)
+        check_recipe(recipe, dense)  # before anything reads its layers
         shown, exact = sidebar_settings(recipe, dense)
         with session.exclusive():
             info = apply_recipe(session.state(), recipe)
@@ -126,7 +127,12 @@ def sidebar_settings(recipe: Recipe, dense: DenseModel) -> tuple[PruneSettings, 
     )
     selected = {layer.name for layer in select(dense.layers, kinds)}
     exact = set(kinds) == set(recipe.layer_kinds) and recipe.seed == 0
-    if policy == "uniform" and fixed is None:
+    magnitude = MagnitudeSettings(sparsity=sparsity, policy=policy, threshold=threshold, kinds=kinds)
+    if (
+        recipe.slider_path
+    ):  # the counts the widgets make, against the recipe's (both from layer sizes/rankings)
+        exact &= name in POLICIES and magnitude_counts(dense, magnitude) == recipe_counts(recipe, dense)
+    elif fixed is None:
         exact &= name == "uniform" and set(recipe.allocation.layers) == selected
         exact &= set(recipe.allocation.layers.values()) <= {sparsity}
     batch = None
@@ -137,7 +143,6 @@ def sidebar_settings(recipe: Recipe, dense: DenseModel) -> tuple[PruneSettings, 
     sequential = None
     if method.offers_sequential and not pattern.structured:
         sequential = method.sequential_default if recipe.sequential is None else recipe.sequential
-    magnitude = MagnitudeSettings(sparsity=sparsity, policy=policy, threshold=threshold, kinds=kinds)
     return prune_settings(magnitude, recipe.method, recipe.pattern, batch, sequential), exact
 
 
