@@ -33,6 +33,7 @@ def logits(model, ids: torch.Tensor) -> torch.Tensor:
 def test_the_transformers_folder_loads_and_gives_the_same_logits(which, stories, tmp_path, one_thread):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from prune_explorer.measure.evaluate import calibration_words
     from prune_explorer.models.loading import load_pretrained
     from prune_explorer.models.tokenizers import Llama2cTokenizer
     from tests.support.models import saved_model
@@ -49,7 +50,12 @@ def test_the_transformers_folder_loads_and_gives_the_same_logits(which, stories,
     ids = torch.tensor([dense.tokenizer.encode("Once upon a time there was a cat")])
     torch.testing.assert_close(logits(loaded, ids), logits(state.model, ids), rtol=0, atol=1e-5)
     card = (out / "README.md").read_text()
-    assert "Wanda" in card and evaluation.protocol in card and f"{evaluation.pruned_ppl:.4f}" in card
+    calib = plan.calibration
+    protocol = evaluation.protocol(calibration_words(calib.source, calib.n_sequences, calib.seq_len))
+    assert "Wanda" in card and protocol in card and f"{evaluation.pruned_ppl:.4f}" in card
+    assert (
+        f"{evaluation.tokens:,} predicted tokens" in protocol and f"{calib.n_sequences} sequences" in protocol
+    )
     assert "| `model.layers.0.mlp.down_proj` | mlp_down | " in card
     assert parse_recipe((out / export.RECIPE_FILE).read_text()) == plan
     if which == "folder":

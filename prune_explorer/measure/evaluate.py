@@ -210,3 +210,29 @@ def token_diff(dense_ids: Sequence[int], pruned_ids: Sequence[int]) -> list[bool
     for block in matcher.get_matching_blocks():
         same[block.b : block.b + block.size] = [True] * block.size
     return same
+
+
+def calibration_words(source: str, n_sequences: int, seq_len: int) -> str:
+    """A calibration protocol in words: "built-in stories text, 6 sequences × 128 tokens"."""
+    return f"{source}, {n_sequences} sequences × {seq_len} tokens"
+
+
+def protocol_text(
+    text: str, tokens: int, window: int, stride: int | None = None, calibration: str | None = None
+) -> str:
+    """The words of a protocol card, the same in the app and in an exported model card.
+
+    Args:
+        text: what was scored ("built-in stories evaluation text", "the prompt").
+        tokens: predicted tokens (the first token of each window is context, not predicted).
+        window: tokens per window; stride: tokens between window starts (default: ``window``,
+            non-overlapping windows, as :func:`perplexity` scores and the Wanda and SparseGPT papers do).
+        calibration: the pruning's calibration (:func:`calibration_words`); None: the method read none.
+    """
+    stride = window if stride is None else stride
+    overlap = "non-overlapping" if stride >= window else "overlapping"
+    return (
+        f"Protocol: {tokens:,} predicted tokens of the {text}; window {window} tokens, stride {stride} "
+        f"({overlap}, each window scored on its own, teacher-forced, float32 on CPU); calibration: "
+        f"{calibration or 'none (the method reads no activations)'}"
+    )

@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from prune_explorer.measure.evaluate import perplexity
+from prune_explorer.measure.evaluate import calibration_words, perplexity, protocol_text
 from prune_explorer.models.dense import context_length
 from prune_explorer.models.digest import weights_digest
 from prune_explorer.models.tokenizers import HFTokenizer, Llama2cTokenizer
@@ -38,13 +38,9 @@ class Evaluation:
     window: int
     text: str
 
-    @property
-    def protocol(self) -> str:
-        return (
-            f"{self.tokens:,} predicted tokens of the {self.text}, non-overlapping windows of at most "
-            f"{self.window} tokens each scored on its own (the first token of a window is context), "
-            "teacher-forced, float32 on CPU"
-        )
+    def protocol(self, calibration: str | None = None) -> str:
+        """The protocol card's words (``measure.evaluate.protocol_text``, as the app shows them)."""
+        return protocol_text(self.text, self.tokens, self.window, calibration=calibration)
 
 
 def evaluate(state: PruningState, text: str | None = None, text_name: str | None = None) -> Evaluation:
@@ -133,13 +129,17 @@ def model_card(
         "## Perplexity",
         "",
     ]
+    calib = recipe.calibration if recipe is not None else None
     if evaluation is None:
         lines.append("Not measured for this export.")
     else:
         lines += [
             f"Dense {evaluation.dense_ppl:.4f}, pruned {evaluation.pruned_ppl:.4f}.",
             "",
-            f"Protocol: {evaluation.protocol}.",
+            evaluation.protocol(
+                calibration_words(calib.source, calib.n_sequences, calib.seq_len) if calib else None
+            )
+            + ".",
         ]
     lines += [
         "",
