@@ -4,6 +4,7 @@ python -m prune_explorer prune --model stories260K --sparsity 0.5 [--save-recipe
 python -m prune_explorer apply recipe.yaml --out DIR      (a transformers folder with a model card)
 python -m prune_explorer export recipe.yaml --masks masks.safetensors --llmcompressor llmc.yaml --sizes
 python -m prune_explorer layers --model path/to/folder
+python -m prune_explorer train --sparsity 0.7 --schedule oneshot --recover distill --steps 300 --out DIR
 """
 
 from __future__ import annotations
@@ -25,10 +26,17 @@ from prune_explorer.plans.masks import export_masks
 from prune_explorer.plans.recipe import load_recipe, recipe_from_state, save_recipe
 from prune_explorer.plans.sizes import disk_sizes
 from prune_explorer.pruning.methods import METHODS
+from prune_explorer.pruning.patterns import parse_pattern
 from prune_explorer.pruning.policies import POLICIES, MagnitudeSettings
 from prune_explorer.pruning.settings import apply_settings, prune_settings
 from prune_explorer.state import PruningState
 from prune_explorer.texts import eval_text
+from prune_explorer.training.budget import TrainingRefused
+from prune_explorer.training.checkpoints import save_checkpoint
+from prune_explorer.training.data import SOURCES, training_data
+from prune_explorer.training.job import train
+from prune_explorer.training.schedule import fit_schedule
+from prune_explorer.training.settings import RECOVER, TrainSettings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,7 +84,46 @@ def _parser() -> argparse.ArgumentParser:
     )
     layers = sub.add_parser("layers", help="list a model's prunable layers")
     layers.add_argument("--model", default="stories260K")
+    _train_parser(sub)
     return parser
+
+
+def _train_parser(sub) -> None:
+    train_cmd = sub.add_parser(
+        "train", help="prune one-shot then recover, or prune gradually while training; JSON line last"
+    )
+    train_cmd.add_argument("--model", default="stories260K", help="built-in name, local folder or hub id")
+    train_cmd.add_argument("--method", choices=list(METHODS), default="magnitude")
+    train_cmd.add_argument("--pattern", default="unstructured", help="unstructured or N:M (e.g. 2:4)")
+    train_cmd.add_argument("--sparsity", type=float, default=0.5, help="final share of weights pruned, 0..1")
+    train_cmd.add_argument(
+        "--schedule",
+        choices=("oneshot", "gradual"),
+        default="oneshot",
+        help="oneshot: prune with --method, then train with the masks fixed; gradual: Zhu & Gupta's cubic "
+        "schedule from dense to --sparsity over the first 70%% of the steps (magnitude or wanda)",
+    )
+    train_cmd.add_argument("--recover", choices=RECOVER, default="distill")
+    train_cmd.add_argument("--steps", type=int, default=200)
+    train_cmd.add_argument("--lr", type=float, default=1e-2)
+    train_cmd.add_argument("--weight-decay", type=float, default=0.0)
+    train_cmd.add_argument("--batch-size", type=int, default=16)
+    train_cmd.add_argument("--seq-len", type=int, default=128)
+    train_cmd.add_argument("--hidden-weight", type=float, default=0.0, help="hidden-state MSE weight")
+    train_cmd.add_argument("--temperature", type=float, default=1.0)
+    train_cmd.add_argument(
+        "--data",
+        choices=("auto",) + SOURCES,
+        default="auto",
+        help="training text: builtin, text (--text FILE), sampled from the dense model; auto: the built-in "
+        "text where the model has one, else sampled",
+    )
+    train_cmd.add_argument("--text", help="training text file (with --data text)")
+    train_cmd.add_argument("--seconds", type=float, help="stop after this much training time")
+    train_cmd.add_argument("--eval-every", type=int, default=0, help="steps between perplexity points")
+    train_cmd.add_argument("--checkpoints", metavar="DIR", help="write a checkpoint every --eval-every steps")
+    train_cmd.add_argument("--seed", type=int, default=0)
+    train_cmd.add_argument("--out", help="new folder: the trained model (transformers folder where possible)")
 
 
 def _read(path: str) -> str:
@@ -183,12 +230,98 @@ def _layers(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Bar:
+    """A progress bar on stderr: share done, steps and time left."""
+
+    def __init__(self, steps: int):
+        self.steps, self.start = steps, time.perf_counter()
+
+    def __call__(self, share: float) -> None:
+        elapsed = time.perf_counter() - self.start
+        left = elapsed * (1 - share) / share if share else 0.0
+        bar = "#" * int(30 * share)
+        step = round(share * self.steps)
+        print(
+            f"\r[{bar:<30}] {share:4.0%} step {step}/{self.steps}, {left:.0f} s left", end="", file=sys.stderr
+        )
+        if share >= 1:
+            print(file=sys.stderr)
+
+
+def _train(args: argparse.Namespace) -> int:
+    dense = load_model(args.model)
+    if not 0.0 <= args.sparsity < 1.0:
+        raise ValueError(f"--sparsity must be in [0, 1), got {args.sparsity}")
+    schedule = None
+    if args.schedule == "gradual":
+        fixed = parse_pattern(args.pattern).fixed_sparsity
+        schedule = fit_schedule(args.sparsity if fixed is None else fixed, args.steps)
+    settings = TrainSettings(
+        steps=args.steps,
+        recover=args.recover,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup=min(10, args.steps - 1),
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        temperature=args.temperature,
+        hidden_weight=args.hidden_weight,
+        schedule=schedule,
+        method=args.method,
+        pattern=args.pattern,
+        eval_every=args.eval_every,
+        max_seconds=args.seconds,
+        checkpoint_dir=args.checkpoints,
+        checkpoint_every=args.eval_every if args.checkpoints else 0,
+        seed=args.seed,
+    )
+    settings.validate(dense)  # before any pruning or sampling
+    state = PruningState(dense)
+    result: dict = {"model": dense.name, "method": args.method, "pattern": args.pattern}
+    if args.schedule == "oneshot":
+        chosen = prune_settings(MagnitudeSettings(sparsity=args.sparsity), args.method, args.pattern)
+        apply_settings(state, chosen)
+        result["oneshot_ppl"] = round(perplexity(state.model, dense.tokenizer.encode(_eval(dense))).ppl, 4)
+    text = _read(args.text) if args.text else None
+    data = training_data(dense, args.data, text, seq_len=args.seq_len, seed=args.seed)
+    trained = train(dense, data, settings, start=state, progress=_Bar(args.steps))
+    trained.apply(state)
+    info = trained.info
+    result |= {
+        "schedule": args.schedule,
+        "recover": args.recover,
+        "sparsity": round(state.overall_sparsity(select(dense.layers)), 6),
+        "steps": info["steps_done"],
+        "stopped": info["stopped"],
+        "dense_ppl": round(info["dense_ppl"], 4),
+        "start_ppl": round(info["start_ppl"], 4),
+        "final_ppl": round(info["final_ppl"], 4),
+        "train_s": round(info["train_seconds"], 2),
+        "step_ms": round(info["step_ms"], 2),
+        "tokens_seen": info["tokens_seen"],
+        "data": info["data"],
+        "curve": [[p.step, round(p.ppl, 4), round(p.sparsity, 4)] for p in trained.curve],
+    }
+    if args.out:
+        if hasattr(state.model, "save_pretrained"):
+            export_hf(state, args.out)
+        else:  # not a transformers model: the trained layers' weights and masks
+            save_checkpoint(args.out, info["steps_done"], trained)
+        result["out"] = str(args.out)
+    print(json.dumps(result))
+    return 0
+
+
+def _eval(dense) -> str:
+    return eval_text(dense.info.get("text_set", "stories"))
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
     try:
-        commands = {"prune": _prune, "apply": _apply, "export": _export, "layers": _layers}
+        commands = {"prune": _prune, "apply": _apply, "export": _export, "layers": _layers, "train": _train}
         return commands[args.command](args)
-    except (ModelLoadError, ValueError, OSError) as exc:
+    except (ModelLoadError, ValueError, OSError, TrainingRefused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

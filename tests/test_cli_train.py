@@ -1,0 +1,66 @@
+"""python -m prune_explorer train: one-shot + recovery and gradual end in a JSON line; bad input exits 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from prune_explorer.cli import main
+from prune_explorer.measure.evaluate import perplexity
+from prune_explorer.texts import eval_text
+
+FAST = ["--steps", "4", "--batch-size", "4", "--seq-len", "64", "--eval-every", "2"]
+
+
+def _run(capsys, *args: str) -> dict:
+    assert main(["train", *args]) == 0
+    captured = capsys.readouterr()
+    assert "step 4/4" in captured.err  # the progress bar
+    return json.loads(captured.out.strip().splitlines()[-1])
+
+
+def test_oneshot_recovery_writes_a_transformers_folder(capsys, tmp_path, one_thread):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "trained"
+    result = _run(capsys, "--sparsity", "0.7", "--recover", "distill", "--out", str(out), *FAST)
+    assert result["schedule"] == "oneshot" and result["steps"] == 4 and result["stopped"] == "done"
+    assert result["sparsity"] == pytest.approx(0.7, abs=1e-3)
+    assert result["start_ppl"] == result["oneshot_ppl"] > result["final_ppl"] > result["dense_ppl"]
+    assert [point[0] for point in result["curve"]] == [0, 2, 4]
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    weight = model.model.layers[0].mlp.down_proj.weight
+    assert float((weight == 0).float().mean()) == pytest.approx(0.7, abs=2e-3)
+    from prune_explorer.models.tokenizers import Llama2cTokenizer
+
+    tokenizer = Llama2cTokenizer.from_file(out / "tokenizer.bin")
+    ppl = perplexity(model, torch.tensor(tokenizer.encode(eval_text("stories")))).ppl
+    assert ppl == pytest.approx(result["final_ppl"], rel=1e-4)
+
+
+def test_gradual_text_recovery(capsys, tmp_path, one_thread):
+    text = tmp_path / "train.txt"
+    text.write_text("A boy named Sam had a dog. The dog liked to run and jump in the sun. " * 40)
+    result = _run(
+        capsys, "--schedule", "gradual", "--sparsity", "0.5", "--recover", "text", "--data", "text",
+        "--text", str(text), *FAST,
+    )  # fmt: skip
+    assert result["schedule"] == "gradual" and result["start_ppl"] == pytest.approx(result["dense_ppl"])
+    assert result["sparsity"] == pytest.approx(0.5, abs=1e-3) and result["data"] == "uploaded text"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--sparsity", "1.5"], "--sparsity"),
+        (["--steps", "0"], "steps"),
+        (["--schedule", "gradual", "--method", "sparsegpt"], "cannot prune gradually"),
+        (["--data", "text"], "needs a text"),
+        (["--lr", "-1"], "lr"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(capsys, args, message):
+    assert main(["train", *args]) == 2
+    assert message in capsys.readouterr().err
