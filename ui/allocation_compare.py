@@ -149,6 +149,6 @@ def chart(
         )
     add_dense_line(fig, dense_ppl)
     fig.update_xaxes(title_text="average sparsity of the selected layers (%)")
-    fig.update_yaxes(title_text="perplexity (held-out text)", type="log")
+    fig.update_yaxes(title_text="perplexity (log)", type="log", dtick=1, exponentformat="power")
     fig.update_layout(legend=LEGEND_BELOW)
     return layout(fig, 380)
