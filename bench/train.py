@@ -1,0 +1,183 @@
+"""Pruning during training: one-shot vs one-shot + recovery vs gradual, at the same sparsity and time budget.
+
+    python bench/train.py --model stories260K --seconds 60
+    python bench/train.py --model smollm2-135m --seconds 600 --cases wanda_distill,2:4_distill,gradual
+    python bench/train.py --model smollm2-135m --steps 20 --cases wanda_distill   (a smoke run)
+
+Perplexity as the README's protocol: ``measure.evaluate.perplexity`` on ``texts.eval_text`` of the model's
+text set (held out: training text never shares a run of 32 tokens with it). stories260K trains on text
+sampled from itself (no TinyStories text ships), SmolLM2 on the built-in Shakespeare training text. Each
+case's training gets at most ``--seconds`` of training time (evaluation excluded); the number of steps
+is fitted to it from a measured step, so the learning-rate and cubic sparsity schedules end inside it.
+Also the training step with masks (gradients zeroed where pruned, masks rewritten after AdamW) against the
+same step without, median of repeated steps. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import torch
+from _common import emit, machine
+
+from prune_explorer.measure.evaluate import perplexity
+from prune_explorer.models.layers import select
+from prune_explorer.models.loading import load_model
+from prune_explorer.pruning.prune import prune_masks
+from prune_explorer.state import PruningState
+from prune_explorer.texts import eval_text
+from prune_explorer.training.data import training_data
+from prune_explorer.training.job import train
+from prune_explorer.training.losses import distill_kl
+from prune_explorer.training.schedule import fit_schedule
+from prune_explorer.training.settings import TrainSettings
+from prune_explorer.training.student import Student, start_from_state
+
+# name: (one-shot method or None for gradual, pattern)
+CASES = {
+    "magnitude_oneshot": ("magnitude", "unstructured"),
+    "magnitude_distill": ("magnitude", "unstructured"),
+    "wanda_distill": ("wanda", "unstructured"),
+    "sparsegpt_distill": ("sparsegpt", "unstructured"),
+    "2:4_distill": ("sparsegpt", "2:4"),
+    "gradual": (None, "unstructured"),
+}
+DEFAULT_CASES = {
+    "stories260K": "magnitude_oneshot,magnitude_distill,gradual",
+    "smollm2-135m": "wanda_distill,2:4_distill,gradual",
+}
+
+
+def step_times(dense, state, data, batch, seq_len, masked: bool, repeats: int = 12) -> float:
+    """Median ms of one distillation step (AdamW), with or without holding the masks."""
+    layers = select(dense.layers)
+    student = Student(dense, layers, start_from_state(state, layers))
+    opt = torch.optim.AdamW(list(student.params.values()), lr=1e-4, weight_decay=0.1)
+    gen = torch.Generator().manual_seed(0)
+    times = []
+    for i in range(repeats + 3):
+        ids = data.batch(batch, seq_len, gen)
+        began = time.perf_counter()
+        with torch.no_grad():
+            teacher = dense.model(input_ids=ids, use_cache=False).logits
+        loss = distill_kl(student.model(input_ids=ids, use_cache=False).logits, teacher)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if masked:
+            student.mask_grads()
+        opt.step()
+        if masked:
+            student.enforce()
+        if i >= 3:
+            times.append(time.perf_counter() - began)
+    times.sort()
+    return 1000 * times[len(times) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="stories260K")
+    parser.add_argument("--sparsity", type=float, default=None, help="default: 0.7 stories260K, 0.5 others")
+    parser.add_argument("--seconds", type=float, default=60.0, help="training time per case")
+    parser.add_argument("--steps", type=int, default=None, help="fixed steps instead of fitting --seconds")
+    parser.add_argument("--cases", default=None, help=f"comma-separated, of {list(CASES)}")
+    parser.add_argument("--lr", type=float, default=None, help="default: 2e-2 stories260K, 1e-4 others")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=12, help="steps timed with and without masks")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    small = args.model == "stories260K"
+    sparsity = args.sparsity if args.sparsity is not None else (0.7 if small else 0.5)
+    lr = args.lr or (2e-2 if small else 1e-4)
+    batch = args.batch_size or (16 if small else 4)
+    cases = (args.cases or DEFAULT_CASES.get(args.model, "magnitude_distill,gradual")).split(",")
+
+    dense = load_model(args.model)
+    ids = torch.tensor(dense.tokenizer.encode(eval_text(dense.info.get("text_set", "stories"))))
+    dense_ppl = perplexity(dense.model, ids).ppl
+    began = time.perf_counter()
+    data = training_data(dense, "auto", seq_len=args.seq_len, tokens=512 * 256 if small else 64 * 256)
+    data_s = time.perf_counter() - began
+    print(
+        f"{args.model}: dense ppl {dense_ppl:.3f} on {ids.numel()} tokens; "
+        f"data {data.source} ({data_s:.1f} s)"
+    )
+
+    state = PruningState(dense)
+    prune_masks(dense, "magnitude", "unstructured", sparsity).apply(state)
+    ms_masked = step_times(dense, state, data, batch, args.seq_len, True, args.repeats)
+    ms_plain = step_times(dense, state, data, batch, args.seq_len, False, args.repeats)
+    print(f"step {batch}x{args.seq_len}: {ms_masked:.1f} ms with masks, {ms_plain:.1f} ms without")
+    steps = args.steps or max(10, int(args.seconds * 1000 / ms_masked))
+
+    results: dict = {}
+    for case in cases:
+        method, pattern = CASES[case]
+        state = PruningState(dense)
+        began = time.perf_counter()
+        if method is not None:
+            prune_masks(dense, method, pattern, sparsity).apply(state)
+        prune_s = time.perf_counter() - began
+        oneshot_ppl = perplexity(state.model, ids).ppl
+        row = {"oneshot_ppl": round(oneshot_ppl, 3), "prune_s": round(prune_s, 2)}
+        if case != "magnitude_oneshot":
+            final = 0.5 if pattern == "2:4" else sparsity
+            settings = TrainSettings(
+                steps=steps,
+                lr=lr,
+                warmup=min(10, steps // 10),
+                batch_size=batch,
+                seq_len=args.seq_len,
+                schedule=fit_schedule(final, steps) if method is None else None,
+                eval_every=max(1, steps // 5),
+                max_seconds=args.seconds,
+            )
+            result = train(dense, data, settings, start=state if method else None)
+            info = result.info
+            row |= {
+                "ppl": round(info["final_ppl"], 3),
+                "over_dense": round(info["final_ppl"] / dense_ppl, 3),
+                "steps": info["steps_done"],
+                "train_s": round(info["train_seconds"], 1),
+                "step_ms": round(info["step_ms"], 1),
+                "sparsity": round(info["sparsity"], 4),
+                "curve": [[p.step, round(p.ppl, 3)] for p in result.curve],
+            }
+        else:
+            row |= {"ppl": round(oneshot_ppl, 3), "over_dense": round(oneshot_ppl / dense_ppl, 3)}
+        results[case] = row
+        print(f"{case:<18} one-shot {oneshot_ppl:9.3f} -> {row['ppl']:9.3f} ({row['over_dense']:.3f}x dense)")
+        print(f"    {row}", flush=True)
+    goal = 1.25 if small else 1.15
+    goals = {
+        case: {"goal_over_dense": goal, "value": row["over_dense"], "met": row["over_dense"] <= goal}
+        for case, row in results.items()
+        if case != "magnitude_oneshot"
+    }
+    emit(
+        {
+            "bench": "train",
+            "model": args.model,
+            "sparsity": sparsity,
+            "dense_ppl": round(dense_ppl, 3),
+            "eval_tokens": int(ids.numel()),
+            "data": data.source,
+            "lr": lr,
+            "batch": [batch, args.seq_len],
+            "seconds_per_case": args.seconds,
+            "steps_asked": steps,
+            "cases": results,
+            "goals": goals,
+            "step_ms": {"masked": round(ms_masked, 2), "plain": round(ms_plain, 2)},
+            "mask_overhead": round(ms_masked / ms_plain, 3),
+            "mask_overhead_met": ms_masked / ms_plain <= 1.1,
+            "machine": machine(),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
