@@ -137,3 +137,17 @@ def test_allocation_only_where_it_applies(llama_dense, calib):
     assert prune_settings(MagnitudeSettings(), "magnitude", "unstructured", owl_lam=0.3) == prune_settings(
         MagnitudeSettings(), "magnitude", "unstructured"
     )
+
+
+def test_a_recipe_of_an_owl_slider_names_owl_and_its_exact_shares(llama_dense, calib):
+    from prune_explorer.plans.recipe import recipe_from_state
+
+    chosen = owl_settings(llama_dense, calib, 0.6)
+    state = PruningState(llama_dense)
+    apply_settings(state, chosen)
+    recipe = recipe_from_state(state, chosen)
+    assert recipe.allocation.name == "owl"  # the slider path's uniform policy, shared by OWL
+    for layer in select(llama_dense.layers):
+        assert recipe.allocation.layers[layer.name] * layer.numel == pytest.approx(
+            state.pruned_count(layer.name)
+        )

@@ -282,7 +282,8 @@ def recipe_from_state(
             for layer in dense.layers
             if layer.name in chosen or state.is_pruned(layer.name)
         }
-        name = settings.policy
+        allocated = getattr(settings, "allocation", "uniform")  # OWL, budget: on the uniform slider
+        name = allocated if settings.policy == "uniform" and allocated != "uniform" else settings.policy
         threshold = settings.threshold if settings.policy == "threshold" else None
     else:
         fixed = parse_pattern(pattern).fixed_sparsity
