@@ -29,7 +29,7 @@ from streamlit.delta_generator import DeltaGenerator
 from prune_explorer import threads
 from prune_explorer.measure.evaluate import Agreement, agreement, token_diff
 from prune_explorer.state import PruningState
-from ui import charts, data, downloads, formats, lookahead, outputs, pin
+from ui import charts, data, downloads, formats, lookahead, outputs, pin, protocol, session
 
 STREAM_SECONDS = 0.1
 
@@ -97,7 +97,8 @@ def show(
 
     def show_next(pruned_logits: torch.Tensor) -> None:
         with next_area:
-            agree = _next_token(tok, dense_logits, pruned_logits, dense.name, pinned)
+            card = protocol.prompt_card(dense, len(ids), session.applied())
+            agree = _next_token(tok, dense_logits, pruned_logits, dense.name, pinned, card)
         shown.append((pruned_logits, agree))
 
     streamer = _Streamer(state, ids, dense_tokens, pruned_slot, show_next)
@@ -120,7 +121,12 @@ def show(
 
 
 def _next_token(
-    tok, dense_logits: torch.Tensor, pruned_logits: torch.Tensor, model: str, pinned: pin.Pinned | None
+    tok,
+    dense_logits: torch.Tensor,
+    pruned_logits: torch.Tensor,
+    model: str,
+    pinned: pin.Pinned | None,
+    card: str,
 ) -> Agreement:
     agree = agreement(dense_logits, pruned_logits)
     chart_col, metric_col = st.columns([3, 1])
@@ -156,6 +162,7 @@ def _next_token(
         st.caption(
             "KL is 0 when the two next-token distributions are the same; it grows as pruning bends them."
         )
+        st.caption(card)
         if pinned is not None:
             st.caption(pin.metrics_caption(pinned))
     return agree

@@ -15,6 +15,7 @@ from ui import (
     generation,
     outputs,
     pin,
+    protocol,
     session,
     sweeps,
 )
@@ -118,6 +119,7 @@ if ppl is not None and dense_ppl is not None:
     against = pin.perplexity(columns[2], pinned, ppl.ppl, dense_ppl.ppl) + " " if compared else ""
     columns[-1].metric("Tokens scored", f"{ppl.tokens:,}")
     st.caption(f"{against}Held-out {text_set!r} text, never used for calibration. Lower is better.")
+    st.caption(protocol.perplexity_card(dense, ppl.tokens, applied))
 
 # ----- sweep
 st.subheader("Sparsity sweep")
