@@ -22,7 +22,7 @@ from streamlit.delta_generator import DeltaGenerator
 from prune_explorer.measure.evaluate import Agreement, probabilities, token_diff, top_k
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.state import PruningState
-from ui import data, describe, formats, outputs, session
+from ui import data, describe, formats, outputs, protocol, session
 
 PIN = "prune_pinned"  # session_state: the Pinned outputs, or absent
 STORED = 64  # next-token probabilities kept: the pinned model's most likely tokens (plus the dense top k)
@@ -51,6 +51,8 @@ class Pinned:
     kl: float
     top1: float
     ppl: float | None = None
+    kl_card: str = ""  # the protocol of the pinned KL numbers (``protocol.prompt_card``)
+    ppl_card: str = ""  # the protocol of the pinned perplexity (``protocol.perplexity_card``)
 
     def fits(self, ids: Sequence[int], max_new: int) -> bool:
         """Whether the pin is for this prompt and number of new tokens (so comparing it means something)."""
@@ -94,6 +96,8 @@ def snapshot(
         kl=agree.kl,
         top1=agree.top1,
         ppl=None if ppl is None else ppl.ppl,
+        kl_card=protocol.prompt_card(state.dense, len(ids), applied),
+        ppl_card=protocol.perplexity_card(state.dense, protocol.held_out_tokens(state.dense), applied),
     )
 
 
@@ -200,8 +204,15 @@ def metrics_caption(pinned: Pinned) -> str:
     """The pinned KL numbers in words, beside the metrics whose deltas compare with them."""
     return (
         f"Pinned ({pinned.label}): KL {formats.small_number(pinned.kl_last)} nats at the next token, "
-        f"{formats.small_number(pinned.kl)} nats over the prompt, top-1 agreement {pinned.top1:.0%}."
+        f"{formats.small_number(pinned.kl)} nats over the prompt, top-1 agreement {pinned.top1:.0%}. "
+        f"{pinned_protocol(pinned.kl_card)}"
     )
+
+
+def pinned_protocol(card: str) -> str:
+    """A pinned number's protocol card, marked as the pin's: the deltas compare two measurements, and the
+    pin's calibration may differ from the one now."""
+    return "Pinned protocol: " + card.removeprefix("Protocol: ") + "."
 
 
 def perplexity(column: DeltaGenerator, pinned: Pinned, now: float, dense_ppl: float) -> str:
@@ -213,9 +224,10 @@ def perplexity(column: DeltaGenerator, pinned: Pinned, now: float, dense_ppl: fl
         formats.perplexity_text(pinned.ppl),
         delta=formats.perplexity_text(pinned.ppl - dense_ppl, signed=True),
         delta_color="inverse",
-        help=f"Pinned: {pinned.details}",
+        help=f"Pinned: {pinned.details}. {pinned.ppl_card}",
     )
     return (
         f"Pruned now {formats.perplexity_text(now)} against pinned {formats.perplexity_text(pinned.ppl)} "
-        f"({formats.perplexity_text(now - pinned.ppl, signed=True)}; pinned: {pinned.label})."
+        f"({formats.perplexity_text(now - pinned.ppl, signed=True)}; pinned: {pinned.label}). "
+        f"{pinned_protocol(pinned.ppl_card)}"
     )

@@ -18,7 +18,7 @@ from prune_explorer.pruning.methods import get_method
 from prune_explorer.pruning.patterns import parse_pattern
 from prune_explorer.pruning.policies import MagnitudeSettings
 from prune_explorer.pruning.prune import prune_masks
-from ui import background, results, session
+from ui import background, protocol, results, session
 from ui.outputs import eval_ids
 
 SWEEP_SPARSITIES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -87,6 +87,15 @@ def perplexity_sweep(
         _sweep_key(settings),
         lambda: sweep.perplexity_sweep(dense, ids, SWEEP_SPARSITIES, settings, progress=progress),
     )
+
+
+def card(dense: DenseModel, settings: MagnitudeSettings | None) -> str:
+    """The protocol card of the sweep of ``settings``: every point scores the held-out text; a method's
+    points read the sidebar's calibration batch (they are the Compare page's), the slider path reads the
+    calibration its allocation recorded (OWL's), if any."""
+    if _method_sweep(dense, settings, None) is not None:
+        return protocol.points_card(dense, [settings.method], session.calibration()[0])
+    return protocol.perplexity_card(dense, protocol.held_out_tokens(dense), settings)
 
 
 # ----- methods side by side (Compare page)

@@ -8,7 +8,16 @@ import streamlit as st
 from prune_explorer.models.layers import DEFAULT_KINDS, select
 from prune_explorer.pruning import allocation
 from prune_explorer.pruning.methods import get_method
-from ui import allocation_compare, allocation_view, background, defaults, downloads, outputs, session
+from ui import (
+    allocation_compare,
+    allocation_view,
+    background,
+    defaults,
+    downloads,
+    outputs,
+    protocol,
+    session,
+)
 
 state = session.state()
 dense = state.dense
@@ -81,6 +90,7 @@ if measured is not None:
         allocation_compare.chart(measured, dense_ppl.ppl if dense_ppl else None),
         key="allocation_compare_chart",
     )
+    st.caption(protocol.allocation_card(dense, method, batch))
     for error in allocation_compare.errors(measured):
         st.warning(error)
     downloads.csv_button(

@@ -8,7 +8,18 @@ import streamlit as st
 from prune_explorer.models.layers import DEFAULT_KINDS
 from prune_explorer.pruning.methods import METHODS, get_method, supported_patterns
 from prune_explorer.pruning.patterns import PATTERNS, parse_pattern
-from ui import compare, compare_charts, data, defaults, describe, downloads, outputs, session, sweeps
+from ui import (
+    compare,
+    compare_charts,
+    data,
+    defaults,
+    describe,
+    downloads,
+    outputs,
+    protocol,
+    session,
+    sweeps,
+)
 
 GRID = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
@@ -44,12 +55,7 @@ percents = st.pills(
 skipped = [m for m in chosen if get_method(m).calibrated and batch is None]
 if skipped:
     st.warning(f"{calib_error} — {', '.join(skipped)} left out until the sidebar's calibration text works.")
-combos = [
-    (m, p)
-    for m in chosen
-    for p in patterns
-    if m not in skipped and p in supported_patterns(m)
-]
+combos = [(m, p) for m in chosen for p in patterns if m not in skipped and p in supported_patterns(m)]
 for m in chosen:
     unsupported = [p for p in patterns if p not in supported_patterns(m)]
     if unsupported:
@@ -119,6 +125,7 @@ if done:
         "patterns prune only their own layers). The ring is the point chosen below; click a point to "
         f"choose it. {outputs.mark_caption(mark, 'star', 'press Compute perplexity on the Prune page')}"
     )
+    chart_slot.caption(protocol.points_card(dense, [key[0] for key in done], batch))
 
 # ----- per layer
 st.subheader("Per layer: reconstruction error and mask overlap")
@@ -195,6 +202,7 @@ y.metric(
     delta_color="inverse",
 )
 z.metric("Tokens 1+ nat harder", f"{float((rise > 1).float().mean()):.0%}")
+st.caption(protocol.token_loss_card(dense, len(ids), applied))
 st.html(data.loss_legend_html())
 st.html(data.loss_rise_html(dense.tokenizer.token_pieces(ids[1:]), dense_nll.tolist(), pruned_nll.tolist()))
 st.caption(f"Your model now: {describe.describe(applied)}. Each token is coloured by pruned − dense loss.")

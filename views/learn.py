@@ -5,7 +5,19 @@ from functools import partial
 import streamlit as st
 
 from prune_explorer.measure.evaluate import agreement
-from ui import background, charts, data, defaults, downloads, formats, outputs, pickers, session, sweeps
+from ui import (
+    background,
+    charts,
+    data,
+    defaults,
+    downloads,
+    formats,
+    outputs,
+    pickers,
+    protocol,
+    session,
+    sweeps,
+)
 
 state = session.state()
 dense = state.dense
@@ -81,6 +93,7 @@ with live:
     a, b = st.columns(2)
     a.metric("Weights removed here", f"{state.sparsity(layer.name):.0%}")
     b.metric("KL(dense ‖ pruned), next token", f"{formats.small_number(agree.kl_last)} nats")
+    st.caption(protocol.prompt_card(dense, len(ids), applied))
 
 st.subheader("3 · Why zeros do not make it faster (here)")
 text, live = st.columns([2, 3])
@@ -158,3 +171,4 @@ with live:
             else outputs.mark_caption(mark, "diamond", "press Compute perplexity on the Prune page")
             + " On a model this size the diamond moves only when its perplexity is computed."
         )
+        st.caption(sweeps.card(dense, applied))

@@ -6,7 +6,7 @@ import streamlit as st
 
 from prune_explorer.measure.sensitivity_groups import MODES
 from prune_explorer.models.layers import DEFAULT_KINDS
-from ui import background, downloads, sensitivity_view, session
+from ui import background, downloads, protocol, sensitivity_view, session
 
 state = session.state()
 dense = state.dense
@@ -46,7 +46,8 @@ if result is not None:
     st.caption(
         f"Protocol: {p['text']}, {p['sequences']} sequence(s) of {p['seq_len']} tokens ({p['predictions']} "
         f"predictions), never used for calibration; dense perplexity on them {result.dense_ppl:.2f}. "
-        + ("Read from the on-disk cache." if result.cached else "")
+        + ("Read from the on-disk cache." if result.cached else ""),
+        help=protocol.sensitivity_card(result),
     )
     st.plotly_chart(sensitivity_view.heatmap(result), key="sensitivity_heatmap")
     downloads.csv_button(
