@@ -10,6 +10,10 @@ Every optimizer step keeps pruned weights exactly +0.0: their gradients are zero
 moments stay zero there) and the masks are written again after it (decoupled weight decay, and moments left
 from before a gradual mask update, could otherwise move them).
 
+A time budget (``max_seconds``) fits the run: ``training.pacing`` lays the sparsity and learning-rate
+schedules over the steps that fit in it, refitted after every step, so a gradual run ends at its final
+sparsity.
+
 Cancel: ``progress`` (share done, after every step) or ``on_point`` (each curve point) may raise
 :class:`TrainingCancelled`; the job then returns the state after the last whole step, marked cancelled.
 """
@@ -36,7 +40,7 @@ from prune_explorer.training.checkpoints import save_checkpoint
 from prune_explorer.training.data import TrainingData
 from prune_explorer.training.losses import distill_kl, hidden_mse, next_token_ce
 from prune_explorer.training.masking import gradual_masks
-from prune_explorer.training.schedule import cubic_sparsity
+from prune_explorer.training.pacing import Pace
 from prune_explorer.training.settings import TrainSettings
 from prune_explorer.training.student import Start, Student, dense_start, start_from_state
 
@@ -64,7 +68,9 @@ class TrainResult:
     """What a job produced: (out, in) weights and bool masks of the trained layers, the curves, and info.
 
     ``info``: steps_done, stopped ("done", "cancelled", "time budget", "loss diverged"), train_seconds,
-    tokens_seen, step_ms (median), dense_ppl, start_ppl, final_ppl, final sparsity, data source, checkpoints.
+    tokens_seen, step_ms (median), dense_ppl, start_ppl, final_ppl, final sparsity, data source, checkpoints,
+    planned_steps (the run's length as fitted to ``max_seconds``), and final_masks_untrained (True where the
+    budget ran out before the final mask update and the final masks were applied at the stop).
     """
 
     weights: dict[str, torch.Tensor]
@@ -114,6 +120,18 @@ def _reset_moments(optimizer: torch.optim.Optimizer, student: Student) -> None:
                 state[key].masked_fill_(~student.masks[name], 0.0)
 
 
+def _finish_schedule(pace: Pace, student: Student, settings, pattern, calib, info: dict) -> None:
+    """A budget ran out before the final mask update (a step far slower than the plan): prune to the final
+    sparsity now, untrained at it, rather than end short of it."""
+    target = pace.final()
+    if target is not None:
+        log.warning(
+            "time budget spent before the last mask update; pruning to %.0f%% untrained", 100 * target
+        )
+        student.set_masks(gradual_masks(student, settings.method, pattern, target, calib))
+        info["final_masks_untrained"] = True
+
+
 def train(
     dense: DenseModel,
     data: TrainingData,
@@ -154,7 +172,6 @@ def train(
 def _run(dense, data, settings, start, layers, progress, on_point) -> TrainResult:
     student = Student(dense, layers, start)
     pattern = parse_pattern(settings.pattern)
-    schedule = settings.schedule
     calib = (
         _calibration_ids(dense, min(128, context_length(dense.model))) if settings.method == "wanda" else None
     )
@@ -169,6 +186,7 @@ def _run(dense, data, settings, start, layers, progress, on_point) -> TrainResul
     losses: list[float] = []
     step_times: list[float] = []
     train_s, step, lr = 0.0, 0, settings.lr
+    pace = Pace(settings)
 
     def point(at: int) -> None:
         loss = sum(losses) / len(losses) if losses else None
@@ -182,11 +200,12 @@ def _run(dense, data, settings, start, layers, progress, on_point) -> TrainResul
         point(0)
         for step in range(settings.steps):
             began = time.perf_counter()
-            if schedule is not None and schedule.is_update(step):
-                target = cubic_sparsity(step, schedule)
+            target = pace.due(step)
+            if target is not None:
                 student.set_masks(gradual_masks(student, settings.method, pattern, target, calib))
                 _reset_moments(optimizer, student)
-            lr = settings.lr_at(step)
+            updated = time.perf_counter()
+            lr = pace.lr(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss = _loss(
@@ -204,24 +223,28 @@ def _run(dense, data, settings, start, layers, progress, on_point) -> TrainResul
                 torch.nn.utils.clip_grad_norm_(student.params.values(), settings.grad_clip)
             optimizer.step()
             student.enforce()
-            elapsed = time.perf_counter() - began
+            ended = time.perf_counter()
+            elapsed = ended - began
             train_s += elapsed
             step_times.append(elapsed)
             losses.append(loss_value)
+            pace.record(ended - updated, updated - began if target is not None else None)
             done = step + 1
-            if settings.checkpoint_every and done % settings.checkpoint_every == 0:
-                info["checkpoints"].append(
-                    str(save_checkpoint(settings.checkpoint_dir, done, student.snapshot()))
-                )
+            planned = pace.refit(done, train_s)
             last = done == settings.steps or (
                 settings.max_seconds is not None and train_s >= settings.max_seconds
             )
             if last and done < settings.steps:
                 info["stopped"] = "time budget"
+                _finish_schedule(pace, student, settings, pattern, calib, info)
+            if settings.checkpoint_every and done % settings.checkpoint_every == 0:
+                info["checkpoints"].append(
+                    str(save_checkpoint(settings.checkpoint_dir, done, student.snapshot()))
+                )
             if (settings.eval_every and done % settings.eval_every == 0) or last:
                 point(done)
             if progress:
-                progress(done / settings.steps)
+                progress(1.0 if last else min(done / planned, 1.0))
             if last:
                 break
     except TrainingCancelled:
@@ -240,6 +263,7 @@ def _run(dense, data, settings, start, layers, progress, on_point) -> TrainResul
         "start_ppl": curve[0].ppl,
         "final_ppl": curve[-1].ppl,
         "sparsity": student.sparsity(),
+        "planned_steps": pace.planned,
     }
     snap = student.snapshot()
     return TrainResult(snap.weights, snap.masks, curve, info)

@@ -34,7 +34,9 @@ class TrainSettings:
         grad_clip: max global grad norm (0: none).
         eval_every: steps between held-out perplexity points (0: only before and after).
         eval_tokens: evaluate on the first this many tokens of the evaluation text (None: all of it).
-        max_seconds: stop after this much training time (evaluation not counted), None: no limit.
+        max_seconds: stop after this much training time (evaluation not counted), None: no limit. With a
+            budget the run's learning-rate and sparsity schedules are fitted to the steps that fit in it
+            (``training.pacing``): a gradual run reaches ``schedule.final_sparsity`` before it stops.
         checkpoint_every: steps between checkpoints into ``checkpoint_dir`` (0: none).
         seed: batches' and sampling's seed.
     """
@@ -102,12 +104,18 @@ class TrainSettings:
                     f"{self.schedule.final_sparsity:.0%}"
                 )
 
-    def lr_at(self, step: int) -> float:
-        """The learning rate of step ``step``: linear warm-up, then cosine down to ``lr * min_lr``."""
-        if step < self.warmup:
-            return self.lr * (step + 1) / self.warmup
-        span = max(1, self.steps - self.warmup - 1)
-        cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, (step - self.warmup) / span)))
+    def lr_at(self, step: int, steps: int | None = None) -> float:
+        """The learning rate of step ``step``: linear warm-up, then cosine down to ``lr * min_lr``.
+
+        ``steps``: the run's planned length when a time budget shortens it (default: ``self.steps``); the
+        warm-up shrinks in proportion, so the whole shape fits the shorter run.
+        """
+        steps = self.steps if steps is None else max(1, min(steps, self.steps))
+        warmup = self.warmup if steps == self.steps else round(self.warmup * steps / self.steps)
+        if step < warmup:
+            return self.lr * (step + 1) / warmup
+        span = max(1, steps - warmup - 1)
+        cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / span)))
         return self.lr * (self.min_lr + (1 - self.min_lr) * cosine)
 
 
