@@ -4,12 +4,15 @@ session's pruned model."""
 
 from __future__ import annotations
 
+import errno
 import io
+import tempfile
 import zipfile
 
 import pytest
 import torch
 import yaml
+from safetensors import SafetensorError
 
 from prune_explorer.plans.masks import apply_masks_file
 from prune_explorer.plans.recipe import parse_recipe, recipe_from_state
@@ -103,9 +106,14 @@ def _bad_recipes(text: str) -> dict[str, tuple[str, str]]:
     other_model["model"]["sha256"] = "0" * 64
     unknown = yaml.safe_load(text)
     unknown["allocation"]["layers"]["no.such.layer"] = 0.5
+    not_finite = yaml.safe_load(text)
+    not_finite["allocation"]["sparsity"] = float("nan")
     return {
         "malformed": ("model: [unclosed\n  method: :", "not valid YAML"),
+        "empty": ("", "must be a YAML mapping"),
+        "not a mapping": ("- a\n- list\n", "must be a YAML mapping"),
         "out of range": (yaml.safe_dump(out_of_range), "allocation.layers"),
+        "not finite": (yaml.safe_dump(not_finite), "allocation.sparsity: Input should be a finite number"),
         "other model": (yaml.safe_dump(other_model), "another model"),
         "unknown layer": (yaml.safe_dump(unknown), "no.such.layer"),
     }
@@ -188,4 +196,45 @@ def test_export_errors_leave_the_session_as_it_was(payloads, monkeypatch):
     before = masks(at)
     at.button(key="export_prepare_llmc").click().run()
     assert "llm-compressor has no random" in errors(at)
+    assert same_masks(masks(at), before)
+
+
+def full_disk(filename) -> None:
+    """A writer failing as a full disk does, after writing part of its file (safetensors reports the OS
+    error as its own SafetensorError; see tests/test_export.py)."""
+    with open(filename, "wb") as f:
+        f.write(b"\0" * 1000)
+    raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
+@pages
+def test_a_full_disk_or_a_folder_not_writable_says_so_and_leaves_nothing(payloads, monkeypatch, tmp_path):
+    import transformers.modeling_utils
+
+    from prune_explorer.plans import masks as masks_module
+    from prune_explorer.plans import sizes
+
+    at = export_page(start(), 50)
+    before, applied = masks(at), at.session_state["pruning_applied"]
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the page's temporary folders, watched
+    writer = lambda tensors, filename, metadata=None: full_disk(filename)  # noqa: E731
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", writer)
+    monkeypatch.setattr(masks_module, "save_file", writer)
+    monkeypatch.setattr(sizes, "save_file", writer)
+    for name in ("hf", "masks", "sizes"):
+        at.button(key=f"export_prepare_{name}").click().run()
+        assert not at.exception, (name, at.exception)
+        shown = errors(at)
+        assert "could not be made" in shown and "No space left on device" in shown, (name, shown)
+        assert "Nothing of your session changed" in shown
+        assert list(tmp_path.iterdir()) == [], name  # the temporary folder and its half file are gone
+        assert same_masks(masks(at), before) and at.session_state["pruning_applied"] == applied
+        assert not [b for b in at.get("download_button") if b.proto.id.endswith(f"export_download_{name}")]
+
+    def not_writable(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", not_writable)
+    at.button(key="export_prepare_masks").click().run()
+    assert "no temporary folder can be made: Permission denied" in errors(at)
     assert same_masks(masks(at), before)

@@ -11,6 +11,7 @@ import stat
 import pytest
 import torch
 import yaml
+from safetensors import SafetensorError
 
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import ATTENTION_KINDS
@@ -103,6 +104,68 @@ def test_a_write_that_fails_half_way_leaves_nothing(llama_dense, tmp_path, monke
     with pytest.raises(atomic.ExportError, match="No space left on device"):
         export.export_hf(state, tmp_path / "out", plan)
     assert list(tmp_path.iterdir()) == []
+
+
+def full_disk_writer(error: type[Exception]):
+    """A safetensors ``save_file`` that writes part of the file, then fails as a full disk does: safetensors'
+    own writer reports it as a SafetensorError (its I/O runs in Rust), a Python writer as OSError(ENOSPC)."""
+
+    def save_file(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"\0" * 1000)  # half-written
+        if error is OSError:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise error("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    return save_file
+
+
+@pytest.mark.parametrize("error", [OSError, SafetensorError], ids=["OSError", "SafetensorError"])
+def test_a_full_disk_in_any_writer_leaves_nothing_and_says_so(llama_dense, tmp_path, monkeypatch, error):
+    import transformers.modeling_utils
+
+    state, plan = pruned(llama_dense, MagnitudeSettings(0.5))
+    writer = full_disk_writer(error)
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", writer)  # save_pretrained's
+    monkeypatch.setattr(masks, "save_file", writer)
+    monkeypatch.setattr(sizes, "save_file", writer)
+    writes = {
+        "transformers folder": lambda: export.export_hf(state, tmp_path / "hf", plan),
+        "masks file": lambda: masks.export_masks(state, tmp_path / "masks.safetensors"),
+        "sizes": lambda: sizes.disk_sizes(state, tmp_path / "sizes"),
+    }
+    for what, write in writes.items():
+        with pytest.raises(atomic.ExportError, match="failed: No space left on device") as info:
+            write()
+        assert "(nothing was left there)" in str(info.value), what
+        assert list(tmp_path.iterdir()) == [], what  # no target, no temporary folder
+
+
+def test_a_target_that_appears_while_writing_is_kept(tmp_path, monkeypatch):
+    target = tmp_path / "out.yaml"
+    with pytest.raises(atomic.ExportError, match="appeared while the export was written"):
+        with atomic.atomic_file(target) as tmp:
+            tmp.write_text("new")
+            target.write_text("someone else's")  # made between the check and the move
+    assert target.read_text() == "someone else's"
+    target.unlink()
+
+    def no_links(*args):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(atomic.os, "link", no_links)  # a file system without hard links
+    with pytest.raises(atomic.ExportError, match="appeared"):
+        with atomic.atomic_file(target) as tmp:
+            tmp.write_text("new")
+            target.write_text("someone else's")
+    assert target.read_text() == "someone else's"
+    folder = tmp_path / "folder"
+    with pytest.raises(atomic.ExportError, match="appeared"):
+        with atomic.atomic_folder(folder) as tmp:
+            (tmp / "a").write_text("new")
+            folder.mkdir()  # empty: os.rename alone would replace it
+    assert list(folder.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "out.yaml"]  # no temporary folder
 
 
 def test_masks_round_trip_bit_for_bit(llama_dense, char_tokenizer, tmp_path):

@@ -141,3 +141,42 @@ def test_every_validation_error_names_the_field(llama_dense):
     assert "allocation: is missing" in error(missing)
     assert "calibration: Wanda needs calibration data" in error(good | {"method": "wanda"})
     assert "layer_kinds: unknown layer kinds ['attn_z']" in error(good | {"layer_kinds": ["attn_z"]})
+
+
+def test_numbers_out_of_range_name_the_field_in_plain_words(llama_dense):
+    good = yaml.safe_load(recipe_yaml(recipe_from_state(PruningState(llama_dense), MagnitudeSettings(0.5))))
+    name = next(iter(good["allocation"]["layers"]))
+
+    def error(data) -> str:
+        with pytest.raises(RecipeError) as info:
+            parse_recipe(yaml.safe_dump(data))
+        return str(info.value)
+
+    nan = good | {"allocation": good["allocation"] | {"layers": {name: float("nan")}}}
+    assert f"allocation.layers['{name}']: Input should be a finite number" in error(nan)
+    inf = good | {"allocation": good["allocation"] | {"name": "threshold", "threshold": float("inf")}}
+    assert "allocation.threshold: Input should be a finite number" in error(inf)
+    assert f"seed: Input should be less than or equal to {recipe.SEED_MAX}" in error(good | {"seed": 2**64})
+    assert "seed: Input should be greater than or equal to 0" in error(good | {"seed": -1})
+
+
+def test_a_calibration_the_text_cannot_give_is_refused_by_field_and_nothing_changes(llama_dense):
+    state = PruningState(llama_dense)
+    apply_settings(state, MagnitudeSettings(0.3))
+    before = {layer.name: state.weight(layer.name).clone() for layer in llama_dense.layers}
+    made = recipe_from_state(
+        PruningState(llama_dense), prune_settings(MagnitudeSettings(0.5), "wanda", "unstructured")
+    )
+    calib = made.calibration
+
+    def edited(**fields) -> recipe.Recipe:
+        return made.model_copy(update={"calibration": calib.model_copy(update=fields)})
+
+    with pytest.raises(
+        RecipeError, match=r"calibration\.n_sequences: the calibration text gives \d+ sequences"
+    ):
+        apply_recipe(state, edited(n_sequences=10**6))
+    with pytest.raises(RecipeError, match=r"calibration\.ids_sha1: .* changed by hand"):
+        apply_recipe(state, edited(ids_sha1="0" * 40))
+    for layer in llama_dense.layers:
+        assert same_bits(state.weight(layer.name), before[layer.name])

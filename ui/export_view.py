@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from prune_explorer.plans.atomic import ExportError
+from prune_explorer.plans.atomic import WRITE_ERRORS, ExportError, reason
 from prune_explorer.plans.export import evaluate, export_hf
 from prune_explorer.plans.llmcompressor import llmcompressor_yaml
 from prune_explorer.plans.masks import export_masks
@@ -48,16 +48,17 @@ def in_temporary_folder(build: Callable[[Path], bytes]) -> bytes:
     """``build(folder)`` in a new temporary folder, removed afterwards whatever happens.
 
     Raises:
-        ExportError: no temporary folder can be made (e.g. not writable, disk full).
+        ExportError: no temporary folder can be made (e.g. not writable, disk full), or a write in it
+            failed (``atomic.WRITE_ERRORS``: an OSError, or safetensors' writer reporting one).
     """
     try:
         folder = Path(tempfile.mkdtemp(prefix="prune-explorer-export-"))
     except OSError as exc:
-        raise ExportError(f"no temporary folder can be made: {exc.strerror or exc}") from exc
+        raise ExportError(f"no temporary folder can be made: {reason(exc)}") from exc
     try:
         return build(folder)
-    except OSError as exc:
-        raise ExportError(f"writing the export failed: {exc.strerror or exc} (nothing was kept)") from exc
+    except WRITE_ERRORS as exc:
+        raise ExportError(f"writing the export failed: {reason(exc)} (nothing was kept)") from exc
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -91,9 +91,16 @@ def recipe_calibration(
         )
     except ValueError as exc:
         raise RecipeError(f"calibration: {exc}") from exc
-    if batch.key[1] != calib.ids_sha1 or batch.n_sequences != calib.n_sequences:
+    if batch.n_sequences != calib.n_sequences:  # the text is too short: calibration_batch took fewer
         raise RecipeError(
-            "calibration: this model's tokenizer cuts the text into other tokens than the recipe recorded"
+            f"calibration.n_sequences: the calibration text gives {batch.n_sequences} sequences of "
+            f"{calib.seq_len} tokens, the recipe asks {calib.n_sequences}"
+        )
+    if batch.key[1] != calib.ids_sha1:
+        raise RecipeError(
+            f"calibration.ids_sha1: the {calib.n_sequences} × {calib.seq_len} tokens cut from the text have "
+            f"sha1 {batch.key[1][:12]}…, the recipe records {calib.ids_sha1[:12]}… (another tokenizer, or "
+            "calibration fields changed by hand)"
         )
     return batch
 

@@ -36,7 +36,9 @@ FORMAT = "prune-explorer-recipe/1"
 # Allocation names: the slider path's policies, the per-layer allocations, and "custom" for hand-set layers.
 ALLOCATIONS = tuple(dict.fromkeys((*POLICIES, *allocation.ALLOCATIONS, "custom")))
 
-Sparsity = Annotated[float, Field(ge=0.0, le=1.0)]
+# Finite numbers only: NaN passes no range check in words a reader understands, and inf is no threshold.
+Sparsity = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+SEED_MAX = 2**63 - 1  # torch's generator takes seed + layer index; larger seeds overflow it
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -84,7 +86,7 @@ class Allocation(_Strict):
 
     name: str
     sparsity: Sparsity
-    threshold: float | None = Field(default=None, ge=0.0)
+    threshold: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
     layers: dict[str, Sparsity] = Field(min_length=1)
 
     @field_validator("name")
@@ -104,7 +106,7 @@ class Recipe(_Strict):
     method: str
     pattern: str = "unstructured"
     sequential: bool | None = None
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=SEED_MAX)
     layer_kinds: list[str] = Field(min_length=1)
     allocation: Allocation
     calibration: Calibration | None = None
