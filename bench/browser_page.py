@@ -148,7 +148,8 @@ class Frame:
     size: int
     kind: str
     value: float | None = None  # the slider value a rerun request carries
-    label: str = ""  # what a delta draws ("plotly_chart", "heading 'Next token'"), or a finish status
+    label: str = ""  # what a delta draws ("plotly_chart", "heading 'Next token'"), a finish status, or
+    # "fragment" for a rerun request a fragment sent by itself (the app's polling)
 
 
 def decode(payload: bytes, sent: bool) -> tuple[str, float | None, str]:
@@ -162,10 +163,12 @@ def decode(payload: bytes, sent: bool) -> tuple[str, float | None, str]:
         return "unknown", None, ""
     kind = msg.WhichOneof("type") or "none"
     if sent and kind == "rerun_script":
+        # A fragment's own rerun (``run_every``: the app's polling) is the app's, not the user's request.
+        origin = "fragment" if msg.rerun_script.fragment_id else ""
         for widget in msg.rerun_script.widget_states.widgets:
             if widget.id.endswith("sidebar_sparsity"):
-                return kind, slider_value(widget), ""
-        return kind, None, ""
+                return kind, slider_value(widget), origin
+        return kind, None, origin
     if kind == "script_finished":
         return kind, None, ForwardMsg.ScriptFinishedStatus.Name(msg.script_finished)
     if kind == "delta":

@@ -153,8 +153,10 @@ class Probe:
 
     def _trial(self, st: dict, start_ms: float, action_ms: float, value: int | None) -> Trial:
         requests = self._requests(start_ms)
-        last = requests[-1]
-        request_ms = self.ms(last)
+        # The run that answers is the one the user's last request started; a fragment's own request (the
+        # app's polling, once its background measurements are in) starts one of the app's later runs.
+        last = [f for f in requests if f.label != "fragment"][-1:] or requests[-1:]
+        request_ms = self.ms(last[0])
         finished_ms = max(self.ms(f) for f in self._received(request_ms) if f.kind == "script_finished")
         settled_ms = max(st["lastMutation"], finished_ms)
         received = [f for f in self._received(start_ms) if self.ms(f) <= settled_ms + 1]
@@ -164,6 +166,11 @@ class Probe:
         # elements stale again while it runs; the outputs are those the answering run showed, before it.
         later = [self.ms(f) for f in replies if f.kind == "new_session" and self.ms(f) > run_start]
         outputs_ms = self._outputs(run_start, settled_ms, later[0] if later else settled_ms + 1)
+        # The answering run's own finish (a later run's finish is part of settling, not of answering).
+        finished_ms = next(
+            (self.ms(f) for f in replies if f.kind == "script_finished" and self.ms(f) >= run_start),
+            finished_ms,
+        )
         shown = [self.ms(f) for f in replies if self.ms(f) <= min(outputs_ms, finished_ms)]
         return Trial(
             value=value,
@@ -195,7 +202,7 @@ class Probe:
         )
 
     def _event(self, frame: Frame, action_ms: float) -> tuple[int, str]:
-        what = RUN_EVENTS[frame.kind]
+        what = ("poll " if frame.label == "fragment" else "") + RUN_EVENTS[frame.kind]
         if frame.kind == "rerun_script" and frame.value is not None:
             what += f" {frame.value:g}"
         return round(self.ms(frame) - action_ms), what

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from prune_explorer.models.dense import DenseModel
+from prune_explorer.models.layers import DEFAULT_KINDS
+from prune_explorer.pruning.settings import PruneSettings
 
 # Models up to this size are measured on every change; bigger ones wait for a button.
 SMALL_MODEL = 5_000_000
@@ -32,3 +34,9 @@ def present_kinds(dense: DenseModel, kinds: Sequence[str]) -> list[str]:
     """The kinds among ``kinds`` that the model has at least one layer of, in the given order."""
     have = {layer.kind for layer in dense.layers}
     return [k for k in kinds if k in have]
+
+
+def first_settings(dense: DenseModel) -> PruneSettings:
+    """The settings a new session's sidebar applies on ``dense`` before anything is moved (0%, magnitude,
+    uniform, the default layer kinds): what a fresh server measures ahead of the first visitor."""
+    return PruneSettings(kinds=tuple(present_kinds(dense, DEFAULT_KINDS)))

@@ -19,7 +19,7 @@ import streamlit as st
 
 from prune_explorer import texts, threads
 from prune_explorer.models.dense import DenseModel, context_length
-from prune_explorer.pruning.calibration import CalibrationBatch, calibration_batch
+from prune_explorer.pruning.calibration import DEFAULT_SEQ_LEN, CalibrationBatch, calibration_batch
 from prune_explorer.pruning.methods import METHODS, get_method, supported_patterns
 from prune_explorer.pruning.patterns import PATTERNS, parse_pattern
 from prune_explorer.pruning.settings import PruneSettings
@@ -173,6 +173,15 @@ def _read_upload(raw: bytes) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError("the uploaded file is not UTF-8 text") from exc
+
+
+def default_batch(dense: DenseModel) -> CalibrationBatch:
+    """The batch a new session's sidebar starts with (the built-in text at the default size), shared."""
+    text_set = dense.info.get("text_set", "stories")
+    seq_len = min(DEFAULT_SEQ_LEN, context_length(dense.model))
+    return _batch(
+        dense, texts.calibration_text(text_set), f"built-in {text_set} text", seq_len, DEFAULT_SEQUENCES
+    )
 
 
 def _batch(dense: DenseModel, text: str, source: str, seq_len: int, n_sequences: int) -> CalibrationBatch:
