@@ -45,6 +45,9 @@ APPLY_REQUESTED = "apply_requested"  # a page asked the sidebar to apply its set
 JOB = "apply_job"  # a slow method running in the background (ui.jobs.ApplyJob), until its result is applied
 WORKER = "background_worker"  # the session's measuring thread (ui.background.Worker), stopped by exclusive()
 JOB_NOTE = "apply_job_note"  # why the last background run was dropped, shown once in the sidebar
+TRAIN_JOB = "train_job"  # the session's training run (ui.train_job.TrainJob), until applied or discarded
+TRAIN_NOTE = "train_job_note"  # why the last training run was dropped, shown once on the Train page
+TRAINED = "train_applied"  # the trained model written into the state (ui.train_job.Trained), see trained()
 
 # Sidebar widget keys reset when the model changes or the user resets to dense.
 SPARSITY = "sidebar_sparsity"
@@ -78,6 +81,8 @@ MODEL_DEPENDENT_KEYS = (
     "learn_layer_chosen",
     "compare_point",
     "sidebar_kinds_last",
+    "train_lr",  # the Train page's defaults differ between tiny and big models
+    "train_batch",
 )
 
 
@@ -111,6 +116,8 @@ def default_source() -> str:
 
 def _start(dense: DenseModel, source: str) -> None:
     cancel_job()
+    drop_training("The training run was dropped: the model changed. Nothing was applied.")
+    st.session_state.pop(TRAINED, None)
     st.session_state[ACTIVE] = source
     st.session_state[STATE] = PruningState(dense)
     st.session_state[APPLIED] = None
@@ -281,9 +288,34 @@ def error_message(exc: BaseException) -> str:
     return f"{_sentence(exc)}. The previous pruning is kept."
 
 
+def drop_training(note: str, running_only: bool = False) -> None:
+    """Cancel the session's training run and forget it (a finished one too unless ``running_only``): its
+    result belongs to a model or a start that is gone. The thread stops after its current step."""
+    job = st.session_state.get(TRAIN_JOB)
+    if job is None or (running_only and job.done):
+        return
+    job.cancel()
+    st.session_state.pop(TRAIN_JOB, None)
+    st.session_state[TRAIN_NOTE] = note
+
+
+def trained() -> Any:
+    """The trained model the state holds now (``ui.train_job.Trained``), or None.
+
+    It is in force while the sidebar's settings are still the ones it was applied over (the same object:
+    any new apply records new settings) and something is pruned; an apply or a reset writes over it.
+    """
+    record = st.session_state.get(TRAINED)
+    if record is None or record.applied is not applied() or nothing_pruned():
+        return None
+    return record
+
+
 def reset_to_dense() -> None:
     """Button callback: exact dense weights back, sliders to zero, magnitude method, overrides cleared."""
     cancel_job()
+    drop_training("The training run was cancelled by Reset to dense. Nothing was applied.", running_only=True)
+    st.session_state.pop(TRAINED, None)
     with exclusive():
         state().reset()
     st.session_state[APPLIED] = None
@@ -309,4 +341,8 @@ def nothing_pruned() -> bool:
 def pruned_key() -> tuple:
     """Identifies what the session's working model computes now: the model and the applied settings."""
     current = state()
-    return (id(current.dense), "dense" if nothing_pruned() else results.settings_key(applied()))
+    if nothing_pruned():
+        return (id(current.dense), "dense")
+    record = trained()
+    extra = () if record is None else (("trained", record.ident),)
+    return (id(current.dense), results.settings_key(applied()), *extra)

@@ -1,0 +1,240 @@
+"""The Train page through AppTest on stories260K: a few steps in the background, curves shown, the result
+applied to the session (pruned weights exactly +0.0, every page on it) and Reset to dense bit-exact; bad
+settings refused before anything starts; Cancel keeps the last whole step; one job per process."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from tests.support.apptest import TIMEOUT, errors, figures, measured, metric, set_sparsity, start, trace_names
+
+pytestmark = pytest.mark.usefixtures("one_thread", "app_navigation")
+PAGE = "views/train.py"
+# A run that takes seconds: 4 steps of 4 x 32 tokens, 2 curve points, 64 held-out tokens, 4 sampled texts.
+QUICK = {
+    "train_steps": 4,
+    "train_points": 2,
+    "train_eval_tokens": 64,
+    "train_batch": 4,
+    "train_seq_len": 32,
+    "train_sampled": 1024,
+    "train_seconds": 0,
+}
+
+
+@pytest.fixture(autouse=True)
+def stop_jobs(monkeypatch):
+    """Cancel and join every training thread a test started, passed or failed: the process has one slot."""
+    from ui import train_job
+
+    started = []
+    run = train_job.TrainJob.run
+
+    def recorded(self):
+        started.append(self)
+        run(self)
+
+    monkeypatch.setattr(train_job.TrainJob, "run", recorded)
+    yield
+    for found in started:
+        found.cancel()
+        found.thread.join(TIMEOUT)
+
+
+def train_page(at, **values):
+    """Open the Train page with ``QUICK`` settings (and ``values``) in its widgets."""
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    for key, value in (QUICK | values).items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def job(at):
+    return at.session_state["train_job"] if "train_job" in at.session_state else None
+
+
+def press_start(at):
+    at.button(key="train_start").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def finished(at):
+    """Wait for the session's training thread, then rerun as the page's polling fragment does."""
+    running = job(at)
+    assert running is not None, "no training job was started"
+    running.thread.join(TIMEOUT)
+    assert not running.thread.is_alive(), "the training run did not finish"
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def session_bytes(at) -> dict[str, torch.Tensor]:
+    """The session's current (out, in) weights of every prunable layer, as raw bytes."""
+    state = at.session_state["pruning_state"]
+    return {
+        layer.name: state.weight(layer.name).detach().clone().view(torch.uint8)
+        for layer in state.dense.layers
+    }
+
+
+def dense_bytes(at) -> dict[str, torch.Tensor]:
+    state = at.session_state["pruning_state"]
+    return {
+        layer.name: layer.weight(state.dense.model).detach().clone().view(torch.uint8)
+        for layer in state.dense.layers
+    }
+
+
+def job_masks(done) -> dict[str, torch.Tensor]:
+    return done.result.masks
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_recovery_and_gradual_run_apply_and_reset_to_dense_exactly():
+    at = start()
+    dense_before = dense_bytes(at)
+    set_sparsity(at, 70)
+    pruned = session_bytes(at)
+    one_shot_ppl = metric(at, "Pruned perplexity")
+    train_page(at)
+    (schedule,) = figures(at)
+    assert trace_names(schedule) == ["masks (held fixed)"]
+    assert schedule["data"][0]["y"] == [pytest.approx(70, abs=1)] * 2
+
+    finished(press_start(at))
+    done = job(at)
+    assert done.result is not None and done.result.info["steps_done"] == 4
+    assert "finished after 4 steps" in " ".join(s.value for s in at.success)
+    names = [name for figure in figures(at) for name in trace_names(figure)]
+    assert {"training loss", "held-out perplexity", "sparsity (%)", "dense"} <= set(names)
+    assert any(name.endswith("one-shot, before recovery") for name in names)
+    assert any(b.label == "Download CSV" for b in at.get("download_button"))
+    assert same(session_bytes(at), pruned), "a finished run changes nothing until it is used"
+
+    at.button(key="train_apply").click().run()
+    assert not at.exception, at.exception
+    assert "In use: the trained model" in " ".join(i.value for i in at.info)
+    state = at.session_state["pruning_state"]
+    result = done.result
+    changed = False
+    for name, weight in result.weights.items():
+        now = state.weight(name).detach()
+        keep = result.masks[name]
+        assert torch.equal(state.mask(name), keep)
+        assert torch.equal(now[~keep].view(torch.int32), torch.zeros_like(now[~keep]).view(torch.int32))
+        assert torch.equal(now[keep], weight[keep])
+        changed |= not torch.equal(now.view(torch.uint8), pruned[name])
+    assert changed, "training moved no weight"
+
+    measured(at.switch_page("views/prune.py").run())  # other pages run on the trained model
+    assert metric(at, "Pruned perplexity") != one_shot_ppl, "the Prune page shows the model before training"
+    at.button(key="sidebar_reset").click().run()
+    assert not at.exception, at.exception
+    assert same(session_bytes(at), dense_before), "Reset to dense is not bit-exact after training"
+    assert same(dense_bytes(at), dense_before), "the shared dense model was written"
+
+    train_page(
+        at, train_schedule="gradual", train_target=50, train_dt=1, train_updates=2, train_t0=0
+    )  # a gradual run beside the first
+    schedule = figures(at)[0]
+    assert trace_names(schedule)[:2] == ["masks", "cubic s_t"]
+    assert max(schedule["data"][0]["y"]) == pytest.approx(50)
+    finished(press_start(at))
+    done = job(at)
+    assert done.result.info["sparsity"] == pytest.approx(0.5, abs=0.01)
+    comparison = figures(at)[-1]
+    lines = [n for n in trace_names(comparison) if n.startswith("#")]
+    assert len([n for n in lines if "one-shot, before" not in n]) == 2  # both runs, side by side
+    at.button(key="train_apply").click().run()
+    assert not at.exception, at.exception
+    assert "In use: the trained model" in " ".join(i.value for i in at.info)
+    state = at.session_state["pruning_state"]
+    trained = [layer for layer in state.dense.layers if layer.name in job_masks(done)]
+    zeros = sum(state.pruned_count(layer.name) for layer in trained)
+    assert zeros / sum(layer.numel for layer in trained) == pytest.approx(0.5, abs=0.01)
+
+
+def test_bad_settings_show_an_error_and_start_nothing():
+    at = start()
+    train_page(at)  # one-shot recovery of a model with nothing pruned
+    press_start(at)
+    assert "Schedule:" in errors(at) and "nothing is pruned" in errors(at)
+    assert job(at) is None
+
+    train_page(at, train_schedule="gradual", train_dt=7, train_updates=20)  # last update at 140 of 4 steps
+    assert "Schedule: schedule: its last mask update" in " ".join(w.value for w in at.warning)  # drawn first
+    press_start(at)
+    assert "Schedule: schedule: its last mask update is at step 140" in errors(at)
+    assert job(at) is None
+
+    set_sparsity(at, 50)
+    train_page(at, train_schedule="oneshot", train_source="upload")
+    at.file_uploader(key="train_upload").upload("short.txt", b"Too short.", "text/plain").run()
+    press_start(at)
+    assert "Training text: text: the training text has" in errors(at)
+    assert job(at) is None
+
+
+def wait_for_steps(running, steps: int = 1) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while running.steps_done < steps:
+        assert not running.done, running.error
+        assert time.monotonic() < deadline, "the training run made no step"
+        time.sleep(0.05)
+
+
+def test_cancel_keeps_the_last_step_and_a_second_job_is_refused():
+    at = start()
+    set_sparsity(at, 50)
+    pruned = session_bytes(at)
+    train_page(at, train_steps=100_000, train_points=0)
+    press_start(at)
+    running = job(at)
+    wait_for_steps(running)
+    at.run()
+    assert at.button(key="train_start").disabled  # one run per session
+    assert at.button(key="train_cancel")
+
+    other = start()  # another session: the process's one training slot is taken
+    set_sparsity(other, 50)
+    train_page(other)
+    press_start(other)
+    assert "already running in this process" in errors(other)
+    assert job(other) is None
+
+    at.button(key="train_cancel").click().run()
+    finished(at)
+    result = running.result
+    assert result.cancelled and 1 <= result.info["steps_done"] < 100_000
+    assert same(session_bytes(at), pruned), "cancelling changed the session's model"
+    assert at.button(key="train_apply") and "cancelled after" in " ".join(w.value for w in at.warning)
+    at.button(key="train_discard").click().run()
+    assert job(at) is None and same(session_bytes(at), pruned)
+    assert figures(at)[-1]  # the cancelled run's curve stays on the comparison chart
+
+
+def test_reset_while_training_cancels_the_run_with_a_note():
+    at = start()
+    set_sparsity(at, 50)
+    train_page(at, train_steps=100_000, train_points=0)
+    press_start(at)
+    running = job(at)
+    wait_for_steps(running)
+    at.button(key="sidebar_reset").click().run()
+    assert not at.exception, at.exception
+    running.thread.join(TIMEOUT)
+    assert not running.thread.is_alive() and running.cancel_requested
+    assert job(at) is None
+    assert "cancelled by Reset to dense" in " ".join(w.value for w in at.warning)
+    assert all(not at.session_state["pruning_state"].is_pruned(n) for n in session_bytes(at))

@@ -1,0 +1,84 @@
+"""Train: recover a pruned model (its masks fixed) or prune gradually while training, in the background,
+and compare the runs' held-out perplexity against training steps with the dense model's."""
+
+from functools import partial
+
+import streamlit as st
+
+from ui import downloads, session, train_job, train_view
+
+state = session.state()
+dense = state.dense
+
+st.title("Train")
+st.caption(
+    "Magnitude pruning works much better during training: the model gets time to learn new paths. "
+    "One-shot + recovery trains the session's pruned model with its masks held fixed (pruned weights stay "
+    "exactly zero); gradual pruning starts from the dense model and raises the sparsity on Zhu & Gupta's "
+    "cubic schedule, recomputing the masks every dt steps. Distillation matches the dense model's "
+    "next-token distributions and needs no data set; text sampled from the dense model serves as data."
+)
+note = st.session_state.pop(session.TRAIN_NOTE, None)
+if note:
+    st.warning(note)
+error = st.session_state.pop(train_job.ERROR, None)
+if error:
+    st.error(error)
+trained = session.trained()
+if trained is not None:
+    in_use = (
+        f"In use: the trained model ({trained.label}), held-out perplexity {trained.final_ppl:.2f}, "
+        f"{trained.sparsity:.1%} sparse. Every page uses it; a new pruning in the sidebar replaces it, and "
+        "Reset to dense gives the exact dense weights back."
+    )
+    st.info(in_use, icon=":material/model_training:")
+    st.sidebar.caption(f"Trained model in use: {trained.label}.")
+
+plan = train_view.controls(dense)
+try:
+    held = train_view.current_sparsity(state, train_job.kinds())
+    st.plotly_chart(train_view.schedule_chart(plan, held), key="train_schedule_chart")
+    st.caption(train_view.cost_text(dense, plan))
+except ValueError as exc:  # a schedule parameter out of range: Start says the same, and starts nothing
+    st.warning(train_job.field_message(exc))
+
+job = train_job.current()
+running = job is not None and not job.done
+if st.button(
+    "Start training", key="train_start", type="primary", disabled=running, icon=":material/play_arrow:"
+):
+    refused = train_job.start(plan)
+    if refused:
+        st.error(refused)
+    else:
+        st.rerun()
+if job is not None and job.done and job.result is None:
+    if job.error:
+        st.error(job.error)
+    else:
+        st.info(f"{job.label}: {job.stage}; nothing to apply.")
+    st.button("Dismiss", key="train_dismiss", on_click=train_job.discard)
+elif job is not None and job.done:
+    train_job.record(job)
+    completed = job.result.info["stopped"] in ("done", "time budget")
+    (st.success if completed else st.warning)(train_view.verdict(job))
+    st.plotly_chart(train_view.curves_chart(job.result.curve), key="train_result_curves")
+    use, drop = st.columns(2)
+    use.button("Use the trained model", key="train_apply", type="primary", on_click=train_job.use_result)
+    drop.button("Discard", key="train_discard", on_click=train_job.discard)
+else:
+    train_view.live()
+
+runs = train_job.runs(dense)
+if runs:
+    st.subheader("One-shot, recovered, gradual")
+    st.plotly_chart(train_view.comparison_chart(runs), key="train_comparison")
+    st.caption(
+        "Held-out perplexity of this session's runs against training steps; the diamond is a one-shot "
+        "model before recovery, the dotted line the dense model's."
+    )
+    downloads.csv_button(
+        partial(train_view.curves_table, runs),
+        downloads.csv_name(dense.name, "training-curves"),
+        key="train_csv",
+    )
