@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.support.apptest import TIMEOUT, errors, figures, measured, metric, set_sparsity, start, trace_names
+from tests.support.models import saved_model
 
 pytestmark = pytest.mark.usefixtures("one_thread", "app_navigation")
 PAGE = "views/train.py"
@@ -165,7 +166,7 @@ def test_recovery_and_gradual_run_apply_and_reset_to_dense_exactly():
     assert zeros / sum(layer.numel for layer in trained) == pytest.approx(0.5, abs=0.01)
 
 
-def test_bad_settings_show_an_error_and_start_nothing():
+def test_bad_settings_show_an_error_and_start_nothing(monkeypatch):
     at = start()
     train_page(at)  # one-shot recovery of a model with nothing pruned
     press_start(at)
@@ -183,6 +184,14 @@ def test_bad_settings_show_an_error_and_start_nothing():
     at.file_uploader(key="train_upload").upload("short.txt", b"Too short.", "text/plain").run()
     press_start(at)
     assert "Training text: text: the training text has" in errors(at)
+    assert job(at) is None
+
+    from prune_explorer.training import budget
+
+    monkeypatch.setattr(budget, "available_memory_bytes", lambda: 2**20)  # 1 MiB free
+    train_page(at, train_source="sampled")
+    press_start(at)
+    assert "this training job needs about" in errors(at) and "of memory is free" in errors(at)
     assert job(at) is None
 
 
@@ -224,17 +233,27 @@ def test_cancel_keeps_the_last_step_and_a_second_job_is_refused():
     assert figures(at)[-1]  # the cancelled run's curve stays on the comparison chart
 
 
-def test_reset_while_training_cancels_the_run_with_a_note():
+@pytest.mark.parametrize("how", ["reset", "switch"])
+def test_a_reset_or_a_model_switch_while_training_cancels_the_run_with_a_note(how, tmp_path):
     at = start()
     set_sparsity(at, 50)
     train_page(at, train_steps=100_000, train_points=0)
     press_start(at)
     running = job(at)
     wait_for_steps(running)
-    at.button(key="sidebar_reset").click().run()
+    if how == "reset":
+        at.button(key="sidebar_reset").click().run()
+        note = "cancelled by Reset to dense"
+    else:
+        saved_model(tmp_path / "tiny", "llama")
+        at.text_input(key="sidebar_source").input(str(tmp_path / "tiny"))
+        at.button(key="sidebar_load").click().run()
+        note = "the model changed"
     assert not at.exception, at.exception
     running.thread.join(TIMEOUT)
     assert not running.thread.is_alive() and running.cancel_requested
-    assert job(at) is None
-    assert "cancelled by Reset to dense" in " ".join(w.value for w in at.warning)
-    assert all(not at.session_state["pruning_state"].is_pruned(n) for n in session_bytes(at))
+    assert job(at) is None and "train_applied" not in at.session_state
+    assert note in " ".join(w.value for w in at.warning)
+    state = at.session_state["pruning_state"]
+    assert (state.dense is running.dense) == (how == "reset")
+    assert all(not state.is_pruned(layer.name) for layer in state.dense.layers)  # nothing applied
