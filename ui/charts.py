@@ -1,4 +1,5 @@
-"""Pure data -> Plotly figure functions. No Streamlit, no models: numbers in, a Figure out."""
+"""Pure data -> Plotly figure functions. No Streamlit, no models: numbers in, a Figure out (a
+:class:`SpecFigure`, its spec built as plain dicts, for the charts a slider step redraws)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 
 from ui.formats import perplexity_text
 
@@ -21,16 +23,56 @@ PINNED_COLOR = "#E69F00"  # Okabe–Ito orange, hatched: apart from dense blue a
 LEGEND_BELOW = dict(orientation="h", yref="container", y=0.0, yanchor="bottom", xanchor="left", x=0.0)
 
 
-def layout(fig: go.Figure, height: int, title: str | None = None, top: int = 10) -> go.Figure:
+def layout_spec(height: int, title: str | None = None, top: int = 10) -> dict:
     """Height, tight margins, an optional title, and the legend below the plot (``LEGEND_BELOW``): the
     one layout of every figure in the app."""
-    fig.update_layout(
-        height=height,
-        margin=dict(l=10, r=10, t=40 if title else top, b=10),
-        title=dict(text=title) if title else None,
-        legend=LEGEND_BELOW,
-    )
+    spec = dict(height=height, margin=dict(l=10, r=10, t=40 if title else top, b=10), legend=LEGEND_BELOW)
+    return spec | {"title": dict(text=title)} if title else spec
+
+
+def layout(fig: go.Figure, height: int, title: str | None = None, top: int = 10) -> go.Figure:
+    """:func:`layout_spec` applied to a figure built with Plotly's objects."""
+    fig.update_layout(**layout_spec(height, title, top))
     return fig
+
+
+class SpecFigure(go.Figure):
+    """A figure handed to ``st.plotly_chart`` as its finished JSON spec, for the charts a slider step redraws.
+
+    Plotly validates every property it is given, about 10 ms for a small figure on this machine, and
+    ``st.plotly_chart`` validates a plain dict once more; it reads a ``go.Figure`` through ``to_dict()``
+    without validating, so this one returns the spec there (with the template a new Figure would carry).
+    It is only for drawing: nothing can be added to it. Its specs are validated in the tests instead
+    (``tests/test_charts.py``).
+    """
+
+    def __init__(self, data: list[dict], layout: dict):
+        super().__init__()
+        self._spec = {"data": data, "layout": {"template": _template(), **layout}}
+
+    def to_dict(self) -> dict:
+        return self._spec
+
+    def to_plotly_json(self) -> dict:
+        return self._spec
+
+    def add_trace(self, *args, **kwargs):
+        raise TypeError("a SpecFigure is drawn as it is: build its spec with the traces it needs")
+
+    @property
+    def spec(self) -> dict:
+        return self._spec
+
+
+_TEMPLATES: dict[str, dict] = {}
+
+
+def _template() -> dict:
+    """The template Plotly gives a new figure (Streamlit's, once streamlit is imported), taken once a name."""
+    name = str(pio.templates.default)
+    if name not in _TEMPLATES:
+        _TEMPLATES[name] = go.Figure().to_dict()["layout"].get("template", {})
+    return _TEMPLATES[name]
 
 
 def _steps(edges: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,19 +149,27 @@ def _add_threshold(fig: go.Figure, edges: np.ndarray, counts: np.ndarray, thresh
     )
 
 
-def next_token_bars(table: pd.DataFrame, height: int = 360) -> go.Figure:
+def next_token_bars(table: pd.DataFrame, height: int = 360) -> SpecFigure:
     """Grouped bars of next-token probabilities per token: dense, pruned, and pinned (hatched Okabe–Ito
     orange, ``ui.pin``) when ``table`` has a ``pinned`` column (NaN, no bar, where the pin kept none)."""
-    fig = go.Figure()
-    fig.add_trace(go.Bar(x=table["token"], y=table["dense"], name="dense", marker_color=DENSE_COLOR))
-    fig.add_trace(go.Bar(x=table["token"], y=table["pruned"], name="pruned", marker_color=PRUNED_COLOR))
+    tokens = table["token"].tolist()
+
+    def bars(column: str, marker: dict) -> dict:
+        y = [None if v != v else float(v) for v in table[column].tolist()]  # NaN: no bar
+        return dict(type="bar", x=tokens, y=y, name=column, marker=marker)
+
+    data = [bars("dense", dict(color=DENSE_COLOR)), bars("pruned", dict(color=PRUNED_COLOR))]
     if "pinned" in table:
-        pinned = dict(color=PINNED_COLOR, pattern=dict(shape="/", fgcolor="#7a5400"))
-        fig.add_trace(go.Bar(x=table["token"], y=table["pinned"], name="pinned", marker=pinned))
-    fig.update_layout(barmode="group")
-    fig.update_yaxes(title_text="probability", rangemode="tozero")
-    fig.update_xaxes(title_text="next token", tickangle=-30)
-    return layout(fig, height)
+        data.append(bars("pinned", dict(color=PINNED_COLOR, pattern=dict(shape="/", fgcolor="#7a5400"))))
+    return SpecFigure(
+        data,
+        dict(
+            layout_spec(height),
+            barmode="group",
+            yaxis=dict(title=dict(text="probability"), rangemode="tozero"),
+            xaxis=dict(title=dict(text="next token"), tickangle=-30),
+        ),
+    )
 
 
 def sweep_chart(
@@ -130,7 +180,7 @@ def sweep_chart(
     height: int = 340,
     name: str = "sweep",
     earlier: tuple[float, float, str] | None = None,
-) -> go.Figure:
+) -> SpecFigure:
     """Perplexity against sparsity (log y), with the dense level and the session's current point.
 
     Args:
@@ -139,51 +189,63 @@ def sweep_chart(
         current: (sparsity, perplexity) of the session's model now, or None when not measured.
         earlier: (sparsity, perplexity, settings) last measured for earlier settings, drawn hollow.
     """
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            x=[100 * s for s in sparsity],
-            y=list(ppl),
-            text=[perplexity_text(v) for v in ppl],
-            mode="lines+markers",
-            name=name,
-            line_color=DENSE_COLOR,
-            hovertemplate="%{x:.1f}% sparsity<br>perplexity %{text}<extra></extra>",
-        )
+    curve = dict(
+        type="scatter",
+        x=[100 * s for s in sparsity],
+        y=list(ppl),
+        text=[perplexity_text(v) for v in ppl],
+        mode="lines+markers",
+        name=name,
+        line=dict(color=DENSE_COLOR),
+        hovertemplate="%{x:.1f}% sparsity<br>perplexity %{text}<extra></extra>",
     )
-    add_dense_line(fig, dense_ppl)
-    add_model_mark(fig, current, earlier, "diamond", 13)
-    fig.update_xaxes(title_text="sparsity of the selected layers (%)", range=[-2, 102])
-    fig.update_yaxes(title_text="perplexity (log)", type="log", dtick=1, exponentformat="power")
-    return layout(fig, height)
+    data = [curve, *dense_line(dense_ppl), *model_marks(current, earlier, "diamond", 13)]
+    return SpecFigure(
+        data,
+        dict(
+            layout_spec(height),
+            xaxis=dict(title=dict(text="sparsity of the selected layers (%)"), range=[-2, 102]),
+            yaxis=dict(title=dict(text="perplexity (log)"), type="log", dtick=1, exponentformat="power"),
+        ),
+    )
+
+
+def dense_line(dense_ppl: float | None) -> list[dict]:
+    """The dense model's perplexity as a dotted line across 0–100% sparsity (no trace when not measured)."""
+    if dense_ppl is None:
+        return []
+    line = dict(color="gray", dash="dot")
+    return [
+        dict(
+            type="scatter",
+            x=[0, 100],
+            y=[dense_ppl] * 2,
+            mode="lines",
+            name="dense",
+            line=line,
+            hoverinfo="skip",
+        )
+    ]
 
 
 def add_dense_line(fig: go.Figure, dense_ppl: float | None) -> None:
-    """The dense model's perplexity as a dotted line across 0–100% sparsity (nothing when not measured)."""
-    if dense_ppl is not None:
-        fig.add_trace(
-            go.Scatter(
-                x=[0, 100],
-                y=[dense_ppl, dense_ppl],
-                mode="lines",
-                name="dense",
-                line=dict(color="gray", dash="dot"),
-                hoverinfo="skip",
-            )
-        )
+    """:func:`dense_line` on a figure built with Plotly's objects."""
+    for trace in dense_line(dense_ppl):
+        fig.add_trace(trace)
 
 
-def add_model_mark(
-    fig: go.Figure,
+def model_marks(
     current: tuple[float, float] | None,
     earlier: tuple[float, float, str] | None,
     symbol: str,
     size: int,
-) -> None:
+) -> list[dict]:
     """The session's model: filled when measured now, hollow (``symbol``-open) when measured earlier."""
+    marks = []
     if current is not None:
-        fig.add_trace(
-            go.Scatter(
+        marks.append(
+            dict(
+                type="scatter",
                 x=[100 * current[0]],
                 y=[current[1]],
                 mode="markers",
@@ -194,8 +256,9 @@ def add_model_mark(
             )
         )
     if earlier is not None:
-        fig.add_trace(
-            go.Scatter(
+        marks.append(
+            dict(
+                type="scatter",
                 x=[100 * earlier[0]],
                 y=[earlier[1]],
                 mode="markers",
@@ -207,6 +270,19 @@ def add_model_mark(
                 ),
             )
         )
+    return marks
+
+
+def add_model_mark(
+    fig: go.Figure,
+    current: tuple[float, float] | None,
+    earlier: tuple[float, float, str] | None,
+    symbol: str,
+    size: int,
+) -> None:
+    """:func:`model_marks` on a figure built with Plotly's objects."""
+    for trace in model_marks(current, earlier, symbol, size):
+        fig.add_trace(trace)
 
 
 def sparsity_heatmap(
