@@ -178,6 +178,9 @@ def test_bad_settings_show_an_error_and_start_nothing(monkeypatch):
     press_start(at)
     assert "Schedule: schedule: its last mask update is at step 140" in errors(at)
     assert job(at) is None
+    at.switch_page("views/prune.py").run()  # the controls keep their values while another page is shown
+    at.switch_page(PAGE).run()
+    assert at.number_input(key="train_steps").value == 4 and at.number_input(key="train_dt").value == 7
 
     set_sparsity(at, 50)
     train_page(at, train_schedule="oneshot", train_source="upload")

@@ -81,8 +81,10 @@ MODEL_DEPENDENT_KEYS = (
     "learn_layer_chosen",
     "compare_point",
     "sidebar_kinds_last",
-    "train_lr",  # the Train page's defaults differ between tiny and big models
+    "train_lr",  # the Train page's defaults differ between models
     "train_batch",
+    "train_seq_len",
+    "train_source",
 )
 
 

@@ -28,16 +28,37 @@ RECOVER = {"distill": "Distill from dense", "text": "Next-token on text"}
 SOURCES = {"builtin": "Built-in text", "upload": "Upload .txt", "sampled": "Sampled from the dense model"}
 PATTERNS = ("unstructured", "2:4", "4:8")
 LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 2e-2, 5e-2)
+# The controls' values while another page is shown: Streamlit forgets a widget's value in a run that does
+# not draw it, and a user checks other pages while a run trains. (id of the dense model, {key: value}).
+SAVED = "train_controls"
+_KEYS: set[str] = set()
 
 
 def _key(key: str, default: object) -> str:
     """A widget key whose first value comes from session state (never ``value=``, see session)."""
+    _KEYS.add(key)
     st.session_state.setdefault(key, default)
     return key
 
 
+def _restore(dense: DenseModel) -> None:
+    """The values the controls had when this page was last shown on this model."""
+    model, saved = st.session_state.get(SAVED, (None, {}))
+    if model == id(dense):
+        for key, value in saved.items():
+            st.session_state.setdefault(key, value)
+
+
+def _save(dense: DenseModel) -> None:
+    """Keep the controls' values (those not drawn this run, the gradual ones under one-shot, as they were)."""
+    model, saved = st.session_state.get(SAVED, (None, {}))
+    drawn = {k: st.session_state[k] for k in _KEYS if k in st.session_state}
+    st.session_state[SAVED] = (id(dense), (saved if model == id(dense) else {}) | drawn)
+
+
 def controls(dense: DenseModel) -> train_job.Plan:
     """Every control of a run; returns what they are set to."""
+    _restore(dense)
     small = defaults.is_small(dense)
     left, right = st.columns(2)
     schedule = left.segmented_control(
@@ -87,6 +108,7 @@ def controls(dense: DenseModel) -> train_job.Plan:
             help="distillation: weight of the per-layer hidden-state MSE beside the logit KL",
         )
         sampled = i.number_input("Sampled tokens", 512, 10**7, step=1024, key=_key("train_sampled", 8192))
+    _save(dense)
     return train_job.Plan(
         schedule=schedule,
         recover=recover,
@@ -212,8 +234,9 @@ def cost_text(dense: DenseModel, plan: train_job.Plan) -> str:
     )
 
 
-def curves_chart(points: list[CurvePoint]) -> go.Figure:
-    """Training loss, held-out perplexity and sparsity against step, one above the other."""
+def curves_chart(points: list[CurvePoint], steps_planned: int | None = None) -> go.Figure:
+    """Training loss, held-out perplexity and sparsity against step, one above the other (x up to
+    ``steps_planned`` while a run trains, so the curves grow across the chart)."""
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06)
     steps = [p.step for p in points]
     losses = [(p.step, p.loss) for p in points if p.loss is not None]
@@ -224,6 +247,8 @@ def curves_chart(points: list[CurvePoint]) -> go.Figure:
     fig.update_yaxes(title_text="perplexity", type="log", row=2, col=1)
     fig.update_yaxes(title_text="sparsity (%)", row=3, col=1)
     fig.update_xaxes(title_text="training step", row=3, col=1)
+    if steps_planned:
+        fig.update_xaxes(range=[0, steps_planned])
     return layout(fig, 480)
 
 
@@ -257,7 +282,7 @@ def _live() -> None:
     )
     st.caption("Training in the background: the slider and the other pages stay live meanwhile.")
     if job.points:
-        st.plotly_chart(curves_chart(list(job.points)), key="train_live_curves")
+        st.plotly_chart(curves_chart(list(job.points), steps), key="train_live_curves")
 
 
 def verdict(job: train_job.TrainJob) -> str:
@@ -266,12 +291,19 @@ def verdict(job: train_job.TrainJob) -> str:
     stopped = {"done": "finished", "time budget": "stopped at its time budget"}.get(
         info["stopped"], info["stopped"]
     )
-    return (
+    text = (
         f"{job.label}: {stopped} after {formats.plural(info['steps_done'], 'step')} "
         f"({info['train_seconds']:.0f} s, {info['tokens_seen']:,} tokens of {info['data']}). Held-out "
         f"perplexity {info['start_ppl']:.2f} → {info['final_ppl']:.2f} (dense {info['dense_ppl']:.2f}), "
         f"sparsity {info['sparsity']:.1%}."
     )
+    schedule = job.settings.schedule
+    if schedule is not None and info["sparsity"] < schedule.final_sparsity - 0.005:
+        text += (
+            f" It stopped before the schedule reached its target of {schedule.final_sparsity:.0%} (last mask "
+            f"update at step {schedule.end_step}): more time, or fit the schedule to fewer steps."
+        )
+    return text
 
 
 def comparison_chart(runs: list[train_job.Run]) -> go.Figure:
