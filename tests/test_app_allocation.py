@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from prune_explorer.measure.sensitivity import measure_sensitivity
 from prune_explorer.models.layers import select
+from prune_explorer.plans.recipe import parse_recipe
 from prune_explorer.pruning import allocation
 from prune_explorer.scenes import Scene, scene_to_query
 from tests.support.apptest import (
@@ -26,6 +27,8 @@ from tests.support.apptest import (
     sidebar_figures,
     start,
 )
+from tests.support.downloads import record_downloads
+from ui import allocation_view
 
 pytestmark = pytest.mark.usefixtures("one_thread", "app_navigation")
 CHART = "sidebar_allocation_chart"
@@ -184,3 +187,69 @@ def test_owl_on_a_big_model_finds_its_ratios_in_the_background(fresh_cache, monk
     applied = at.session_state["pruning_applied"]
     assert (applied.allocation, applied.owl_m) == ("owl", 6.5) and applied.basis is not None
     assert np.array_equal(bars(at), state_percent(at)) and len(set(bars(at).tolist())) > 1
+
+
+def within(at: AppTest, lo: float, hi: float) -> bool:
+    """Every layer's share asked within [lo, hi] (exactly), and pruned within it to one weight."""
+    asked = np.array(list(at.session_state["pruning_applied"].layer_sparsity.values()))
+    eps = 1e-9
+    exact = lo - eps <= asked.min() and asked.max() <= hi + eps
+    return exact and 100 * lo - 0.1 <= bars(at).min() and bars(at).max() <= 100 * hi + 0.1
+
+
+def test_the_budget_keeps_every_layer_within_the_deviation_chosen_and_its_recipe_records_it(
+    fresh_cache, monkeypatch
+):
+    payloads = record_downloads(monkeypatch)
+    at = start()
+    state = at.session_state["pruning_state"]
+    measure_sensitivity(
+        state.dense, "magnitude", mode="layer", calibration=at.session_state["calibration_batch"][0]
+    )
+    set_sparsity(choose_allocation(at, "budget"), 60)
+    deviation = at.number_input(key="sidebar_budget_deviation")
+    assert deviation.value == pytest.approx(0.1)  # the default: unbounded did worse than uniform
+    assert at.session_state["pruning_applied"].basis.deviation == pytest.approx(0.1)
+    assert within(at, 0.5, 0.7)
+
+    deviation.set_value(0.03).run()
+    assert not at.exception, at.exception
+    assert at.session_state["pruning_applied"].basis.deviation == pytest.approx(0.03)
+    assert within(at, 0.57, 0.63)
+    assert average_line(at) == pytest.approx(60.0, abs=0.01) and np.array_equal(bars(at), state_percent(at))
+    set_sparsity(at, 65)  # the bound follows the slider (and the sweep's and look-ahead's targets)
+    assert within(at, 0.62, 0.68)
+
+    at.switch_page("views/export.py").run()
+    (button,) = [b for b in at.get("download_button") if b.proto.id.endswith("export_recipe_download")]
+    text = payloads[button.proto.deferred_file_id][0]()
+    plan = parse_recipe(text)
+    assert (plan.allocation.name, plan.allocation.bounds) == ("budget", (0.62, 0.68))
+    wanted = pruned_counts(at)
+    deviation = at.number_input(key="sidebar_budget_deviation")
+    deviation.set_value(0.2).run()
+    assert pruned_counts(at) != wanted
+    upload = at.file_uploader(key="export_recipe_upload")
+    upload.upload("r.yaml", text.encode("utf-8"), "application/x-yaml").run()
+    assert not at.exception, at.exception
+    assert pruned_counts(at) == wanted  # the recipe's masks, exactly
+    assert at.session_state["sidebar_budget_deviation"] == pytest.approx(0.03)  # and its bound, for Budget
+
+
+def test_the_bound_follows_any_target():
+    basis = allocation.Basis(
+        name="budget",
+        layers=("a", "b"),
+        sizes=(10, 10),
+        curves=(((0.0, 0.0), (1.0, 1.0)), ((0.0, 0.0), (1.0, 9.0))),
+    )
+    held = allocation_view.bounded(basis, 0.1)
+    for target in (0.05, 0.5, 0.97):
+        shares = held.shares(target)
+        lo, hi = allocation_view.budget_bounds(target, 0.1)
+        assert lo <= min(shares.values()) and max(shares.values()) <= hi
+        assert allocation.average_sparsity(shares, {"a": 10, "b": 10}) == pytest.approx(target)
+    assert basis.shares(0.5) == {"a": 1.0, "b": 0.0}  # unbounded: to the ends of the curves
+    assert allocation_view.deviation_of(0.6, allocation_view.budget_bounds(0.6, 0.1)) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        allocation_view.bounded(basis, -0.5)

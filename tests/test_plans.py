@@ -7,9 +7,11 @@ import pytest
 import yaml
 
 from prune_explorer.models.dense import DenseModel
-from prune_explorer.plans import recipe
+from prune_explorer.models.layers import DEFAULT_KINDS, select
+from prune_explorer.plans import export, recipe
 from prune_explorer.plans.apply import apply_recipe
 from prune_explorer.plans.recipe import RecipeError, parse_recipe, recipe_from_state, recipe_yaml
+from prune_explorer.pruning import allocation
 from prune_explorer.pruning.calibration import CalibrationSpec, calibration_batch
 from prune_explorer.pruning.policies import MagnitudeSettings
 from prune_explorer.pruning.prune import prune_masks
@@ -180,3 +182,49 @@ def test_a_calibration_the_text_cannot_give_is_refused_by_field_and_nothing_chan
         apply_recipe(state, edited(ids_sha1="0" * 40))
     for layer in llama_dense.layers:
         assert same_bits(state.weight(layer.name), before[layer.name])
+
+
+def budget_settings(dense: DenseModel, bounds: tuple[float, float] | None) -> PruneSettings:
+    """The slider path at 50% under the budget over made-up curves (steeper for later layers), bounded."""
+    layers = select(dense.layers, DEFAULT_KINDS)
+    curves = {la.name: [(0.0, 0.0), (0.5, 0.1 * (i + 1)), (0.9, (i + 1) ** 2)] for i, la in enumerate(layers)}
+    basis = allocation.budget_basis(layers, curves)
+    return PruneSettings(0.5, allocation="budget", basis=basis, budget_bounds=bounds)
+
+
+def test_the_budgets_bounds_are_recorded_and_the_recipe_reproduces_them(llama_dense, tmp_path):
+    state = PruningState(llama_dense)
+    settings = budget_settings(llama_dense, (0.4, 0.6))
+    apply_settings(state, settings)
+    shares = settings.layer_sparsity
+    assert min(shares.values()) >= 0.4 - 1e-9 and max(shares.values()) <= 0.6 + 1e-9
+    assert max(shares.values()) - min(shares.values()) > 0.1  # the bound is what stops it
+    made = round_trip(state, settings)
+    assert made.allocation.name == "budget" and made.allocation.bounds == (0.4, 0.6)
+    assert "bounds:\n  - 0.4\n  - 0.6" in recipe_yaml(made)
+    fresh = PruningState(llama_dense)
+    apply_recipe(fresh, made)
+    assert_same_state(state, fresh)
+    card = export.model_card(state, made, None, "none")
+    assert "| Allocation | budget, 50.00% asked, each layer within 40.00%–60.00% |" in card
+    unbounded = budget_settings(llama_dense, None)
+    apply_settings(state, unbounded)
+    assert recipe_from_state(state, unbounded).allocation.bounds is None
+
+
+def test_bounds_out_of_range_or_off_the_average_name_the_field(llama_dense):
+    state = PruningState(llama_dense)
+    settings = budget_settings(llama_dense, (0.4, 0.6))
+    apply_settings(state, settings)
+    good = yaml.safe_load(recipe_yaml(recipe_from_state(state, settings)))
+
+    def error(bounds, name: str = "budget") -> str:
+        data = good | {"allocation": good["allocation"] | {"bounds": bounds, "name": name}}
+        with pytest.raises(RecipeError) as info:
+            parse_recipe(yaml.safe_dump(data))
+        return str(info.value)
+
+    assert "allocation.bounds[1]: Input should be less than or equal to 1" in error([0.4, 1.2])
+    assert "allocation.bounds: the average sparsity 0.5 must lie within [0.6, 0.7]" in error([0.6, 0.7])
+    assert "allocation.bounds: only the budget allocation has bounds, not owl" in error([0.4, 0.6], "owl")
+    assert "allocation.bounds: Tuple should have at most 2 items" in error([0.4, 0.5, 0.6])

@@ -34,7 +34,8 @@ NAMES = {"uniform": "uniform", "owl": "OWL", "budget": "budget"}
 @dataclass(frozen=True)
 class Plan:
     """What the comparison measures: one method (unstructured) over ``kinds``, the allocations ``names``
-    (OWL with ``m`` and ``lam``; the budget over ``budget``'s curves), at each of ``targets``."""
+    (OWL with ``m`` and ``lam``; the budget over ``budget``'s curves, within its bounds if it has them:
+    ``ui.allocation_view.BoundedBudget``), at each of ``targets``."""
 
     method: str
     kinds: tuple[str, ...]
@@ -78,8 +79,8 @@ def measure(dense: DenseModel, plan: Plan, progress: Progress = None) -> dict[st
     ids = eval_ids(dense)
     dense_perplexity(dense)  # the chart's dotted line, shared
     for i, (name, target) in enumerate(todo):
-        shares = None if name == "uniform" else bases[name].shares(target, lam=plan.lam)
         try:
+            shares = None if name == "uniform" else bases[name].shares(target, lam=plan.lam)
             point = sweep.method_point(
                 dense,
                 ids,

@@ -1,7 +1,7 @@
 """Per-layer allocation in the sidebar (Sparsify's one average-sparsity slider): which allocation shares the
-slider among the selected layers (uniform, OWL, the least-damage budget), OWL's M and λ, and a compact
-per-layer sparsity chart of what is applied, redrawn on every move. Its full-size twin is on the Allocation
-page.
+slider among the selected layers (uniform, OWL, the least-damage budget), OWL's M and λ, the budget's largest
+deviation from the average, and a compact per-layer sparsity chart of what is applied, redrawn on every
+move. Its full-size twin is on the Allocation page.
 
 A move costs no statistics and no sort: the allocation's basis (OWL's block outlier ratios, the budget's
 sensitivity curves) is found once per model, layers and calibration and shared by every session, and the
@@ -10,7 +10,7 @@ slider then shares its value by arithmetic (``pruning.settings.PruneSettings.lay
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -31,7 +31,11 @@ from ui import background, data, defaults, results, session
 ALLOCATION = "sidebar_allocation"
 OWL_M = "sidebar_owl_m"
 OWL_LAM = "sidebar_owl_lam"
-LAST = "sidebar_allocation_last"  # the last valid (allocation, M, λ), restored when a choice is refused
+BUDGET_DEVIATION = "sidebar_budget_deviation"
+# Unbounded, the budget pushed SmolLM2's layers to 0.3 and 0.9 at 60% and did worse than uniform (curves
+# measured one layer at a time miss how damage adds up); within ± 0.1 of the average it did better.
+DEVIATION = 0.1
+LAST = "sidebar_allocation_last"  # the last valid (allocation, M, λ, deviation), restored when refused
 NOTE = "sidebar_allocation_note"  # why a choice was refused, shown on the next run
 CHART = "sidebar_allocation_chart"
 MEASURED = ("magnitude", "wanda")  # the methods the Sensitivity page measures curves for
@@ -44,7 +48,13 @@ HELP = (
     "How the slider's average is shared among the selected layers (parameter-weighted, so the share of all "
     "their weights pruned is the slider's). OWL (Yin et al. 2024): blocks whose |W|·‖X‖ scores hold more "
     "outliers (above M × their mean) are pruned less, within the average ± λ. Budget: the least total damage "
-    "the Sensitivity page's per-layer curves predict. With magnitude it applies to the same-sparsity policy."
+    "the Sensitivity page's per-layer curves predict, each layer within the average ± its largest deviation. "
+    "With magnitude it applies to the same-sparsity policy."
+)
+DEVIATION_HELP = (
+    "No layer's sparsity leaves the average ± this. The curves are measured one layer at a time and miss how "
+    "damage adds up, so an unbounded budget drives layers to the ends of their curves (on SmolLM2 it did "
+    "worse than uniform); ± 0.1 did better. 1 leaves it unbounded."
 )
 # One colour per layer kind (Okabe & Ito's palette, as on the Speed and Sensitivity pages).
 KIND_COLORS = {
@@ -61,13 +71,71 @@ OTHER_COLOR = "#999999"
 AVERAGE_COLOR = "#e45756"
 
 
+# ----- the budget's bound: the average ± the largest deviation, wherever the target moves
+
+
+def check_deviation(deviation: float) -> None:
+    """Raise ValueError with a user-facing message unless the budget's largest deviation is in [0, 1]."""
+    if not 0.0 <= deviation <= 1.0:
+        raise ValueError(
+            f"the budget's largest deviation from the average must be between 0 and 1, got {deviation}"
+        )
+
+
+def budget_bounds(target: float, deviation: float) -> tuple[float, float]:
+    """The budget solver's (lowest, highest) per-layer sparsity: the average ± ``deviation``, within [0, 1]
+    (rounded to 6 decimals: the slider moves by 1% and the deviation by 0.01, so nothing is lost)."""
+    check_deviation(deviation)
+    return round(max(0.0, target - deviation), 6), round(min(1.0, target + deviation), 6)
+
+
+@dataclass(frozen=True)
+class BoundedBudget(allocation.Basis):
+    """The budget's basis with every layer held within the target ± ``deviation`` at whatever target it is
+    asked for: the slider, the sweep and the look-ahead move the target (``replace(settings, sparsity=…)``)
+    and the bound moves with it, where ``PruneSettings.budget_bounds`` (absolute) would stay behind. Part
+    of the settings' cache keys, as any basis."""
+
+    deviation: float = DEVIATION
+
+    def shares(
+        self, target: float, lam: float = allocation.OWL_LAMBDA, bounds: tuple[float, float] | None = None
+    ) -> dict[str, float]:
+        """:meth:`Basis.shares` within ``bounds``, by default :func:`budget_bounds` of ``target``."""
+        return super().shares(target, lam, bounds or budget_bounds(target, self.deviation))
+
+
+def bounded(basis: allocation.Basis, deviation: float) -> BoundedBudget:
+    """``basis`` (the budget's) with its layers held within the target ± ``deviation``.
+
+    Raises:
+        ValueError: a deviation outside [0, 1].
+    """
+    check_deviation(deviation)
+    found = {f.name: getattr(basis, f.name) for f in fields(allocation.Basis)}
+    return BoundedBudget(**found, deviation=deviation)
+
+
+def deviation_in(settings: MagnitudeSettings | None) -> float | None:
+    """The largest deviation of the budget the settings apply, or None (another allocation, or unbounded)."""
+    return getattr(getattr(settings, "basis", None), "deviation", None)
+
+
+def deviation_of(target: float, bounds: tuple[float, float]) -> float:
+    """The largest deviation that :func:`budget_bounds` turned into ``bounds`` at ``target`` (where both ends
+    were clipped to [0, 1], the smallest that gives the same bounds)."""
+    return round(max(target - bounds[0], bounds[1] - target), 6)
+
+
 # ----- widgets
 
 
 def _last() -> dict:
-    return st.session_state.setdefault(
+    last = st.session_state.setdefault(
         LAST, {ALLOCATION: "uniform", OWL_M: allocation.OWL_M, OWL_LAM: allocation.OWL_LAMBDA}
     )
+    last.setdefault(BUDGET_DEVIATION, DEVIATION)
+    return last
 
 
 def _refuse(why: str) -> None:
@@ -102,12 +170,29 @@ def _on_owl() -> None:
     _last().update({OWL_M: float(m), OWL_LAM: float(lam)})
 
 
+def _on_deviation() -> None:
+    value = st.session_state.get(BUDGET_DEVIATION)
+    try:
+        check_deviation(float(value))
+    except (TypeError, ValueError) as exc:
+        _refuse(f"{exc}. It stays {_last()[BUDGET_DEVIATION]:g}; the pruning is unchanged.")
+        return
+    remember_deviation(float(value))
+
+
+def remember_deviation(deviation: float) -> None:
+    """Keep ``deviation`` as the last valid one (what a refused choice restores), e.g. from a recipe."""
+    _last()[BUDGET_DEVIATION] = float(deviation)
+
+
 def picker(method: str, pattern: str, policy: str) -> None:
-    """The allocation selectbox and, for OWL, M and λ in a small expander; values are read back by
-    :func:`chosen_settings`. Disabled where the allocation does not apply (the thresholds, N:M)."""
+    """The allocation selectbox and, for OWL, M and λ in a small expander (for the budget, its largest
+    deviation from the average); values are read back by :func:`chosen_settings`. Disabled where the
+    allocation does not apply (the thresholds, N:M)."""
     st.session_state.setdefault(ALLOCATION, _last()[ALLOCATION])
     st.session_state.setdefault(OWL_M, _last()[OWL_M])
     st.session_state.setdefault(OWL_LAM, _last()[OWL_LAM])
+    st.session_state.setdefault(BUDGET_DEVIATION, _last()[BUDGET_DEVIATION])
     applies = PruneSettings(method=method, pattern=pattern, policy=policy).allocation_applies
     choice = st.selectbox(
         "Allocation across layers",
@@ -129,6 +214,17 @@ def picker(method: str, pattern: str, policy: str) -> None:
                 f"λ (0–{allocation.OWL_LAMBDA_MAX})", step=0.01, format="%.2f", key=OWL_LAM, on_change=_on_owl
             )
             st.caption("Outliers: scores above M × their block's mean. Sparsities span the average ± λ.")
+    elif choice == "budget" and applies:
+        st.number_input(
+            "Budget: largest deviation from the average",
+            min_value=0.0,
+            max_value=1.0,
+            step=0.01,
+            format="%.2f",
+            key=BUDGET_DEVIATION,
+            on_change=_on_deviation,
+            help=DEVIATION_HELP,
+        )
     elif not applies:
         st.caption("The allocation shares the same-sparsity policy's slider (not thresholds, not N:M).")
 
@@ -167,6 +263,7 @@ def chosen_settings(
         else:
             found = curves(dense, method, chosen.kinds, batch)
             basis = find_basis(dense, chosen, batch, found.curves() if found else None)
+            basis = bounded(basis, float(st.session_state.get(BUDGET_DEVIATION, DEVIATION)))
     except ValueError:
         return chosen  # applying says why
     return replace(chosen, basis=basis)

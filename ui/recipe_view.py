@@ -21,7 +21,7 @@ from prune_explorer.pruning.methods import get_method
 from prune_explorer.pruning.patterns import parse_pattern
 from prune_explorer.pruning.policies import POLICIES, MagnitudeSettings, magnitude_counts
 from prune_explorer.pruning.settings import PruneSettings, prune_settings
-from ui import defaults, describe, results, session
+from ui import allocation_view, defaults, describe, results, session
 
 UPLOAD = "export_recipe_upload"
 NOTE = "export_recipe_note"  # (kind, message) of the last upload, shown once on the next run
@@ -36,8 +36,10 @@ def current_recipe() -> tuple[Recipe | None, str | None]:
     settings = session.applied()
     if settings is None or session.nothing_pruned():
         return None, "Nothing is pruned yet: the recipe would be the dense model."
+    deviation = allocation_view.deviation_in(settings)
+    bounds = None if deviation is None else allocation_view.budget_bounds(settings.sparsity, deviation)
     try:
-        return recipe_from_state(session.state(), settings), None
+        return recipe_from_state(session.state(), settings, bounds=bounds), None
     except (ValueError, RecipeError) as exc:
         return None, f"This pruning cannot be written as a recipe: {exc}"
 
@@ -173,6 +175,11 @@ def _set_widgets(recipe: Recipe, shown: PruneSettings) -> None:
             ALLOCATION: "uniform",
         }
     )
+    bounds = recipe.allocation.bounds
+    if bounds is not None:  # the budget's bound, for when Budget is chosen again
+        deviation = allocation_view.deviation_of(recipe.allocation.sparsity, bounds)
+        st.session_state[allocation_view.BUDGET_DEVIATION] = deviation
+        allocation_view.remember_deviation(deviation)
     if shown.sequential is not None:
         st.session_state[f"sidebar_sequential_{shown.method}"] = shown.sequential
     if shown.calibration is not None and recipe.calibration is not None:

@@ -60,7 +60,12 @@ method = st.session_state.get(session.METHOD, "magnitude")
 kinds = tuple(getattr(applied, "kinds", None) or DEFAULT_KINDS)
 batch = session.calibration()[0]
 found = allocation_view.curves(dense, method, kinds, batch)
-budget = allocation.budget_basis(select(dense.layers, kinds), found.curves()) if found is not None else None
+deviation = float(st.session_state.get(allocation_view.BUDGET_DEVIATION, allocation_view.DEVIATION))
+budget = (
+    allocation_view.bounded(allocation.budget_basis(select(dense.layers, kinds), found.curves()), deviation)
+    if found is not None
+    else None
+)
 plan = allocation_compare.Plan(
     method=method,
     kinds=kinds,
@@ -72,7 +77,8 @@ plan = allocation_compare.Plan(
 label = get_method(method).label
 st.caption(
     f"{label} (the sidebar's method), unstructured, at {', '.join(f'{t:.0%}' for t in plan.targets)} average "
-    f"sparsity over your layer kinds; OWL with M = {plan.m:g}, λ = {plan.lam:g}. Each point prunes a scratch "
+    f"sparsity over your layer kinds; OWL with M = {plan.m:g}, λ = {plan.lam:g}; the budget within the "
+    f"average ± {deviation:g} (the sidebar's). Each point prunes a scratch "
     "copy and scores the held-out text; points are shared by every session."
 )
 if budget is None:

@@ -82,6 +82,15 @@ def _percent(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
+def _allocation(recipe: Recipe) -> str:
+    """ "budget, 70.00% asked, each layer within 60.00%–80.00%" for the card's table."""
+    allocated = recipe.allocation
+    words = f"{allocated.name}, {_percent(allocated.sparsity)} asked"
+    if allocated.bounds is not None:
+        words += f", each layer within {_percent(allocated.bounds[0])}–{_percent(allocated.bounds[1])}"
+    return words
+
+
 def model_card(
     state: PruningState, recipe: Recipe | None, evaluation: Evaluation | None, tokenizer_note: str
 ) -> str:
@@ -110,7 +119,7 @@ def model_card(
         calib = recipe.calibration
         lines += [
             f"| Pattern | {recipe.pattern} |",
-            f"| Allocation | {recipe.allocation.name}, {_percent(recipe.allocation.sparsity)} asked |",
+            f"| Allocation | {_allocation(recipe)} |",
             f"| Layer kinds | {', '.join(recipe.layer_kinds)} |",
             f"| Seed | {recipe.seed} |",
             "| Calibration | "

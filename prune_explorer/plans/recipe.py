@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -82,11 +83,16 @@ class Calibration(_Strict):
 
 
 class Allocation(_Strict):
-    """How the sparsity is spread: its name, the average asked, and the sparsity of every layer by name."""
+    """How the sparsity is spread: its name, the average asked, and the sparsity of every layer by name.
+
+    ``bounds``: the budget's (lowest, highest) per-layer sparsity given to its solver (the app's average ±
+    the largest deviation chosen); the layers' sparsities reproduce the masks, the bounds how they were found.
+    """
 
     name: str
     sparsity: Sparsity
     threshold: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+    bounds: tuple[Sparsity, Sparsity] | None = None
     layers: dict[str, Sparsity] = Field(min_length=1)
 
     @field_validator("name")
@@ -95,6 +101,17 @@ class Allocation(_Strict):
         if value not in ALLOCATIONS:
             raise ValueError(f"unknown allocation {value!r}; choose one of {', '.join(ALLOCATIONS)}")
         return value
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Allocation:
+        if self.bounds is None:
+            return self
+        lo, hi = self.bounds
+        if self.name != "budget":
+            raise ValueError(f"bounds: only the budget allocation has bounds, not {self.name}")
+        if not lo <= self.sparsity <= hi:
+            raise ValueError(f"bounds: the average sparsity {self.sparsity} must lie within [{lo}, {hi}]")
+        return self
 
 
 class Recipe(_Strict):
@@ -169,6 +186,9 @@ def _explain(exc: ValidationError) -> str:
         elif error["type"] == "missing":
             message = "is missing (it is required)"
         where = _where(error["loc"])
+        inner = re.match(r"(\w+): ", message)  # a model check naming its own field: "bounds: ..."
+        if where and inner:
+            where, message = f"{where}.{inner[1]}", message[inner.end() :]
         lines.append(f"{where}: {message}" if where else message)
     return "the recipe is not valid: " + "; ".join(lines)
 
@@ -256,6 +276,7 @@ def recipe_from_state(
     model_id: str | None = None,
     layer_sparsity: Mapping[str, float] | None = None,
     allocation: str | None = None,
+    bounds: tuple[float, float] | None = None,
 ) -> Recipe:
     """The recipe of what ``settings`` applied to ``state`` (the sidebar's ``PruneSettings`` or the CLI's).
 
@@ -269,6 +290,8 @@ def recipe_from_state(
         layer_sparsity: a method's per-layer sparsities, as given to ``prune_masks`` (default: the
             settings' ``layer_sparsity`` if they have one).
         allocation: its name, e.g. "owl" or "budget" (default: "uniform", or "custom" for per-layer ones).
+        bounds: the budget's (lowest, highest) per-layer sparsity at this sparsity (default: the settings'
+            ``budget_bounds``); recorded for the budget only.
     Raises:
         ValueError: the calibration batch does not come from the text given.
     """
@@ -294,6 +317,7 @@ def recipe_from_state(
         layers = {layer.name: float(per_layer.get(layer.name, asked)) for layer in selected}
         name = allocation or getattr(settings, "allocation", None) or ("custom" if per_layer else "uniform")
     calibrated = get_method(method).calibrated
+    bounds = (bounds or getattr(settings, "budget_bounds", None)) if name == "budget" else None
     return Recipe(
         project_version=project_version(),
         model=ModelRef(id=model_id or dense.name, sha256=weights_digest(dense)),
@@ -302,6 +326,8 @@ def recipe_from_state(
         sequential=getattr(settings, "sequential", None),
         seed=getattr(settings, "seed", 0),
         layer_kinds=list(settings.kinds),
-        allocation=Allocation(name=name, sparsity=settings.sparsity, threshold=threshold, layers=layers),
+        allocation=Allocation(
+            name=name, sparsity=settings.sparsity, threshold=threshold, bounds=bounds, layers=layers
+        ),
         calibration=_calibration(dense, settings, calibration_text) if calibrated else None,
     )
