@@ -77,3 +77,21 @@ def test_the_shared_marks_still_go_on_plotly_figures():
     charts.add_dense_line(fig, 4.2)
     charts.add_model_mark(fig, (0.5, 8.0), None, "star", 14)
     assert [trace.name for trace in fig.data] == ["dense", "your model now"]
+
+
+@pytest.mark.parametrize("names", [False, True])
+def test_the_allocation_bars_are_a_valid_spec(names):
+    from ui import allocation_view
+
+    table = pd.DataFrame(
+        {
+            "short": ["0.q", "0.k", "1.mlp_up"],
+            "kind": ["attn_q", "attn_k", "mlp_up"],
+            "pruned_percent": [40.0, 45.5, 52.25],
+            "weights": [100, 100, 300],
+        }
+    )
+    spec = assert_valid_spec(allocation_view.bars(table, 150, names=names))
+    assert spec["data"][0]["y"] == [40.0, 45.5, 52.25]
+    (line,) = spec["layout"]["shapes"]
+    assert line["y0"] == pytest.approx(allocation_view.average_percent(table))

@@ -29,6 +29,7 @@ def test_perplexity_and_kl_carry_their_protocol():
     assert f"{tokens:,} predicted tokens of the built-in stories evaluation text" in ppl[0]
     assert "calibration: none" in ppl[0]  # magnitude reads no activations
     assert "window" in kl[0] and "stride" in kl[0]
+    assert len(ppl) == 2, ppl  # the perplexity metrics' card and the sweep's
 
 
 def test_a_calibrated_method_names_its_calibration():

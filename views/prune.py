@@ -159,3 +159,4 @@ if points is not None:
     )
     how = "press Compute perplexity above"
     st.caption(f"{describe.sweep_caption(applied)} {outputs.mark_caption(mark, 'diamond', how)}")
+    st.caption(sweeps.card(dense, applied))
