@@ -14,7 +14,7 @@ SMALL_MODEL = 5_000_000
 
 
 def is_small(dense: DenseModel) -> bool:
-    return dense.cache.get(("num_parameters",), dense.num_parameters, pin=True) <= SMALL_MODEL
+    return dense.num_parameters() <= SMALL_MODEL
 
 
 def default_new_tokens(dense: DenseModel) -> int:

@@ -139,8 +139,11 @@ def ensure_state() -> PruningState:
 
 
 def state() -> PruningState:
-    # A page can run without explorer.py once (Streamlit's legacy pages/ folder mode, a first run).
-    return ensure_state()
+    """The session's pruning state. explorer.py's :func:`ensure_state` has set the widget defaults once this
+    run; the many calls after it only read the state (each default checked again cost ~0.3 ms a call). A
+    page run without explorer.py (Streamlit's legacy pages/ folder mode, a first run) starts it here."""
+    current = st.session_state.get(STATE)
+    return current if current is not None else ensure_state()
 
 
 def dense() -> DenseModel:

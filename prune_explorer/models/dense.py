@@ -49,6 +49,11 @@ class DenseModel:
         return self._modules[name].weight
 
     def num_parameters(self) -> int:
+        """Parameters of the dense model, tied ones once; counted once (the dense model never changes, and
+        every page run shows the number)."""
+        return self.cache.get(("num_parameters",), self._count_parameters, pin=True)
+
+    def _count_parameters(self) -> int:
         return sum(p.numel() for p in {id(p): p for p in self.model.parameters()}.values())
 
 
