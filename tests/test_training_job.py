@@ -15,6 +15,7 @@ from prune_explorer.training.data import TrainingData, sampled_data
 from prune_explorer.training.job import TrainingCancelled, train
 from prune_explorer.training.schedule import GradualSchedule
 from prune_explorer.training.settings import TrainSettings
+from prune_explorer.training.student import Start, Student, dense_start
 
 SMALL = dict(batch_size=2, seq_len=32, eval_tokens=200)
 
@@ -153,7 +154,7 @@ def test_a_second_job_is_refused_while_one_runs(llama_dense, data):
 def test_memory_estimate_and_refusal(llama_dense):
     layers = select(llama_dense.layers)
     small = estimate_bytes(llama_dense, layers, 1, 32)
-    assert small > 17 * sum(layer.numel for layer in layers)
+    assert small > 21 * sum(layer.numel for layer in layers)
     assert estimate_bytes(llama_dense, layers, 64, 32) > 30 * small
     check_job_memory(small, available=small + 1)
     with pytest.raises(TrainingRefused, match="GiB"):
@@ -183,3 +184,23 @@ def test_bad_settings_name_the_field(llama_dense, data, kwargs, field):
         return
     with pytest.raises(ValueError, match=field):
         train(llama_dense, data, TrainSettings(**(SMALL | kwargs)))
+
+
+def test_student_masks_write_exact_positive_zeros_and_leave_kept_bits(llama_dense):
+    layers = select(llama_dense.layers)
+    start = dense_start(llama_dense, layers)
+    torch.manual_seed(1)
+    keep = {name: torch.rand(w.shape) > 0.5 for name, w in start.weights.items()}
+    student = Student(llama_dense, layers, Start(start.weights, keep))
+    for name, weight in start.weights.items():
+        got = student.weight(name)
+        zeros = got[~keep[name]]
+        assert bool((weight[~keep[name]] < 0).any())  # negatives pruned: a plain multiply gives -0.0
+        assert torch.equal(_bits(zeros), _bits(torch.zeros_like(zeros)))
+        assert torch.equal(_bits(got[keep[name]]), _bits(weight[keep[name]]))
+    for param in student.params.values():
+        param.grad = torch.randn_like(param)
+    student.mask_grads()
+    for name, param in student.params.items():
+        assert bool((param.grad[~student.masks[name]] == 0).all())
+        assert bool((param.grad[student.masks[name]] != 0).all())

@@ -1,9 +1,9 @@
 """What a training job costs before it starts, and how many may run at once in one process.
 
 A job holds, beyond the shared dense model: the student's own copy of the trained weights, their gradients,
-AdamW's two moments (4 + 4 + 8 bytes a weight), a bool mask (1 byte), and the activations of one step
-(forward kept for backward, logits of student and teacher). The estimate is deliberately generous
-(:data:`MARGIN`); a job that does not fit is refused before any memory is taken.
+AdamW's two moments (4 + 4 + 8 bytes a weight), a bool mask and its float copy (1 + 4 bytes), and the
+activations of one step (forward kept for backward, logits of student and teacher). The estimate is
+deliberately generous (:data:`MARGIN`); a job that does not fit is refused before any memory is taken.
 
 Jobs are bounded per process by one module-level semaphore (:data:`MAX_JOBS`): on a 2-core machine two
 training jobs would only slow each other and every browser session down.
@@ -21,8 +21,8 @@ from prune_explorer.models.memory import available_memory_bytes
 
 MAX_JOBS = 1
 MARGIN = 1.25
-# weights + grads + AdamW exp_avg + exp_avg_sq (float32) + a bool mask
-BYTES_PER_TRAINED_WEIGHT = 4 + 4 + 8 + 1
+# weights + grads + AdamW exp_avg + exp_avg_sq (float32) + a bool mask and its float copy
+BYTES_PER_TRAINED_WEIGHT = 4 + 4 + 8 + 1 + 4
 
 _slots = threading.BoundedSemaphore(MAX_JOBS)
 

@@ -117,7 +117,7 @@ def _reset_moments(optimizer: torch.optim.Optimizer, student: Student) -> None:
         state = optimizer.state.get(param)
         for key in ("exp_avg", "exp_avg_sq"):
             if state and key in state:
-                state[key].masked_fill_(~student.masks[name], 0.0)
+                state[key].mul_(student.float_mask(name))
 
 
 def _finish_schedule(pace: Pace, student: Student, settings, pattern, calib, info: dict) -> None:

@@ -7,8 +7,12 @@ buffers) stays the dense model's, read and never written. That keeps the result 
 masks), and ``reset()`` exact: the dense tensors were never touched. Norm weights are not trained (a state has
 no place for them).
 
-Masks are bool in the weight's storage layout, True = keep. :meth:`Student.enforce` writes exact +0.0 where a
-mask is False (``masked_fill``, not a multiply, which would leave −0.0 for negative weights).
+Masks are bool in the weight's storage layout, True = keep, each with a float copy (the parameter's dtype)
+for the per-step work: on CPU a multiply by a float 0/1 tensor runs 5-20x faster than ``masked_fill_`` or a
+multiply by a bool tensor (which converts it on every call), and the masks are applied twice a step over
+every trained weight (SmolLM2-135M: 106 M). :meth:`Student.enforce` writes exact +0.0 where a mask is False:
+the multiply leaves −0.0 for negative weights, and adding +0.0 turns it into +0.0 (−0.0 + 0.0 = +0.0 in IEEE
+arithmetic; every other value is unchanged by it).
 """
 
 from __future__ import annotations
@@ -82,7 +86,14 @@ class Student:
                 modules[holder].weight = param
             self.params[layer.name] = param
             self.masks[layer.name] = (keep.T if layer.transposed else keep).contiguous().clone()
+        self._float_masks()
         self.enforce()
+
+    def _float_masks(self) -> None:
+        # parallel lists for torch._foreach_* (one call over every layer)
+        self._param_list = list(self.params.values())
+        self._keep_list = [self.masks[n].to(p.dtype) for n, p in self.params.items()]
+        self._keep = dict(zip(self.params, self._keep_list, strict=True))
 
     def _oi(self, layer: PrunableLayer, storage: torch.Tensor) -> torch.Tensor:
         return storage.T if layer.transposed else storage
@@ -96,18 +107,26 @@ class Student:
         """bool (out, in) mask of layer ``name``, True = keep."""
         return self._oi(self.dense.by_name[name], self.masks[name])
 
+    def float_mask(self, name: str) -> torch.Tensor:
+        """Layer ``name``'s mask as 1.0 (keep) / 0.0, the parameter's dtype and storage layout (read only)."""
+        return self._keep[name]
+
     @torch.no_grad()
     def enforce(self) -> None:
         """Pruned weights to exact +0.0 (after every optimizer step and every mask change)."""
-        for name, param in self.params.items():
-            param.masked_fill_(~self.masks[name], 0.0)
+        torch._foreach_mul_(self._param_list, self._keep_list)
+        torch._foreach_add_(self._param_list, 0.0)  # −0.0 → +0.0
 
     @torch.no_grad()
     def mask_grads(self) -> None:
-        """Zero the gradients of pruned weights, so the optimizer's moments stay zero there."""
-        for name, param in self.params.items():
-            if param.grad is not None:
-                param.grad.masked_fill_(~self.masks[name], 0.0)
+        """Zero the gradients of pruned weights, so the optimizer's moments stay zero there (−0.0 for some:
+        a zero either way to AdamW, whose update there is then ±0 and leaves the weight's +0.0)."""
+        pairs = [
+            (p.grad, k) for p, k in zip(self._param_list, self._keep_list, strict=True) if p.grad is not None
+        ]
+        if pairs:
+            grads, keeps = zip(*pairs, strict=True)
+            torch._foreach_mul_(list(grads), list(keeps))
 
     def set_masks(self, masks: dict[str, torch.Tensor]) -> None:
         """Replace masks (bool (out, in), True = keep) and zero what they prune."""
@@ -115,6 +134,7 @@ class Student:
             layer = self.dense.by_name[name]
             check_mask(keep, layer.shape, name=f"mask for {name}")
             self.masks[name] = (keep.T if layer.transposed else keep).contiguous()
+        self._float_masks()
         self.enforce()
 
     def sparsity(self) -> float:
