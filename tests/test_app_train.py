@@ -4,12 +4,25 @@ settings refused before anything starts; Cancel keeps the last whole step; one j
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 import torch
 
-from tests.support.apptest import TIMEOUT, errors, figures, measured, metric, set_sparsity, start, trace_names
+from prune_explorer.models.layers import select
+from tests.support.apptest import (
+    TIMEOUT,
+    captions,
+    errors,
+    figures,
+    measured,
+    metric,
+    set_sparsity,
+    start,
+    trace_names,
+)
+from tests.support.downloads import download, numbers, record_downloads
 from tests.support.models import saved_model
 
 pytestmark = pytest.mark.usefixtures("one_thread", "app_navigation")
@@ -217,6 +230,8 @@ def test_cancel_keeps_the_last_step_and_a_second_job_is_refused():
     at.run()
     assert at.button(key="train_start").disabled  # one run per session
     assert at.button(key="train_cancel")
+    live = ridgeline(at, "train_live_hist")  # the |w| ridgeline grows while the run trains
+    assert trace_names(live)[0].startswith("step 0 · 50% pruned")
 
     other = start()  # another session: the process's one training slot is taken
     set_sparsity(other, 50)
@@ -230,7 +245,10 @@ def test_cancel_keeps_the_last_step_and_a_second_job_is_refused():
     result = running.result
     assert result.cancelled and 1 <= result.info["steps_done"] < 100_000
     assert same(session_bytes(at), pruned), "cancelling changed the session's model"
-    assert at.button(key="train_apply") and "cancelled after" in " ".join(w.value for w in at.warning)
+    assert "cancelled after" in " ".join(w.value for w in at.warning)
+    steps, ppl = result.info["steps_done"], result.curve[-1].ppl  # the kept state is evaluated at its step
+    assert result.curve[-1].step == steps and ppl == result.info["final_ppl"]
+    assert at.button(key="train_apply").label == f"Use the state at step {steps} (perplexity {ppl:.2f})"
     at.button(key="train_discard").click().run()
     assert job(at) is None and same(session_bytes(at), pruned)
     assert figures(at)[-1]  # the cancelled run's curve stays on the comparison chart
@@ -260,3 +278,46 @@ def test_a_reset_or_a_model_switch_while_training_cancels_the_run_with_a_note(ho
     state = at.session_state["pruning_state"]
     assert (state.dense is running.dense) == (how == "reset")
     assert all(not state.is_pruned(layer.name) for layer in state.dense.layers)  # nothing applied
+
+
+def ridgeline(at, key: str) -> dict:
+    """The |w| ridgeline chart drawn under ``key``, as the figure dict sent to the browser."""
+    (chart,) = [c for c in at.main.get("plotly_chart") if c.proto.id.endswith(key)]
+    return json.loads(chart.proto.spec)
+
+
+def test_the_weights_over_training_ridgeline_and_its_csv(monkeypatch):
+    payloads = record_downloads(monkeypatch)
+    at = start()
+    train_page(at, train_schedule="gradual", train_target=50, train_dt=1, train_updates=2, train_t0=0)
+    layer = at.selectbox(key="train_hist_layer").value
+    state = at.session_state["pruning_state"]
+    assert state.dense.by_name[layer].kind.startswith("mlp")  # the default: the middle block's MLP layer
+    finished(press_start(at))
+    done = job(at)
+    assert done.watch[0] == layer and len(done.watch) >= 2  # the picked layer and the defaults
+    mine = [s for s in done.result.histograms if s.layer == layer]
+    assert [s.step for s in mine] == [0, 1, 2, 3, 4]
+    figure = ridgeline(at, "train_result_hist")
+    assert trace_names(figure) == [f"step {s.step} · {s.pruned / s.numel:.0%} pruned" for s in mine]
+    assert trace_names(figure)[-1].endswith("50% pruned")
+    (button,) = [b for b in at.get("download_button") if b.key == "train_result_hist_csv"]
+    name, header, rows = download(payloads, button)
+    assert name == f"stories260K-weights-over-training-{layer}.csv"
+    assert header[:6] == ["step", "layer", "abs_w_from", "abs_w_to", "weights", "pruned_weights"]
+    numel = state.dense.by_name[layer].numel
+    for snap in mine:
+        at_step = [r for r in rows if int(r["step"]) == snap.step]
+        assert numbers(at_step, "weights").tolist() == snap.kept.tolist()
+        assert numbers(at_step, "weights").sum() + numbers(at_step, "pruned_weights").sum() == numel
+        assert numbers(at_step, "pruned_weights").sum() == snap.pruned
+    assert mine[-1].pruned == int((~done.result.masks[layer]).sum())  # the pruned count is the mask's zeros
+    at_start = numbers([r for r in rows if r["step"] == "0"], "weights")
+    from ui import data
+
+    assert at_start.tolist() == data.magnitude_histogram(state.dense, layer, log_x=False).counts.tolist()
+
+    trained = select(state.dense.layers)
+    other = [n for n in (layer.name for layer in trained) if n not in done.watch][0]
+    at.selectbox(key="train_hist_layer").set_value(other).run()  # not recorded by this run: it says so
+    assert "the next run records the layer picked" in captions(at)

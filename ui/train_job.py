@@ -22,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import streamlit as st
 import torch
 
@@ -30,11 +31,12 @@ from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import DEFAULT_KINDS, select
 from prune_explorer.training.budget import TrainingRefused, check_job_memory, estimate_bytes, job_slot
 from prune_explorer.training.data import TrainingData, training_data
+from prune_explorer.training.histograms import WeightSnapshot
 from prune_explorer.training.job import CurvePoint, TrainingCancelled, TrainResult, train
 from prune_explorer.training.schedule import GradualSchedule
 from prune_explorer.training.settings import TrainSettings
 from prune_explorer.training.student import Start, dense_start, start_from_state
-from ui import describe, session
+from ui import describe, session, train_histograms
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,7 @@ class Plan:
     eval_tokens: int = 0  # 0: all of the evaluation text
     hidden_weight: float = 0.0
     sampled_tokens: int = 8192
+    watch: str = ""  # the layer whose |w| the ridgeline shows ("": the defaults only)
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,9 @@ class TrainJob:
     start: Start
     data: TrainingData | None  # None: sampled from the dense model in the thread
     sampled_tokens: int = 8192
+    watch: list[str] = field(default_factory=list)  # layers whose |w| histograms are recorded
+    watch_edges: dict[str, np.ndarray] = field(default_factory=dict)
+    histograms: list[WeightSnapshot] = field(default_factory=list)  # grows while the thread trains
     ident: int = field(default_factory=lambda: next(_ids))
     stage: str = "preparing the training data"
     share: float = 0.0
@@ -193,8 +199,9 @@ class TrainJob:
             )
             self.stage, self.training_since = "training", time.monotonic()
             self.result = train(
-                self.dense, data, self.settings, self.start, progress=self._progress, on_point=self._point
-            )
+                self.dense, data, self.settings, self.start, progress=self._progress, on_point=self._point,
+                watch=self.watch, watch_edges=self.watch_edges, on_snapshot=self.histograms.extend,
+            )  # fmt: skip
         except TrainingCancelled:  # before training began: nothing to keep
             self.stage = "cancelled before training began"
         except (ValueError, TrainingRefused, RuntimeError) as exc:
@@ -310,7 +317,8 @@ def start(plan: Plan) -> str | None:
     except (ValueError, TrainingRefused) as exc:
         return field_message(exc)
     st.session_state.pop(session.TRAIN_NOTE, None)  # a finished result not applied is replaced by this run
-    job = TrainJob(dense, settings, plan.schedule, label, begin, data, plan.sampled_tokens)
+    watch, edges = train_histograms.watched(dense, settings.kinds, plan.watch)
+    job = TrainJob(dense, settings, plan.schedule, label, begin, data, plan.sampled_tokens, watch, edges)
     job.thread = threading.Thread(target=job.run, name="prune-explorer-train", daemon=True)
     st.session_state[session.TRAIN_JOB] = job
     job.thread.start()

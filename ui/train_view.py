@@ -4,6 +4,7 @@ the comparison of this session's runs (held-out perplexity against training step
 
 from __future__ import annotations
 
+import math
 import time
 
 import pandas as pd
@@ -18,7 +19,7 @@ from prune_explorer.training.job import CurvePoint
 from prune_explorer.training.masking import GRADUAL_METHODS
 from prune_explorer.training.schedule import GradualSchedule, cubic_sparsity, fit_schedule
 from prune_explorer.training.settings import MAX_STEPS
-from ui import defaults, formats, train_job
+from ui import defaults, formats, train_histograms, train_job
 from ui.charts import layout
 from ui.sensitivity_view import PALETTE
 
@@ -280,9 +281,15 @@ def _live() -> None:
         disabled=job.cancel_requested,
         icon=":material/stop:",
     )
-    st.caption("Training in the background: the slider and the other pages stay live meanwhile.")
+    st.caption(
+        "Training in the background: the slider and the other pages stay live meanwhile. Cancel stops after "
+        "the current step and keeps that state, evaluated on the held-out text, to use or discard."
+    )
     if job.points:
         st.plotly_chart(curves_chart(list(job.points), steps), key="train_live_curves")
+    if job.histograms:
+        chosen = st.session_state.get(train_histograms.PICKER, "")
+        train_histograms.show(list(job.histograms), chosen, job.dense.name, "train_live_hist", job.watch)
 
 
 def verdict(job: train_job.TrainJob) -> str:
@@ -304,6 +311,19 @@ def verdict(job: train_job.TrainJob) -> str:
             f"update at step {schedule.end_step}): more time, or fit the schedule to fewer steps."
         )
     return text
+
+
+def apply_label(job: train_job.TrainJob) -> str:
+    """The "use" button's label: a cancelled run names the state it keeps (its last whole step, evaluated)."""
+    info = job.result.info
+    if not job.result.cancelled:
+        return "Use the trained model"
+    return f"Use the state at step {info['steps_done']} (perplexity {info['final_ppl']:.2f})"
+
+
+def usable(job: train_job.TrainJob) -> bool:
+    """Whether the kept state is worth using: a diverged run can end on weights with no finite perplexity."""
+    return math.isfinite(job.result.info["final_ppl"])
 
 
 def comparison_chart(runs: list[train_job.Run]) -> go.Figure:

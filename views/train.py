@@ -1,11 +1,12 @@
 """Train: recover a pruned model (its masks fixed) or prune gradually while training, in the background,
 and compare the runs' held-out perplexity against training steps with the dense model's."""
 
+from dataclasses import replace
 from functools import partial
 
 import streamlit as st
 
-from ui import downloads, session, train_job, train_view
+from ui import downloads, session, train_histograms, train_job, train_view
 
 state = session.state()
 dense = state.dense
@@ -44,6 +45,8 @@ except ValueError as exc:  # a schedule parameter out of range: Start says the s
 
 job = train_job.current()
 running = job is not None and not job.done
+watch = train_histograms.picker(dense, train_job.kinds())
+plan = replace(plan, watch=watch)
 if st.button(
     "Start training", key="train_start", type="primary", disabled=running, icon=":material/play_arrow:"
 ):
@@ -63,8 +66,17 @@ elif job is not None and job.done:
     completed = job.result.info["stopped"] in ("done", "time budget")
     (st.success if completed else st.warning)(train_view.verdict(job))
     st.plotly_chart(train_view.curves_chart(job.result.curve), key="train_result_curves")
+    train_histograms.show(job.result.histograms, watch, dense.name, "train_result_hist", job.watch)
     use, drop = st.columns(2)
-    use.button("Use the trained model", key="train_apply", type="primary", on_click=train_job.use_result)
+    usable = train_view.usable(job)
+    use.button(
+        train_view.apply_label(job),
+        key="train_apply",
+        type="primary",
+        on_click=train_job.use_result,
+        disabled=not usable,
+        help=None if usable else "its held-out perplexity is not finite: discard it, lower the learning rate",
+    )
     drop.button("Discard", key="train_discard", on_click=train_job.discard)
 else:
     train_view.live()

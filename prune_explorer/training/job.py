@@ -23,9 +23,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from prune_explorer.measure.evaluate import perplexity
@@ -38,6 +39,7 @@ from prune_explorer.texts import calibration_text, eval_text
 from prune_explorer.training.budget import check_job_memory, estimate_bytes, job_slot
 from prune_explorer.training.checkpoints import save_checkpoint
 from prune_explorer.training.data import TrainingData
+from prune_explorer.training.histograms import WeightSnapshot, WeightWatch, default_layers
 from prune_explorer.training.losses import distill_kl, hidden_mse, next_token_ce
 from prune_explorer.training.masking import gradual_masks
 from prune_explorer.training.pacing import Pace
@@ -69,14 +71,18 @@ class TrainResult:
 
     ``info``: steps_done, stopped ("done", "cancelled", "time budget", "loss diverged"), train_seconds,
     tokens_seen, step_ms (median), dense_ppl, start_ppl, final_ppl, final sparsity, data source, checkpoints,
-    planned_steps (the run's length as fitted to ``max_seconds``), and final_masks_untrained (True where the
-    budget ran out before the final mask update and the final masks were applied at the stop).
+    planned_steps (the run's length as fitted to ``max_seconds``), final_masks_untrained (True where the
+    budget ran out before the final mask update and the final masks were applied at the stop), and
+    histogram_seconds (the snapshots' time, not in train_seconds).
+
+    ``histograms``: the watched layers' |w| snapshots (``training.histograms``), in step order.
     """
 
     weights: dict[str, torch.Tensor]
     masks: dict[str, torch.Tensor]
     curve: list[CurvePoint] = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    histograms: list[WeightSnapshot] = field(default_factory=list)
 
     @property
     def cancelled(self) -> bool:
@@ -139,6 +145,9 @@ def train(
     start: Start | PruningState | None = None,
     progress: Progress = None,
     on_point: Callable[[CurvePoint], None] | None = None,
+    watch: Sequence[str] | None = None,
+    watch_edges: dict[str, np.ndarray] | None = None,
+    on_snapshot: Callable[[list[WeightSnapshot]], None] | None = None,
 ) -> TrainResult:
     """Train the selected layers of a private student; the dense model is the teacher and is never written.
 
@@ -151,6 +160,10 @@ def train(
         progress: called with the share of steps done after every step; may raise :class:`TrainingCancelled`.
         on_point: called with each :class:`CurvePoint` (at step 0, every ``eval_every`` steps, at the end);
             may raise :class:`TrainingCancelled`.
+        watch: names of trained layers whose |w| histograms are recorded (``training.histograms``; at most
+            about ``MAX_SNAPSHOTS`` snapshots a run); None: one attention and one MLP layer; empty: none.
+        watch_edges: float (bins + 1,) bin edges per watched layer (missing: linear over its start |w|).
+        on_snapshot: called with each step's new snapshots (one per watched layer).
     Returns:
         :class:`TrainResult` (also when cancelled: the last whole step).
     Raises:
@@ -166,11 +179,13 @@ def train(
     with job_slot():
         if isinstance(start, PruningState):
             start = start_from_state(start, layers)
-        return _run(dense, data, settings, start or dense_start(dense, layers), layers, progress, on_point)
+        student = Student(dense, layers, start or dense_start(dense, layers))
+        names = [layer.name for layer in default_layers(layers)] if watch is None else list(watch)
+        watcher = WeightWatch(student, names, watch_edges)
+        return _run(dense, data, settings, student, progress, on_point, watcher, on_snapshot)
 
 
-def _run(dense, data, settings, start, layers, progress, on_point) -> TrainResult:
-    student = Student(dense, layers, start)
+def _run(dense, data, settings, student, progress, on_point, watcher, on_snapshot) -> TrainResult:
     pattern = parse_pattern(settings.pattern)
     calib = (
         _calibration_ids(dense, min(128, context_length(dense.model))) if settings.method == "wanda" else None
@@ -196,7 +211,13 @@ def _run(dense, data, settings, start, layers, progress, on_point) -> TrainResul
         if on_point:
             on_point(p)
 
+    def snapshot(at: int) -> None:
+        new = watcher.record(at)
+        if new and on_snapshot:
+            on_snapshot(new)
+
     try:
+        snapshot(0)
         point(0)
         for step in range(settings.steps):
             began = time.perf_counter()
@@ -241,6 +262,8 @@ def _run(dense, data, settings, start, layers, progress, on_point) -> TrainResul
                 info["checkpoints"].append(
                     str(save_checkpoint(settings.checkpoint_dir, done, student.snapshot()))
                 )
+            if watcher.due(done, planned) or last:
+                snapshot(done)
             if (settings.eval_every and done % settings.eval_every == 0) or last:
                 point(done)
             if progress:
@@ -250,6 +273,7 @@ def _run(dense, data, settings, start, layers, progress, on_point) -> TrainResul
     except TrainingCancelled:
         info["stopped"] = "cancelled"
     steps_done = len(step_times)
+    watcher.record(steps_done)  # a cancel between snapshots: the stop's (no callback: the run is over)
     if not curve or curve[-1].step != steps_done:
         point_loss = sum(losses) / len(losses) if losses else None
         ppl = perplexity(student.model, eval_ids).ppl
@@ -264,6 +288,7 @@ def _run(dense, data, settings, start, layers, progress, on_point) -> TrainResul
         "final_ppl": curve[-1].ppl,
         "sparsity": student.sparsity(),
         "planned_steps": pace.planned,
+        "histogram_seconds": watcher.seconds,
     }
     snap = student.snapshot()
-    return TrainResult(snap.weights, snap.masks, curve, info)
+    return TrainResult(snap.weights, snap.masks, curve, info, list(watcher.snapshots))
