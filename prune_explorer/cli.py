@@ -10,6 +10,7 @@ python -m prune_explorer train --sparsity 0.7 --schedule oneshot --recover disti
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import sys
@@ -34,6 +35,7 @@ from prune_explorer.texts import eval_text
 from prune_explorer.training.budget import TrainingRefused
 from prune_explorer.training.checkpoints import save_checkpoint
 from prune_explorer.training.data import SOURCES, training_data
+from prune_explorer.training.histograms import snapshot_rows
 from prune_explorer.training.job import train
 from prune_explorer.training.schedule import fit_schedule
 from prune_explorer.training.settings import RECOVER, TrainSettings
@@ -124,6 +126,17 @@ def _train_parser(sub) -> None:
     train_cmd.add_argument("--checkpoints", metavar="DIR", help="write a checkpoint every --eval-every steps")
     train_cmd.add_argument("--seed", type=int, default=0)
     train_cmd.add_argument("--out", help="new folder: the trained model (transformers folder where possible)")
+    train_cmd.add_argument(
+        "--histograms",
+        metavar="CSV",
+        help="write |w| histograms of the watched layers over training (about 20 snapshots) to this file",
+    )
+    train_cmd.add_argument(
+        "--watch",
+        metavar="LAYER",
+        action="append",
+        help="a layer to record (repeat for more); default: one attention and one MLP layer",
+    )
 
 
 def _read(path: str) -> str:
@@ -284,7 +297,7 @@ def _train(args: argparse.Namespace) -> int:
         result["oneshot_ppl"] = round(perplexity(state.model, dense.tokenizer.encode(_eval(dense))).ppl, 4)
     text = _read(args.text) if args.text else None
     data = training_data(dense, args.data, text, seq_len=args.seq_len, seed=args.seed)
-    trained = train(dense, data, settings, start=state, progress=_Bar(args.steps))
+    trained = train(dense, data, settings, start=state, progress=_Bar(args.steps), watch=args.watch)
     trained.apply(state)
     info = trained.info
     result |= {
@@ -308,8 +321,20 @@ def _train(args: argparse.Namespace) -> int:
         else:  # not a transformers model: the trained layers' weights and masks
             save_checkpoint(args.out, info["steps_done"], trained)
         result["out"] = str(args.out)
+    if args.histograms:
+        _write_rows(args.histograms, snapshot_rows(trained.histograms))
+        result["histograms"] = str(args.histograms)
     print(json.dumps(result))
     return 0
+
+
+def _write_rows(path: str, rows: list[dict]) -> None:
+    """A CSV with a header row (nothing written for no rows but the file)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        if rows:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 def _eval(dense) -> str:

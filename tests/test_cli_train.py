@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -51,6 +52,23 @@ def test_gradual_text_recovery(capsys, tmp_path, one_thread):
     assert result["sparsity"] == pytest.approx(0.5, abs=1e-3) and result["data"] == "uploaded text"
 
 
+def test_histograms_csv_of_the_watched_layer(capsys, tmp_path, one_thread):
+    path = tmp_path / "weights.csv"
+    layer = "model.layers.1.mlp.up_proj"
+    result = _run(capsys, "--schedule", "gradual", "--histograms", str(path), "--watch", layer, *FAST)
+    assert result["histograms"] == str(path)
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["layer"] for r in rows} == {layer} and sorted({int(r["step"]) for r in rows}) == [0, 1, 2, 3, 4]
+    for step in range(5):
+        at_step = [r for r in rows if int(r["step"]) == step]
+        total = sum(int(r["weights"]) + int(r["pruned_weights"]) for r in at_step)
+        assert total == 64 * 172  # stories260K's up_proj: (172, 64)
+    last = [r for r in rows if r["step"] == "4"]
+    assert sum(int(r["pruned_weights"]) for r in last) / (64 * 172) == pytest.approx(0.5, abs=1e-3)
+    assert last[0]["abs_w_from"] == "0.0" and last[-1]["abs_w_to"] == "inf"
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -59,6 +77,7 @@ def test_gradual_text_recovery(capsys, tmp_path, one_thread):
         (["--schedule", "gradual", "--method", "sparsegpt"], "cannot prune gradually"),
         (["--data", "text"], "needs a text"),
         (["--lr", "-1"], "lr"),
+        (["--watch", "model.nothing"], "not trained layers"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(capsys, args, message):

@@ -18,7 +18,7 @@ from plotly.colors import sample_colorscale
 
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import PrunableLayer, select
-from prune_explorer.training.histograms import WeightSnapshot, default_layers
+from prune_explorer.training.histograms import WeightSnapshot, default_layers, snapshot_rows
 from ui import data, downloads, pickers
 from ui.charts import layout
 
@@ -68,10 +68,10 @@ def ridgeline(snapshots: Sequence[WeightSnapshot], height: int | None = None) ->
             x=x, y=y, mode="lines", fill="toself", name=label(snap), line=dict(color=colour, width=1),
             hoveron="points", hovertemplate=f"{label(snap)}<br>|w| %{{x:.3g}}<extra></extra>",
         )  # fmt: skip
-    fig.update_xaxes(title_text="|w| of the kept weights")
+    fig.update_xaxes(title_text="|w| of the kept weights", automargin=True)
     fig.update_yaxes(
         tickvals=offsets, ticktext=[label(s) for s in snapshots], showgrid=False, zeroline=False,
-        range=[-0.2, len(snapshots) - 1 + OVERLAP + 0.2],
+        range=[-0.2, len(snapshots) - 1 + OVERLAP + 0.2], automargin=True,
     )  # fmt: skip
     fig.update_layout(showlegend=False)
     return layout(fig, height or min(900, 120 + 28 * len(snapshots)))
@@ -97,18 +97,8 @@ def summary(snapshots: Sequence[WeightSnapshot]) -> str:
 
 
 def table(snapshots: Sequence[WeightSnapshot]) -> pd.DataFrame:
-    """One row per snapshot and |w| bin (``downloads.histogram_table``'s columns, ``weights`` the kept ones,
-    ``pruned_weights`` the pruned ones by their step-0 |w|), with the step and the snapshot's totals."""
-    frames = []
-    for snap in snapshots:
-        # weights move during a run: the last bin holds every |w| above its left edge
-        hist = data.Histogram(edges=snap.edges, counts=snap.kept, largest=float("inf"))
-        frame = downloads.histogram_table(snap.layer, hist, snap.pruned_bins)
-        frame.insert(0, "step", snap.step)
-        frame["rescued_weights"] = snap.rescued
-        frame["mean_abs_change"] = snap.drift
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    """The ridgeline's CSV: one row per snapshot and |w| bin (``training.histograms.snapshot_rows``)."""
+    return pd.DataFrame(snapshot_rows(snapshots))
 
 
 def show(

@@ -89,6 +89,24 @@ def bin_counts(values: torch.Tensor, edges: np.ndarray) -> np.ndarray:
     return torch.bincount(index, minlength=len(edges) - 1).numpy().astype(np.int64)
 
 
+def snapshot_rows(snapshots: Sequence[WeightSnapshot]) -> list[dict]:
+    """One row per snapshot and bin (the CSV of the app's ridgeline and of ``train --histograms``): step,
+    layer, the bin's range (the first from 0, the last to inf: its ends hold the tails), the kept weights in
+    it, the pruned ones by their start |w|, and the snapshot's ``rescued`` and ``drift``."""
+    rows = []
+    for snap in snapshots:
+        lower, upper = [0.0, *snap.edges[1:-1]], [*snap.edges[1:-1], math.inf]
+        for lo, hi, kept, cut in zip(lower, upper, snap.kept, snap.pruned_bins, strict=True):
+            rows.append(
+                {
+                    "step": snap.step, "layer": snap.layer, "abs_w_from": float(lo), "abs_w_to": float(hi),
+                    "weights": int(kept), "pruned_weights": int(cut), "rescued_weights": snap.rescued,
+                    "mean_abs_change": snap.drift,
+                }
+            )  # fmt: skip
+    return rows
+
+
 class WeightWatch:
     """Snapshots of ``names`` (layers of ``student``) over a run; ``edges`` maps a layer to its bins (a
     missing one gets :func:`default_edges` of its start weight).
