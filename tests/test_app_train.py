@@ -1,6 +1,7 @@
 """The Train page through AppTest on stories260K: a few steps in the background, curves shown, the result
 applied to the session (pruned weights exactly +0.0, every page on it) and Reset to dense bit-exact; bad
-settings refused before anything starts; Cancel keeps the last whole step; one job per process."""
+settings refused before anything starts; Cancel keeps the last whole step and the Use button names it; one
+job per process; the |w| ridgeline of a watched layer, live and after the run, and its CSV."""
 
 from __future__ import annotations
 
@@ -321,3 +322,19 @@ def test_the_weights_over_training_ridgeline_and_its_csv(monkeypatch):
     other = [n for n in (layer.name for layer in trained) if n not in done.watch][0]
     at.selectbox(key="train_hist_layer").set_value(other).run()  # not recorded by this run: it says so
     assert "the next run records the layer picked" in captions(at)
+
+
+def test_the_use_button_names_a_cancelled_runs_state_and_refuses_a_diverged_one():
+    from types import SimpleNamespace
+
+    from prune_explorer.training.job import TrainResult
+    from ui import train_view
+
+    def job(**info):
+        return SimpleNamespace(result=TrainResult({}, {}, info=info))
+
+    assert train_view.apply_label(job(stopped="done", final_ppl=3.0)) == "Use the trained model"
+    cancelled = job(stopped="cancelled", steps_done=7, final_ppl=3.14159)
+    assert train_view.apply_label(cancelled) == "Use the state at step 7 (perplexity 3.14)"
+    assert train_view.usable(cancelled)
+    assert not train_view.usable(job(stopped="loss diverged", steps_done=3, final_ppl=float("nan")))
