@@ -59,6 +59,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -79,6 +80,7 @@ STORIES = "stories260K"
 SMOLLM2 = "smollm2-135m"
 START_PERCENT = 40
 READY_S: dict[str, float] = {}  # script name → seconds from `streamlit run` to a healthy server
+TRAINING: dict = {}  # what the other session's Train page showed around the steps measured meanwhile
 
 # ----- server
 
@@ -176,6 +178,33 @@ SWITCHES = (
 )
 
 
+def run_while_training(browser, url: str, probe: Probe, model: str, args, out: dict) -> None:
+    """Another user starts a training run (gradual pruning from dense, the Train page's other defaults: a
+    60-s budget, distillation, one thread) and watches it; meanwhile the same single steps as before on
+    this session's Prune page. What the trainer's page showed before and after the steps goes to
+    ``TRAINING`` (the steps count only while it trained)."""
+    trainer = Probe(browser, url.rstrip("/") + "/train", None, args.quiet_ms, args.timeout_s)
+    trainer.page.goto(trainer.url)
+    start = trainer.page.get_by_role("button", name="Start training")
+    start.wait_for(timeout=args.timeout_s * 1000)
+    trainer.page.get_by_text("Gradual from dense", exact=True).click()  # a fresh session prunes nothing
+    trainer.wait_quiet()
+    start.click()
+    progress = trainer.page.get_by_text(re.compile(r"^Training .*: step \d+/\d+"))
+    progress.first.wait_for(timeout=args.timeout_s * 1000)  # past sampling: the optimizer steps run
+    before = progress.first.inner_text()
+    print(f"{model}: steps on the Prune page while another session trains ({before})")
+    out[f"{model} step while another session trains"] = steps(probe, args.steps, PRUNE_STEP)
+    still = progress.count() > 0
+    after = progress.first.inner_text() if still else "finished before the last step"
+    cancel = trainer.page.get_by_role("button", name="Cancel")
+    if cancel.count():
+        cancel.first.click()
+    trainer.page.close()
+    print(f"  trainer: {before} → {after}")
+    TRAINING.update(before=before, after=after, trained_throughout=still)
+
+
 def run_switches(probe: Probe, out: dict) -> None:
     """Each switch once, in order (the policy switch is the first use of the global ranking)."""
     for name, key, option in SWITCHES:
@@ -199,6 +228,8 @@ def run_app(browser, args, clocks: dict) -> dict:
         print(f"{STORIES}: new session, warm server {fmt(warm[0].settled)} ms")
         if args.model in (STORIES, "both"):
             run_model_steps(probe, STORIES, args, out)
+            if not args.skip_training:
+                run_while_training(browser, url, probe, STORIES, args, out)
             if not args.skip_switches:
                 run_switches(probe, out)
         if args.model in (SMOLLM2, "both"):
@@ -209,6 +240,15 @@ def run_app(browser, args, clocks: dict) -> dict:
         clocks["app"] = probe.clock_lag()
         probe.page.close()
     return out
+
+
+def while_training_ratio(rows: dict[str, dict]) -> dict:
+    """Median outputs of a step while another session trains over the same steps without (one run)."""
+    alone = rows.get(f"{STORIES} step (Prune page)")
+    busy = rows.get(f"{STORIES} step while another session trains")
+    if not alone or not busy or not alone["outputs_ms"] or not busy["outputs_ms"]:
+        return {}
+    return {"outputs_ratio": round(busy["outputs_ms"]["median"] / alone["outputs_ms"]["median"], 3)}
 
 
 def main() -> None:
@@ -228,6 +268,9 @@ def main() -> None:
     parser.add_argument("--floor-only", action="store_true", help="only the floor app (a check of the bench)")
     parser.add_argument("--skip-switches", action="store_true", help="no policy/method/pattern switches")
     parser.add_argument("--skip-layers", action="store_true", help="no steps on the Layers page")
+    parser.add_argument(
+        "--skip-training", action="store_true", help="no steps while another session trains (stories260K)"
+    )
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -281,6 +324,7 @@ def main() -> None:
             "args": vars(args),
             "measurements": rows,
             "clock_lag_ms": clocks,
+            "other_session_training": TRAINING | while_training_ratio(rows),
             "server_ready_s": READY_S,
             "goals": met,
         }

@@ -118,7 +118,7 @@ PAGE_JS = r"""
 # Checks (JS expressions over the helpers above; `p.value` is the percent asked for).
 PRUNE_STEP = (
     "b.value() === p.value && b.summaryAt(p.value) && b.fresh('.pe-gen-pruned') "
-    "&& b.plotDrawn('prune_topk_chart') && b.metricFresh('KL(dense ‖ pruned), next token')"
+    "&& b.fresh('.pe-next-token') && b.metricFresh('KL(dense ‖ pruned), next token')"
 )
 LAYERS_STEP = "b.value() === p.value && b.summaryAt(p.value) && b.histogramAt(p.value)"
 FLOOR_STEP = (

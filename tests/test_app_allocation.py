@@ -24,28 +24,21 @@ from tests.support.apptest import (
     metric,
     pruned_counts,
     set_sparsity,
-    sidebar_figures,
+    sidebar_layer_bars,
     start,
 )
 from tests.support.downloads import record_downloads
 from ui import allocation_view
 
 pytestmark = pytest.mark.usefixtures("one_thread", "app_navigation")
-CHART = "sidebar_allocation_chart"
-
-
-def sidebar_chart(at: AppTest) -> dict:
-    return sidebar_figures(at)[CHART]
 
 
 def bars(at: AppTest) -> np.ndarray:
-    return array(sidebar_chart(at)["data"][0]["y"])
+    return sidebar_layer_bars(at)[0]
 
 
 def average_line(at: AppTest) -> float:
-    (line,) = sidebar_chart(at)["layout"]["shapes"]
-    assert line["y0"] == line["y1"]
-    return line["y0"]
+    return sidebar_layer_bars(at)[1]
 
 
 def state_percent(at: AppTest) -> np.ndarray:

@@ -14,12 +14,11 @@ from streamlit.testing.v1 import AppTest
 from tests.support.apptest import (
     array,
     captions,
-    figures,
     generation,
     metric,
+    next_token_bars,
     set_sparsity,
     start,
-    trace_names,
 )
 from tests.support.downloads import csv_under_charts, numbers, record_downloads, trace
 from tests.support.models import CharTokenizer, saved_model
@@ -30,9 +29,8 @@ KL_LAST = "KL(dense ‖ pruned), next token"
 
 
 def bars(at: AppTest, name: str) -> dict[str, float]:
-    """The next-token chart's bars of one series: token label -> probability."""
-    drawn = trace(figures(at)[0], name)
-    return dict(zip(drawn["x"], array(drawn["y"]).tolist()))
+    """The next-token chart's bars of one series: token label -> probability (NaN: no bar)."""
+    return {t: float("nan") if p is None else p for t, p in next_token_bars(at)[name].items()}
 
 
 def delta(at: AppTest, label: str) -> str:
@@ -63,8 +61,7 @@ def test_pin_keeps_one_setting_beside_the_next_until_unpinned():
     set_sparsity(at, 60)
     assert generation(at, "pinned") == text_30 != generation(at, "pruned")
     assert [h.value for h in at.html if "pe-gen-" in h.value][1].count("pe-gen-pinned") == 1  # the middle
-    next_token = figures(at)[0]
-    assert trace_names(next_token) == ["dense", "pruned", "pinned"]
+    assert list(next_token_bars(at)) == ["dense", "pruned", "pinned"]
     pinned = bars(at, "pinned")
     assert set(bars_30) <= set(pinned)  # every token the 30% chart showed, with its 30% probability
     assert [pinned[t] for t in bars_30] == pytest.approx(list(bars_30.values()))
@@ -79,7 +76,7 @@ def test_pin_keeps_one_setting_beside_the_next_until_unpinned():
     at.button(key="prune_unpin").click().run()
     assert not at.exception, at.exception
     assert not pinned_html(at) and pin.PIN not in at.session_state
-    assert trace_names(figures(at)[0]) == ["dense", "pruned"]
+    assert list(next_token_bars(at)) == ["dense", "pruned"]
     assert delta(at, KL_LAST) == "" and not [m for m in at.metric if m.label == "Pinned perplexity"]
 
 
@@ -94,7 +91,7 @@ def test_a_model_switch_drops_the_pin(tmp_path):
     assert not at.exception, at.exception
     assert pin.PIN not in at.session_state and not pinned_html(at)
     assert not at.warning and "prune_unpin" not in {b.key for b in at.button}
-    assert trace_names(figures(at)[0]) == ["dense", "pruned"]
+    assert list(next_token_bars(at)) == ["dense", "pruned"]
 
 
 @pages
@@ -104,7 +101,7 @@ def test_a_pin_for_another_prompt_is_said_so_and_not_compared():
     at.text_area(key="prune_prompt").input("The dog ran").run()
     assert not at.exception, at.exception
     assert "Pinned for another prompt" in " ".join(w.value for w in at.warning)
-    assert not pinned_html(at) and trace_names(figures(at)[0]) == ["dense", "pruned"]
+    assert not pinned_html(at) and list(next_token_bars(at)) == ["dense", "pruned"]
     assert delta(at, KL_LAST) == ""
 
     at.slider(key="prune_new_tokens").set_value(at.slider(key="prune_new_tokens").value + 4)

@@ -43,17 +43,6 @@ def assert_valid_spec(fig: charts.SpecFigure) -> dict:
 TABLE = pd.DataFrame({"token": ["a", "b", "c"], "dense": [0.5, 0.3, 0.2], "pruned": [0.4, 0.4, 0.2]})
 
 
-@pytest.mark.parametrize("pinned", [False, True])
-def test_next_token_bars_is_a_valid_spec(pinned):
-    table = TABLE.assign(pinned=[0.1, np.nan, 0.3]) if pinned else TABLE
-    spec = assert_valid_spec(charts.next_token_bars(table))
-    names = [trace["name"] for trace in spec["data"]]
-    assert names == (["dense", "pruned", "pinned"] if pinned else ["dense", "pruned"])
-    assert spec["data"][1]["y"] == [0.4, 0.4, 0.2]
-    if pinned:
-        assert spec["data"][2]["y"] == [0.1, None, 0.3]  # no bar where the pin kept none
-
-
 @pytest.mark.parametrize("marks", [(None, None), ((0.5, 8.1), None), ((0.5, 8.1), (0.4, 7.0, "Wanda 40%"))])
 def test_sweep_chart_is_a_valid_spec(marks):
     current, earlier = marks

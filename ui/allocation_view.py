@@ -25,7 +25,7 @@ from prune_explorer.pruning.methods import get_method
 from prune_explorer.pruning.policies import MagnitudeSettings
 from prune_explorer.pruning.settings import PruneSettings, find_basis, prune_settings
 from prune_explorer.state import PruningState
-from ui import background, data, defaults, results, session
+from ui import background, data, defaults, light_charts, results, session
 from ui.charts import SpecFigure
 
 ALLOCATION = "sidebar_allocation"
@@ -37,7 +37,6 @@ BUDGET_DEVIATION = "sidebar_budget_deviation"
 DEVIATION = 0.1
 LAST = "sidebar_allocation_last"  # the last valid (allocation, M, λ, deviation), restored when refused
 NOTE = "sidebar_allocation_note"  # why a choice was refused, shown on the next run
-CHART = "sidebar_allocation_chart"
 MEASURED = ("magnitude", "wanda")  # the methods the Sensitivity page measures curves for
 LABELS = {
     "uniform": "Uniform: same share per layer",
@@ -359,6 +358,11 @@ def average_percent(table: pd.DataFrame) -> float:
     return float((table["pruned_percent"] * table["weights"]).sum() / total) if total else 0.0
 
 
+def kind_colors(table: pd.DataFrame) -> list[str]:
+    """Each layer's colour, by its kind (the Allocation page's chart and the sidebar's)."""
+    return [KIND_COLORS.get(kind, OTHER_COLOR) for kind in table["kind"]]
+
+
 def bars(table: pd.DataFrame, height: int, names: bool = False) -> SpecFigure:
     """Pruned share per layer (bars in model order, coloured by kind) and their average (a dashed line).
 
@@ -371,7 +375,7 @@ def bars(table: pd.DataFrame, height: int, names: bool = False) -> SpecFigure:
         type="bar",
         x=labels if names else list(range(len(table))),
         y=table["pruned_percent"].round(2).tolist(),
-        marker=dict(color=[KIND_COLORS.get(kind, OTHER_COLOR) for kind in table["kind"]]),
+        marker=dict(color=kind_colors(table)),
         hovertext=labels,
         hovertemplate="%{hovertext}: %{y:.1f}%<extra></extra>",
         name="pruned",
@@ -400,9 +404,9 @@ def sidebar_chart(state: PruningState, settings: MagnitudeSettings | None) -> No
     )
     words = LABELS[name].split(":")[0].lower() if name else "its own comparison group"
     st.caption(f"Per layer ({words}); dashed: the average, {average_percent(table):.1f}%.")
-    st.plotly_chart(
-        bars(table, 150),
-        key=CHART,
-        config={"displayModeBar": False, "staticPlot": False},
-        width="stretch",
+    percents = table["pruned_percent"].round(2).tolist()
+    st.html(
+        light_charts.layer_bars_html(
+            percents, kind_colors(table), table["short"].tolist(), average_percent(table)
+        )
     )

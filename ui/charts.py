@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
@@ -146,29 +145,6 @@ def _add_threshold(fig: go.Figure, edges: np.ndarray, counts: np.ndarray, thresh
         line=dict(color=PRUNED_COLOR, width=2, dash="dash"),
         annotation_text=f"threshold {threshold:.4g}",
         annotation_position="top right",
-    )
-
-
-def next_token_bars(table: pd.DataFrame, height: int = 360) -> SpecFigure:
-    """Grouped bars of next-token probabilities per token: dense, pruned, and pinned (hatched Okabe–Ito
-    orange, ``ui.pin``) when ``table`` has a ``pinned`` column (NaN, no bar, where the pin kept none)."""
-    tokens = table["token"].tolist()
-
-    def bars(column: str, marker: dict) -> dict:
-        y = [None if v != v else float(v) for v in table[column].tolist()]  # NaN: no bar
-        return dict(type="bar", x=tokens, y=y, name=column, marker=marker)
-
-    data = [bars("dense", dict(color=DENSE_COLOR)), bars("pruned", dict(color=PRUNED_COLOR))]
-    if "pinned" in table:
-        data.append(bars("pinned", dict(color=PINNED_COLOR, pattern=dict(shape="/", fgcolor="#7a5400"))))
-    return SpecFigure(
-        data,
-        dict(
-            layout_spec(height),
-            barmode="group",
-            yaxis=dict(title=dict(text="probability"), rangemode="tozero"),
-            xaxis=dict(title=dict(text="next token"), tickangle=-30),
-        ),
     )
 
 

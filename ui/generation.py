@@ -29,7 +29,7 @@ from streamlit.delta_generator import DeltaGenerator
 from prune_explorer import threads
 from prune_explorer.measure.evaluate import Agreement, agreement, token_diff
 from prune_explorer.state import PruningState
-from ui import charts, data, downloads, formats, lookahead, outputs, pin, protocol, session
+from ui import data, downloads, formats, light_charts, lookahead, outputs, pin, protocol, session
 
 STREAM_SECONDS = 0.1
 
@@ -135,7 +135,7 @@ def _next_token(
             table = data.topk_table(tok, dense_logits[-1], pruned_logits[-1], k=10)
         else:
             table = pin.topk_table(tok, dense_logits[-1], pruned_logits[-1], pinned, k=10)
-        st.plotly_chart(charts.next_token_bars(table), key="prune_topk_chart")
+        st.html(light_charts.next_token_html(table))
         downloads.csv_button(
             partial(downloads.next_token_table, table),
             downloads.csv_name(model, "next-token"),

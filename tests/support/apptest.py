@@ -8,6 +8,7 @@ characters such as "·" unless orjson is installed).
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 import time
@@ -137,12 +138,39 @@ def figures(at: AppTest) -> list[dict]:
     return [json.loads(chart.proto.spec) for chart in at.main.get("plotly_chart")]
 
 
-def sidebar_figures(at: AppTest) -> dict[str, dict]:
-    """The sidebar's Plotly charts by widget key (e.g. ``sidebar_allocation_chart``), as figure dicts."""
+def _html_with(at: AppTest, css_class: str, where: str = "main") -> str:
+    (found,) = [h.value for h in getattr(at, where).get("html") if f'class="{css_class}"' in h.value]
+    return found
+
+
+def next_token_bars(at: AppTest) -> dict[str, dict[str, float | None]]:
+    """The Prune page's next-token chart (``ui.light_charts``) as series -> {token label: probability}
+    (None where the series has no bar), in the order drawn."""
     return {
-        chart.proto.id.rsplit("-", 1)[-1]: json.loads(chart.proto.spec)
-        for chart in at.sidebar.get("plotly_chart")
+        t["name"]: dict(zip(t["x"], t["y"])) for t in light_figure(_html_with(at, "pe-next-token"))["data"]
     }
+
+
+def light_figure(chart_html: str) -> dict:
+    """A next-token chart's HTML read back from its bars' data attributes as a figure-like dict (``data``:
+    one trace a series, ``x`` tokens, ``y`` probabilities, None where no bar), as a Plotly chart reads."""
+    traces: dict[str, dict] = {}
+    for row in re.split(r'<div class="pe-token-row" data-token="', chart_html)[1:]:
+        token = html.unescape(row.split('"', 1)[0])
+        for series, p in re.findall(r'class="pe-bar" data-series="(\w+)" data-p="([^"]*)"', row):
+            trace = traces.setdefault(series, {"name": series, "x": [], "y": []})
+            trace["x"].append(token)
+            trace["y"].append(float(p) if p else None)
+    return {"data": list(traces.values())}
+
+
+def sidebar_layer_bars(at: AppTest) -> tuple[np.ndarray, float]:
+    """The sidebar's per-layer chart (``ui.light_charts.layer_bars_html``): each bar's pruned percent in
+    model order, and the dashed average line's value."""
+    chart = _html_with(at, "pe-layer-bars", "sidebar")
+    percents = np.array([float(v) for v in re.findall(r'data-pct="([^"]+)"', chart)])
+    (average,) = re.findall(r'data-average="([^"]+)"', chart)
+    return percents, float(average)
 
 
 def legend_below(figure: dict) -> bool:

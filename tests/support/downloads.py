@@ -11,6 +11,8 @@ import math
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
+from tests.support.apptest import light_figure
+
 
 def record_downloads(monkeypatch) -> dict:
     """Keep every deferred download the app registers (AppTest's runtime is gone after each run):
@@ -58,15 +60,17 @@ def leaves(node):
 
 def csv_under_charts(at: AppTest, payloads: dict) -> dict[str, tuple[dict, str, list[str], list[dict]]]:
     """Each chart with the CSV of the button right under it: button key -> (figure, file name, header,
-    rows)."""
+    rows). A chart drawn as HTML (``ui.light_charts``) is read back as a figure-like dict."""
     elements = [*leaves(at.main), None]
     found = {}
     for chart, button in zip(elements, elements[1:]):
-        if chart is None or chart.type != "plotly_chart":
+        light = chart is not None and chart.type == "html" and 'class="pe-next-token"' in chart.proto.body
+        if chart is None or (chart.type != "plotly_chart" and not light):
             continue
-        assert button is not None and button.type == "download_button", f"no button under {chart.proto.id}"
+        assert button is not None and button.type == "download_button", f"no button under {chart}"
         assert button.label == "Download CSV" and button.proto.ignore_rerun  # a download does not rerun
-        found[button.key] = (json.loads(chart.proto.spec), *download(payloads, button))
+        figure = light_figure(chart.proto.body) if light else json.loads(chart.proto.spec)
+        found[button.key] = (figure, *download(payloads, button))
     assert found, "no chart on the page"
     return found
 
