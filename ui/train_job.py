@@ -215,11 +215,14 @@ class TrainJob:
 
 
 def field_message(exc: BaseException) -> str:
-    """A library error with the widget it is about named first ("Steps: steps must be …")."""
+    """A library error with the widget it is about named first ("Steps: steps must be …"; a message that
+    names its field as "schedule: …" gets the widget's label in place of the field's name)."""
     text = str(exc).strip()
-    word = re.match(r"\w+", text)
-    label = FIELDS.get(word.group(0)) if word else None
-    return f"{label}: {text}" if label else text
+    word = re.match(r"(\w+)(:\s*)?", text)
+    label = FIELDS.get(word.group(1)) if word else None
+    if label is None:
+        return text
+    return f"{label}: {text[word.end():]}" if word.group(2) else f"{label}: {text}"
 
 
 def current() -> TrainJob | None:
