@@ -26,6 +26,7 @@ from prune_explorer.plans.llmcompressor import export_llmcompressor
 from prune_explorer.plans.masks import export_masks
 from prune_explorer.plans.recipe import load_recipe, recipe_from_state, save_recipe
 from prune_explorer.plans.sizes import disk_sizes
+from prune_explorer.plans.trained import TrainingRecord
 from prune_explorer.pruning.methods import METHODS
 from prune_explorer.pruning.patterns import parse_pattern
 from prune_explorer.pruning.policies import POLICIES, MagnitudeSettings
@@ -317,7 +318,9 @@ def _train(args: argparse.Namespace) -> int:
     }
     if args.out:
         if hasattr(state.model, "save_pretrained"):
-            export_hf(state, args.out)
+            oneshot = f"{args.method} {args.pattern} {args.sparsity:.0%} (one-shot)"
+            start = "dense" if args.schedule == "gradual" else oneshot
+            export_hf(state, args.out, training=TrainingRecord(settings, info, start))
         else:  # not a transformers model: the trained layers' weights and masks
             save_checkpoint(args.out, info["steps_done"], trained)
         result["out"] = str(args.out)

@@ -4,6 +4,8 @@ and the captions that explain a chart for the settings applied. Plain functions 
 
 from __future__ import annotations
 
+from typing import Any
+
 from prune_explorer.pruning.methods import METHODS
 from prune_explorer.pruning.patterns import parse_pattern
 from prune_explorer.pruning.policies import MagnitudeSettings
@@ -45,6 +47,16 @@ def describe(settings: MagnitudeSettings | None) -> str:
     if calib is not None:
         parts.append(f"calibration {calib.n_sequences} × {calib.seq_len} tokens ({calib.source})")
     return " · ".join(parts)
+
+
+def trained(record: Any) -> str:
+    """One line for a trained model in force (a ``ui.train_job.Trained``): "trained — gradual magnitude
+    unstructured to 70%, distillation, 200 steps · 69.8% of the trained layers' weights are zero" (the share
+    counted on the weights written, not the schedule's target)."""
+    what = record.record.summary() if record.record is not None else record.label
+    if record.measured is None:
+        return f"trained — {what}"
+    return f"trained — {what} · {record.measured:.1%} of the trained layers' weights are zero"
 
 
 def _allocation_text(settings: MagnitudeSettings) -> list[str]:

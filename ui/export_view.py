@@ -24,7 +24,9 @@ from prune_explorer.plans.llmcompressor import llmcompressor_yaml
 from prune_explorer.plans.masks import export_masks
 from prune_explorer.plans.recipe import Recipe, RecipeError
 from prune_explorer.plans.sizes import disk_sizes
+from prune_explorer.plans.trained import TRAINING_FILE
 from ui import formats, session
+from ui.train_job import Trained
 
 PREPARED = "export_prepared"  # {name: (pruned key, bytes or DataFrame, file name)}
 FAILED = "export_failed"  # {name: message} of the last Prepare that failed
@@ -41,6 +43,15 @@ SIZE_FORMS = {
 MASKS_NOTE = (
     "Load them onto the dense model with `prune_explorer.plans.masks.apply_masks_file(state, path)` "
     "(a `PruningState` of the same model; other weights are refused)."
+)
+TRAINED_MASKS_NOTE = (
+    " These are the trained model's final masks; loaded, they zero the same weights of the *dense* model, "
+    "without the trained values (the transformers folder holds those)."
+)
+LLMC_TRAINED = (
+    "Not offered for a trained model: llm-compressor's oneshot prunes the dense weights once, so a recipe "
+    "for it would re-prune the dense model and give neither these masks' training nor its weights. Export "
+    "the transformers folder, which holds the trained weights."
 )
 
 
@@ -73,13 +84,32 @@ def zipped(folder: Path) -> bytes:
     return out.getvalue()
 
 
-def hf_zip(recipe: Recipe | None) -> bytes:
-    """The pruned model as a transformers folder (``export_hf``, perplexity in its card), zipped."""
+def hf_name(trained: Trained | None) -> str:
+    """The transformers folder's name: "<model>-pruned", or "<model>-trained" for a trained model."""
+    return f"{session.dense().name}-{'pruned' if trained is None else 'trained'}"
+
+
+def hf_note(trained: Trained | None) -> str:
+    """What the transformers folder holds: the recipe, or for a trained model its training record."""
+    if trained is None:
+        return "safetensors (zeros stored), config, tokenizer, the recipe and a model card with perplexity."
+    return (
+        f"The trained weights as safetensors (zeros stored), config, tokenizer, the training settings "
+        f"(`{TRAINING_FILE}`) and a model card with the schedule, loss, steps, data, per-layer sparsity and "
+        "perplexity."
+    )
+
+
+def hf_zip(recipe: Recipe | None, trained: Trained | None = None) -> bytes:
+    """The session's model as a transformers folder (``export_hf``, perplexity in its card), zipped: with
+    the recipe, or for a trained model with its training record and no recipe (none gives its weights)."""
     state = session.state()
-    name = f"{state.dense.name}-pruned"
+    name = hf_name(trained)
+    training = None if trained is None else trained.record
+    plan = None if trained is not None else recipe
 
     def build(folder: Path) -> bytes:
-        return zipped(export_hf(state, folder / name, recipe, evaluate(state)))
+        return zipped(export_hf(state, folder / name, plan, evaluate(state), training))
 
     return in_temporary_folder(build)
 
@@ -92,6 +122,17 @@ def masks_file() -> bytes:
 def llmcompressor(recipe: Recipe) -> bytes:
     """The plan as llm-compressor's recipe (``plans.llmcompressor``); RecipeError where it has none."""
     return llmcompressor_yaml(recipe, session.dense()).encode("utf-8")
+
+
+def llmcompressor_offer(recipe: Recipe | None, trained: Trained | None) -> None:
+    """The llm-compressor column: its Prepare button and download, or why a trained model has none."""
+    if trained is not None or recipe is None:
+        st.info(LLMC_TRAINED)
+        return
+    st.caption("The same plan for llm-compressor's oneshot: one sparsity per target module, exact names.")
+    name = f"{session.dense().name}-llmcompressor.yaml"
+    prepare("llmc", "the llm-compressor recipe", lambda: llmcompressor(recipe), name)
+    offer("llmc", "llm-compressor recipe", "application/x-yaml")
 
 
 def sizes_table() -> pd.DataFrame:

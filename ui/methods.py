@@ -282,7 +282,7 @@ def details(chosen: PruneSettings) -> None:
     note = st.session_state.pop(session.JOB_NOTE, None)
     if note:
         st.warning(note)
-    st.caption(f"Applied: {describe.describe(session.applied())}.")
+    st.caption(f"Applied: {session.applied_words()}.")
     if info is not None:
         st.caption(f"Ran: {info['variant']}")
     messages = (info or {}).get("messages", [])

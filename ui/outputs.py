@@ -21,7 +21,7 @@ from prune_explorer.models.dense import DenseModel, context_length
 from prune_explorer.progress import Progress
 from prune_explorer.state import PruningState
 from prune_explorer.timing import Timing, forward_runner, time_interleaved
-from ui import background, data, describe, results, session
+from ui import background, data, results, session
 
 LAST_MARK = "last_model_mark"  # session_state: (pruned key, ModelMark) of the last perplexity measured
 
@@ -198,7 +198,7 @@ class ModelMark:
 
 def _mark(state: PruningState, ppl: float, now: bool) -> ModelMark:
     applied = session.applied()
-    label = "the dense model" if session.nothing_pruned() else describe.describe(applied)
+    label = "the dense model" if session.nothing_pruned() else session.applied_words()
     return ModelMark(state.overall_sparsity(data.selected(state.dense, applied)), ppl, now, label)
 
 

@@ -88,7 +88,7 @@ def snapshot(
         max_new=max_new,
         key=session.pruned_key(),
         label=describe.short(applied),
-        details=describe.describe(applied),
+        details=session.applied_words(),
         tokens=tuple(tokens),
         next_ids=tuple(next_ids),
         next_probs=tuple(probabilities(pruned_row, next_ids)),

@@ -17,6 +17,7 @@ from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import DEFAULT_KINDS, EXTRA_KINDS, select
 from prune_explorer.plans.apply import apply_recipe, check_recipe, recipe_calibration, recipe_counts
 from prune_explorer.plans.recipe import Recipe, RecipeError, parse_recipe, recipe_from_state, recipe_yaml
+from prune_explorer.plans.trained import NO_RECIPE, TRAINING_FILE
 from prune_explorer.pruning.methods import get_method
 from prune_explorer.pruning.patterns import parse_pattern
 from prune_explorer.pruning.policies import POLICIES, MagnitudeSettings, magnitude_counts
@@ -32,7 +33,11 @@ ALLOCATION = "sidebar_allocation"  # ui.allocation_view's selectbox
 
 
 def current_recipe() -> tuple[Recipe | None, str | None]:
-    """The recipe of what the session applied (None and why when nothing can be written down)."""
+    """The recipe of what the session applied (None and why when nothing can be written down: nothing
+    pruned, or a trained model, whose weights no recipe gives back)."""
+    trained = session.trained()
+    if trained is not None:
+        return None, trained_why(trained)
     settings = session.applied()
     if settings is None or session.nothing_pruned():
         return None, "Nothing is pruned yet: the recipe would be the dense model."
@@ -42,6 +47,18 @@ def current_recipe() -> tuple[Recipe | None, str | None]:
         return recipe_from_state(session.state(), settings, bounds=bounds), None
     except (ValueError, RecipeError) as exc:
         return None, f"This pruning cannot be written as a recipe: {exc}"
+
+
+def trained_why(trained) -> str:
+    """Why a trained model (``ui.train_job.Trained``) has no recipe, and what holds it instead."""
+    record = trained.record
+    words = f"No recipe for the trained model in use ({trained.label}): {NO_RECIPE}."
+    if record is not None and not record.gradual:
+        words += f" Its masks are those of {record.start}, held fixed in training: the masks file has them."
+    return words + (
+        " The transformers folder below holds the trained weights and records the training (model card and "
+        f"`{TRAINING_FILE}`); to make the model again, train again on the Train page."
+    )
 
 
 def download(recipe: Recipe | None, why: str | None, dense: DenseModel) -> None:

@@ -28,7 +28,7 @@ from prune_explorer.pruning.result import PruneResult
 from prune_explorer.pruning.settings import apply_result as apply_result_to
 from prune_explorer.pruning.settings import apply_settings
 from prune_explorer.state import PruningState
-from ui import defaults, loading, results
+from ui import defaults, describe, loading, results
 
 log = logging.getLogger(__name__)
 
@@ -314,6 +314,13 @@ def trained() -> Any:
     if record is None or record.applied is not applied() or nothing_pruned():
         return None
     return record
+
+
+def applied_words() -> str:
+    """What the session's model is now, in one line: the trained model where one is in force
+    (``describe.trained``), else the settings applied (``describe.describe``)."""
+    record = trained()
+    return describe.describe(applied()) if record is None else describe.trained(record)
 
 
 def reset_to_dense() -> None:

@@ -29,6 +29,7 @@ import torch
 from prune_explorer import threads
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import DEFAULT_KINDS, select
+from prune_explorer.plans.trained import TrainingRecord
 from prune_explorer.training.budget import TrainingRefused, check_job_memory, estimate_bytes, job_slot
 from prune_explorer.training.data import TrainingData, training_data
 from prune_explorer.training.histograms import WeightSnapshot
@@ -98,13 +99,19 @@ class Plan:
 
 @dataclass(frozen=True)
 class Trained:
-    """The trained model written into the session's state: which run, over which applied settings."""
+    """The trained model written into the session's state: which run, over which applied settings.
+
+    ``record``: the run's settings and report, for the sidebar's words and the exports; ``measured``: the
+    share of the trained layers' weights its masks zero in the state, counted when it was written.
+    """
 
     ident: int
     label: str
     final_ppl: float
     sparsity: float
     applied: object  # session.applied() when it was written (see session.trained)
+    record: TrainingRecord | None = None
+    measured: float | None = None
 
 
 @dataclass(frozen=True)
@@ -376,8 +383,11 @@ def use_result() -> None:
         st.session_state[session.TRAIN_JOB] = job  # still there to apply later
         return
     info = job.result.info
+    start = "dense" if job.kind == "gradual" else describe.describe(session.applied())
+    record = TrainingRecord(job.settings, dict(info), start)
+    measured = session.state().overall_sparsity([job.dense.by_name[name] for name in job.result.masks])
     st.session_state[session.TRAINED] = Trained(
-        job.ident, job.label, info["final_ppl"], info["sparsity"], session.applied()
+        job.ident, job.label, info["final_ppl"], info["sparsity"], session.applied(), record, measured
     )
 
 

@@ -2,13 +2,14 @@
 
 import streamlit as st
 
-from ui import describe, export_view, recipe_view, session
+from ui import export_view, recipe_view, session
 
 state = session.state()
 dense = state.dense
+trained = session.trained()  # a trained model in force: exported as trained weights, with no recipe
 
 st.title("Save & export")
-st.caption(f"What is applied: {describe.describe(session.applied())}.")
+st.caption(f"What is applied: {session.applied_words()}.")
 
 st.subheader("Recipe")
 st.caption(
@@ -21,37 +22,32 @@ recipe_view.download(recipe, why, dense)
 recipe_view.uploader()
 
 st.subheader("Exports")
-if recipe is None:
+if recipe is None and trained is None:
     st.info(f"{why} Prune something in the sidebar first.")
 else:
     hf, masks, compressor = st.columns(3)
     with hf:
         st.markdown("**Transformers folder** (zip)")
-        st.caption(
-            "safetensors (zeros stored), config, tokenizer, the recipe and a model card with perplexity."
+        st.caption(export_view.hf_note(trained))
+        name = f"{export_view.hf_name(trained)}.zip"
+        export_view.prepare(
+            "hf", "the transformers folder", lambda: export_view.hf_zip(recipe, trained), name
         )
-        name = f"{dense.name}-pruned.zip"
-        export_view.prepare("hf", "the transformers folder", lambda: export_view.hf_zip(recipe), name)
         export_view.offer("hf", "model (zip)", "application/zip")
     with masks:
         st.markdown("**Masks alone** (bit-packed safetensors)")
-        st.caption(export_view.MASKS_NOTE)
+        st.caption(export_view.MASKS_NOTE + (export_view.TRAINED_MASKS_NOTE if trained else ""))
         export_view.prepare("masks", "the masks", export_view.masks_file, f"{dense.name}-masks.safetensors")
         export_view.offer("masks", "masks", "application/octet-stream")
     with compressor:
         st.markdown("**llm-compressor recipe** (YAML)")
-        st.caption("The same plan for llm-compressor's oneshot: one sparsity per target module, exact names.")
-        export_view.prepare(
-            "llmc",
-            "the llm-compressor recipe",
-            lambda: export_view.llmcompressor(recipe),
-            f"{dense.name}-llmcompressor.yaml",
-        )
-        export_view.offer("llmc", "llm-compressor recipe", "application/x-yaml")
+        export_view.llmcompressor_offer(recipe, trained)
 
     st.subheader("Sizes on disk")
+    weights = "the trained weights" if trained else "the pruned weights"
     st.caption(
-        "Every form written as a safetensors file and measured; layers that are not pruned stay dense."
+        f"Every form written as a safetensors file of {weights} and measured; layers that are not pruned "
+        "stay dense."
     )
     export_view.prepare("sizes", "the sizes", export_view.sizes_table)
     export_view.failure("sizes")

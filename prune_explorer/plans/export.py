@@ -4,7 +4,9 @@ The folder holds ``model.safetensors`` (pruned weights stored as dense zeros: it
 kernel), ``config.json``, the tokenizer where the model has one (a transformers tokenizer is saved as
 transformers saves it; llama2.c's BPE tokenizer, which transformers cannot read, as ``tokenizer.bin`` in its
 own format), the recipe (``prune_explorer_recipe.yaml``) and ``README.md``: method, pattern, allocation,
-sparsity of every layer and, when measured, perplexity with its protocol. ``AutoModelForCausalLM
+sparsity of every layer and, when measured, perplexity with its protocol. A trained model's folder holds its
+training record (``plans.trained``: ``prune_explorer_training.json`` and a Training section) instead of a
+recipe, which could not reproduce its weights. ``AutoModelForCausalLM
 .from_pretrained(folder)`` loads it without remote code and gives the session's logits.
 """
 
@@ -20,6 +22,7 @@ from prune_explorer.models.digest import weights_digest
 from prune_explorer.models.tokenizers import HFTokenizer, Llama2cTokenizer
 from prune_explorer.plans.atomic import atomic_folder
 from prune_explorer.plans.recipe import Recipe, recipe_yaml
+from prune_explorer.plans.trained import TRAINING_FILE, TrainingRecord, card_lines
 from prune_explorer.pruning.methods import get_method
 from prune_explorer.state import PruningState
 from prune_explorer.texts import eval_text
@@ -91,15 +94,27 @@ def _allocation(recipe: Recipe) -> str:
     return words
 
 
+def _method(recipe: Recipe | None, training: TrainingRecord | None) -> str:
+    """The card's method: the recipe's, or the training's schedule ("trained: gradual magnitude …")."""
+    if training is not None:
+        return f"trained: {training.summary()}"
+    return get_method(recipe.method).label if recipe else "not recorded (no recipe given)"
+
+
 def model_card(
-    state: PruningState, recipe: Recipe | None, evaluation: Evaluation | None, tokenizer_note: str
+    state: PruningState,
+    recipe: Recipe | None,
+    evaluation: Evaluation | None,
+    tokenizer_note: str,
+    training: TrainingRecord | None = None,
 ) -> str:
-    """README.md of the exported folder: what was pruned, how, per layer, and the measured perplexity."""
+    """README.md of the exported folder: what was pruned, how (the recipe's plan or the training's record),
+    per layer, and the measured perplexity."""
     dense = state.dense
     pruned = [layer for layer in dense.layers if state.is_pruned(layer.name)]
     overall = state.overall_sparsity(pruned) if pruned else 0.0
     model_id = recipe.model.id if recipe else dense.name
-    method = get_method(recipe.method).label if recipe else "not recorded (no recipe given)"
+    method = _method(recipe, training)
     lines = [
         "---",
         "library_name: transformers",
@@ -135,15 +150,17 @@ def model_card(
         f"{len(pruned)} pruned layers |",
         f"| Tokenizer | {tokenizer_note} |",
         "",
-        "## Perplexity",
-        "",
     ]
+    if training is not None:
+        lines += [*card_lines(training), ""]
+    lines += ["## Perplexity", ""]
     calib = recipe.calibration if recipe is not None else None
     if evaluation is None:
         lines.append("Not measured for this export.")
     else:
         lines += [
-            f"Dense {evaluation.dense_ppl:.4f}, pruned {evaluation.pruned_ppl:.4f}.",
+            f"Dense {evaluation.dense_ppl:.4f}, {'trained' if training else 'pruned'} "
+            f"{evaluation.pruned_ppl:.4f}.",
             "",
             evaluation.protocol(
                 calibration_words(calib.source, calib.n_sequences, calib.seq_len) if calib else None
@@ -182,17 +199,23 @@ def export_hf(
     target: Path | str,
     recipe: Recipe | None = None,
     evaluation: Evaluation | None = None,
+    training: TrainingRecord | None = None,
 ) -> Path:
     """Write the session's pruned model as a new transformers folder at ``target`` (all or nothing).
 
     Args:
         recipe: the plan that made the pruning (written beside the weights and described in the card).
         evaluation: perplexity to state in the card, with its protocol.
+        training: how the weights were trained, if they were (``TRAINING_FILE`` and the card's section);
+            a recipe given with it is refused, as it would not give these weights.
     Returns:
         The folder written.
     Raises:
         ExportError: ``target`` exists or cannot be written, or writing failed (nothing is left there).
+        ValueError: both a recipe and a training record are given.
     """
+    if recipe is not None and training is not None:
+        raise ValueError("a trained model is exported without a recipe: a recipe would not give its weights")
     with atomic_folder(target) as tmp:
         with state.lock:
             state.restore_modules()  # the masked-dense modules, not a speed measurement's swapped ones
@@ -200,5 +223,8 @@ def export_hf(
         note = _save_tokenizer(state.dense.tokenizer, tmp)
         if recipe is not None:
             (tmp / RECIPE_FILE).write_text(recipe_yaml(recipe), encoding="utf-8")
-        (tmp / "README.md").write_text(model_card(state, recipe, evaluation, note), encoding="utf-8")
+        if training is not None:
+            (tmp / TRAINING_FILE).write_text(training.as_json(), encoding="utf-8")
+        card = model_card(state, recipe, evaluation, note, training)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
     return Path(target)
