@@ -2,7 +2,8 @@
 "Applied:" says it was trained and how sparse its weights are, until a slider move or a reset replaces it;
 the transformers folder holds the trained weights (same logits) and a card and JSON that say how they were
 trained; the masks file holds its masks; no recipe nor llm-compressor recipe is offered, with why; the
-sizes are measured. A gradual run from dense, with no one-shot plan at all, exports the same way."""
+sizes are measured. A gradual run from dense, with no one-shot plan at all, exports the same way, and a pin
+of it is named as trained."""
 
 from __future__ import annotations
 
@@ -137,6 +138,8 @@ def test_a_gradual_run_from_dense_exports_as_trained_and_reset_ends_it(payloads,
     line = applied_line(at)
     assert line.startswith("Applied: trained — gradual magnitude unstructured to 50%, distillation"), line
     assert f"{trained_share(at):.1%} of the trained layers' weights are zero" in line
+    at.button(key="prune_pin").click().run()  # a pin of it is named as trained, not by the sidebar's 0%
+    assert f"**Pinned:** trained · {trained_share(at):.0%}" in [m.value for m in at.markdown]
 
     export_page(at)
     no_one_shot_exports(at)

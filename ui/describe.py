@@ -59,6 +59,11 @@ def trained(record: Any) -> str:
     return f"trained — {what} · {record.measured:.1%} of the trained layers' weights are zero"
 
 
+def trained_short(record: Any) -> str:
+    """ "trained · 70%": a trained model in force (``ui.train_job.Trained``) and its measured sparsity."""
+    return "trained" if record.measured is None else f"trained · {record.measured:.0%}"
+
+
 def _allocation_text(settings: MagnitudeSettings) -> list[str]:
     """ "OWL allocation (M 5, λ 0.08)", "budget allocation" where an allocation other than uniform applies."""
     name = getattr(settings, "allocation", "uniform")

@@ -261,7 +261,7 @@ def _in_background(settings: PruneSettings, requested: bool) -> None:
     job = jobs.current()
     if job is None or job.settings != settings:
         slot = st.empty()
-        shown = "none (dense)" if session.nothing_pruned() else describe.short(session.applied())
+        shown = "none (dense)" if session.nothing_pruned() else session.applied_short()
         asked = describe.short(settings)
         with slot.container():
             st.caption(

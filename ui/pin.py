@@ -22,7 +22,7 @@ from streamlit.delta_generator import DeltaGenerator
 from prune_explorer.measure.evaluate import Agreement, probabilities, token_diff, top_k
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.state import PruningState
-from ui import data, describe, formats, outputs, protocol, session
+from ui import data, formats, outputs, protocol, session
 
 PIN = "prune_pinned"  # session_state: the Pinned outputs, or absent
 STORED = 64  # next-token probabilities kept: the pinned model's most likely tokens (plus the dense top k)
@@ -42,8 +42,8 @@ class Pinned:
     ids: tuple[int, ...]  # the prompt
     max_new: int
     key: tuple
-    label: str  # describe.short: "Magnitude · unstructured · 30%"
-    details: str  # describe.describe: everything applied
+    label: str  # session.applied_short: "Magnitude · unstructured · 30%", "trained · 70%"
+    details: str  # session.applied_words: everything applied (or how it was trained)
     tokens: tuple[int, ...]  # the pinned continuation
     next_ids: tuple[int, ...]
     next_probs: tuple[float, ...]
@@ -87,7 +87,7 @@ def snapshot(
         ids=tuple(ids),
         max_new=max_new,
         key=session.pruned_key(),
-        label=describe.short(applied),
+        label=session.applied_short(),
         details=session.applied_words(),
         tokens=tuple(tokens),
         next_ids=tuple(next_ids),

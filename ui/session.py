@@ -323,6 +323,12 @@ def applied_words() -> str:
     return describe.describe(applied()) if record is None else describe.trained(record)
 
 
+def applied_short() -> str:
+    """:func:`applied_words` in short: "trained · 70%", or "SparseGPT · 2:4 · 50%" (``describe.short``)."""
+    record = trained()
+    return describe.short(applied()) if record is None else describe.trained_short(record)
+
+
 def reset_to_dense() -> None:
     """Button callback: exact dense weights back, sliders to zero, magnitude method, overrides cleared."""
     cancel_job()

@@ -37,7 +37,7 @@ from prune_explorer.training.job import CurvePoint, TrainingCancelled, TrainResu
 from prune_explorer.training.schedule import GradualSchedule
 from prune_explorer.training.settings import TrainSettings
 from prune_explorer.training.student import Start, dense_start, start_from_state
-from ui import describe, session, train_histograms
+from ui import session, train_histograms
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,7 @@ class TrainJob:
     finished: bool = False
     recorded: bool = False
     thread: threading.Thread | None = None
+    start_words: str = "dense"  # what the run started from, in words (``session.applied_words`` at Start)
 
     @property
     def done(self) -> bool:
@@ -305,7 +306,7 @@ def _start_point(dense: DenseModel, plan: Plan, settings: TrainSettings) -> tupl
             "schedule: one-shot recovery trains the session's pruned model with its masks fixed, but nothing "
             "is pruned: prune in the sidebar first, or choose gradual"
         )
-    return start_from_state(session.state(), layers), f"{describe.short(session.applied())} + {recover}"
+    return start_from_state(session.state(), layers), f"{session.applied_short()} + {recover}"
 
 
 def start(plan: Plan) -> str | None:
@@ -329,6 +330,7 @@ def start(plan: Plan) -> str | None:
     st.session_state.pop(session.TRAIN_NOTE, None)  # a finished result not applied is replaced by this run
     watch, edges = train_histograms.watched(dense, settings.kinds, plan.watch)
     job = TrainJob(dense, settings, plan.schedule, label, begin, data, plan.sampled_tokens, watch, edges)
+    job.start_words = "dense" if plan.schedule == "gradual" else session.applied_words()
     job.thread = threading.Thread(target=job.run, name="prune-explorer-train", daemon=True)
     st.session_state[session.TRAIN_JOB] = job
     job.thread.start()
@@ -383,8 +385,7 @@ def use_result() -> None:
         st.session_state[session.TRAIN_JOB] = job  # still there to apply later
         return
     info = job.result.info
-    start = "dense" if job.kind == "gradual" else describe.describe(session.applied())
-    record = TrainingRecord(job.settings, dict(info), start)
+    record = TrainingRecord(job.settings, dict(info), job.start_words)
     measured = session.state().overall_sparsity([job.dense.by_name[name] for name in job.result.masks])
     st.session_state[session.TRAINED] = Trained(
         job.ident, job.label, info["final_ppl"], info["sparsity"], session.applied(), record, measured
