@@ -48,10 +48,10 @@ class TrainingRecord:
         schedule = self.settings.schedule
         if schedule is None:
             return f"recovery with the masks of {self.start} held fixed"
+        every = "every step" if schedule.every == 1 else f"every {schedule.every} steps"
         return (
             f"gradual {self.settings.method} {self.settings.pattern} to {schedule.final_sparsity:.0%} "
-            f"(cubic, {schedule.updates} updates every {schedule.every} steps from step "
-            f"{schedule.start_step})"
+            f"(cubic, {schedule.updates} updates {every} from step {schedule.start_step})"
         )
 
     def loss_words(self) -> str:
