@@ -33,7 +33,6 @@ if trained is not None:
         "Reset to dense gives the exact dense weights back."
     )
     st.info(in_use, icon=":material/model_training:")
-    st.sidebar.caption(f"Trained model in use: {trained.label}.")
 
 plan = train_view.controls(dense)
 try:
