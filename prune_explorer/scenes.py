@@ -16,6 +16,7 @@ from prune_explorer.models.layers import DEFAULT_KINDS
 from prune_explorer.models.loading import BUILTINS, STORIES260K
 from prune_explorer.models.smollm2 import NAME as SMOLLM2
 from prune_explorer.pruning import allocation as alloc
+from prune_explorer.pruning.budget_bounds import DEVIATION, check_deviation
 from prune_explorer.pruning.methods import METHODS, supported_patterns
 from prune_explorer.pruning.patterns import PATTERNS, parse_pattern
 from prune_explorer.pruning.policies import POLICIES
@@ -36,6 +37,7 @@ KEYS = (
     "allocation",
     "owl_m",
     "owl_lam",
+    "budget_dev",
 )
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -64,7 +66,8 @@ class Scene:
         kinds: the layer kinds taking part, from ``DEFAULT_KINDS``; None: all the model has (the default).
         extras: whether embeddings and the LM head take part too.
         allocation: how the sparsity is shared among layers (``pruning.allocation.ALLOCATIONS``), with OWL's
-            ``owl_m`` (positive) and ``owl_lam`` (0 to ``OWL_LAMBDA_MAX``), kept at their defaults otherwise.
+            ``owl_m`` (positive) and ``owl_lam`` (0 to ``OWL_LAMBDA_MAX``), and the budget's largest
+            deviation from the average ``budget_dev`` (0 to 1), each kept at its default otherwise.
 
     Raises:
         SceneError: any field out of range; the message names the field and the values allowed.
@@ -82,6 +85,7 @@ class Scene:
     allocation: str = "uniform"
     owl_m: float = alloc.OWL_M
     owl_lam: float = alloc.OWL_LAMBDA
+    budget_dev: float = DEVIATION
 
     def __post_init__(self) -> None:
         _one_of("model", self.model, BUILTINS)
@@ -123,6 +127,12 @@ class Scene:
             raise SceneError(
                 "owl_m" if self.owl_m != alloc.OWL_M else "owl_lam", "only applies with allocation=owl"
             )
+        try:
+            check_deviation(self.budget_dev)
+        except ValueError as exc:
+            raise SceneError("budget_dev", str(exc)) from None
+        if self.allocation != "budget" and self.budget_dev != DEVIATION:
+            raise SceneError("budget_dev", "only applies with allocation=budget")
 
 
 def _one_of(field: str, value: object, allowed: tuple[str, ...], what: str | None = None) -> None:
@@ -156,6 +166,8 @@ def scene_to_query(scene: Scene) -> dict[str, str]:
         query["owl_m"] = repr(float(scene.owl_m))
     if scene.owl_lam != alloc.OWL_LAMBDA:
         query["owl_lam"] = repr(float(scene.owl_lam))
+    if scene.budget_dev != DEVIATION:
+        query["budget_dev"] = repr(float(scene.budget_dev))
     return query
 
 
@@ -187,7 +199,7 @@ def scene_from_query(params: Mapping[str, str]) -> Scene:
                 "sparsity", f"a whole percent from 0 to 100 is needed, got {params['sparsity']!r}"
             )
         fields["sparsity"] = int(text)
-    for key in ("threshold", "owl_m", "owl_lam"):
+    for key in ("threshold", "owl_m", "owl_lam", "budget_dev"):
         if key in params:
             try:
                 fields[key] = float(params[key])

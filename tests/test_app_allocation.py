@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from prune_explorer.measure.sensitivity import measure_sensitivity
 from prune_explorer.models.layers import select
 from prune_explorer.plans.recipe import parse_recipe
-from prune_explorer.pruning import allocation
+from prune_explorer.pruning import allocation, budget_bounds
 from prune_explorer.scenes import Scene, scene_to_query
 from tests.support.apptest import (
     APP,
@@ -28,7 +28,6 @@ from tests.support.apptest import (
     start,
 )
 from tests.support.downloads import record_downloads
-from ui import allocation_view
 
 pytestmark = pytest.mark.usefixtures("one_thread", "app_navigation")
 
@@ -165,6 +164,26 @@ def test_a_link_carries_the_allocation(fresh_cache):
     assert at.query_params == scene_to_query(Scene(sparsity=55))
 
 
+def test_a_link_carries_the_budgets_deviation(fresh_cache):
+    first = start()
+    dense = first.session_state["pruning_state"].dense
+    measure_sensitivity(
+        dense, "magnitude", mode="layer", calibration=first.session_state["calibration_batch"][0]
+    )
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params.update({"sparsity": "60", "allocation": "budget", "budget_dev": "0.04"})
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="sidebar_allocation").value == "budget"
+    assert at.session_state["sidebar_budget_deviation"] == pytest.approx(0.04)
+    applied = at.session_state["pruning_applied"]
+    assert applied.allocation == "budget" and budget_bounds.deviation_in(applied) == pytest.approx(0.04)
+    assert within(at, 0.56, 0.64)
+    assert at.query_params == scene_to_query(Scene(sparsity=60, allocation="budget", budget_dev=0.04))
+    choose_allocation(at, "uniform")  # the address bar follows, the deviation no longer in it
+    assert at.query_params == scene_to_query(Scene(sparsity=60))
+
+
 def test_owl_on_a_big_model_finds_its_ratios_in_the_background(fresh_cache, monkeypatch):
     from ui import defaults
 
@@ -227,22 +246,3 @@ def test_the_budget_keeps_every_layer_within_the_deviation_chosen_and_its_recipe
     assert not at.exception, at.exception
     assert pruned_counts(at) == wanted  # the recipe's masks, exactly
     assert at.session_state["sidebar_budget_deviation"] == pytest.approx(0.03)  # and its bound, for Budget
-
-
-def test_the_bound_follows_any_target():
-    basis = allocation.Basis(
-        name="budget",
-        layers=("a", "b"),
-        sizes=(10, 10),
-        curves=(((0.0, 0.0), (1.0, 1.0)), ((0.0, 0.0), (1.0, 9.0))),
-    )
-    held = allocation_view.bounded(basis, 0.1)
-    for target in (0.05, 0.5, 0.97):
-        shares = held.shares(target)
-        lo, hi = allocation_view.budget_bounds(target, 0.1)
-        assert lo <= min(shares.values()) and max(shares.values()) <= hi
-        assert allocation.average_sparsity(shares, {"a": 10, "b": 10}) == pytest.approx(target)
-    assert basis.shares(0.5) == {"a": 1.0, "b": 0.0}  # unbounded: to the ends of the curves
-    assert allocation_view.deviation_of(0.6, allocation_view.budget_bounds(0.6, 0.1)) == pytest.approx(0.1)
-    with pytest.raises(ValueError, match="between 0 and 1"):
-        allocation_view.bounded(basis, -0.5)

@@ -201,6 +201,7 @@ def test_bad_settings_show_an_error_and_start_nothing(monkeypatch):
     at.file_uploader(key="train_upload").upload("short.txt", b"Too short.", "text/plain").run()
     press_start(at)
     assert "Training text: the training text has" in errors(at)
+    assert "a shorter Sequence length" in errors(at) and "seq_len" not in errors(at)  # the widget's name
     assert job(at) is None
 
     from prune_explorer.training import budget

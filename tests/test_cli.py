@@ -120,3 +120,39 @@ def test_a_recipe_saved_by_prune_applies_and_exports(capsys, tmp_path):
     (tmp_path / "bad.yaml").write_text("method: [wanda\n")
     assert main(["apply", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "x")]) == 2
     assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_prune_shares_the_sparsity_by_an_allocation_and_its_recipe_keeps_the_bound(
+    capsys, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("PRUNE_EXPLORER_CACHE", str(tmp_path / "cache"))  # no stored curves: measured now
+    owl = run_json(capsys, "--sparsity", "0.6", "--allocation", "owl", "--owl-lam", "0.05")
+    assert (owl["allocation"], owl["owl_lam"]) == ("owl", 0.05)
+    low, high = owl["layer_sparsity_range"]
+    assert 0.55 - 1e-6 <= low < high <= 0.65 + 1e-6 and owl["sparsity"] == pytest.approx(0.6, abs=1e-3)
+
+    recipe = tmp_path / "budget.yaml"
+    args = ["--sparsity", "0.7", "--allocation", "budget", "--budget-deviation", "0.05"]
+    assert main(["prune", *args, "--json", "--save-recipe", str(recipe)]) == 0
+    said = capsys.readouterr()
+    assert "measuring magnitude sensitivity curves of 35 layers" in said.err
+    budget = json.loads(said.out.strip().splitlines()[-1])
+    assert budget["budget_deviation"] == 0.05 and budget["sparsity"] == pytest.approx(0.7, abs=1e-3)
+    low, high = budget["layer_sparsity_range"]
+    assert 0.65 - 1e-6 <= low and high <= 0.75 + 1e-6 and low < high
+    from prune_explorer.plans.recipe import load_recipe
+
+    saved = load_recipe(recipe).allocation
+    assert saved.name == "budget" and saved.bounds == pytest.approx((0.65, 0.75))
+    assert main(["apply", str(recipe), "--out", str(tmp_path / "hf")]) == 0
+    applied = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert applied["sparsity"] == budget["sparsity"] and applied["pruned_ppl"] == budget["pruned_ppl"]
+    assert main(["prune", *args, "--json"]) == 0
+    said = capsys.readouterr()
+    assert "measuring" not in said.err  # the curves are stored now: read, not measured again
+    assert json.loads(said.out.strip().splitlines()[-1])["pruned_ppl"] == budget["pruned_ppl"]
+
+    assert main(["prune", "--pattern", "2:4", "--allocation", "owl"]) == 2
+    assert "N:M fixes it" in capsys.readouterr().err
+    assert main(["prune", "--allocation", "budget", "--budget-deviation", "2"]) == 2
+    assert "between 0 and 1" in capsys.readouterr().err

@@ -27,6 +27,8 @@ SCENES = [
     Scene(policy="global", sparsity=100, kinds=("mlp_up", "attn_q"), extras=True),
     Scene(page="allocation", method="wanda", sparsity=70, allocation="owl", owl_m=7.0, owl_lam=0.15),
     Scene(sparsity=60, allocation="budget"),
+    Scene(sparsity=70, allocation="budget", budget_dev=0.25),
+    Scene(sparsity=70, allocation="budget", budget_dev=1.0),
 ]
 
 
@@ -94,6 +96,10 @@ def test_n_m_fixes_the_sparsity():
         ({"allocation": "owl", "owl_m": "0"}, "owl_m", ["positive"]),
         ({"allocation": "owl", "owl_m": "five"}, "owl_m", ["number", "five"]),
         ({"owl_lam": "0.2"}, "owl_lam", ["allocation=owl"]),
+        ({"allocation": "budget", "budget_dev": "1.5"}, "budget_dev", ["between 0 and 1", "1.5"]),
+        ({"allocation": "budget", "budget_dev": "nan"}, "budget_dev", ["between 0 and 1"]),
+        ({"allocation": "budget", "budget_dev": "wide"}, "budget_dev", ["number", "wide"]),
+        ({"budget_dev": "0.2"}, "budget_dev", ["allocation=budget"]),
     ],
 )
 def test_each_bad_field_is_named_with_why(params, field, words):

@@ -35,7 +35,7 @@ NAMES = {"uniform": "uniform", "owl": "OWL", "budget": "budget"}
 class Plan:
     """What the comparison measures: one method (unstructured) over ``kinds``, the allocations ``names``
     (OWL with ``m`` and ``lam``; the budget over ``budget``'s curves, within its bounds if it has them:
-    ``ui.allocation_view.BoundedBudget``), at each of ``targets``."""
+    ``pruning.budget_bounds.BoundedBudget``), at each of ``targets``."""
 
     method: str
     kinds: tuple[str, ...]

@@ -10,7 +10,7 @@ slider then shares its value by arithmetic (``pruning.settings.PruneSettings.lay
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
@@ -20,6 +20,7 @@ from prune_explorer.measure.sensitivity import cached_sensitivity
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import DEFAULT_KINDS, select
 from prune_explorer.pruning import allocation
+from prune_explorer.pruning.budget_bounds import DEVIATION, bounded, check_deviation
 from prune_explorer.pruning.calibration import CalibrationBatch
 from prune_explorer.pruning.methods import get_method
 from prune_explorer.pruning.policies import MagnitudeSettings
@@ -32,9 +33,6 @@ ALLOCATION = "sidebar_allocation"
 OWL_M = "sidebar_owl_m"
 OWL_LAM = "sidebar_owl_lam"
 BUDGET_DEVIATION = "sidebar_budget_deviation"
-# Unbounded, the budget pushed SmolLM2's layers to 0.3 and 0.9 at 60% and did worse than uniform (curves
-# measured one layer at a time miss how damage adds up); within ± 0.1 of the average it did better.
-DEVIATION = 0.1
 LAST = "sidebar_allocation_last"  # the last valid (allocation, M, λ, deviation), restored when refused
 NOTE = "sidebar_allocation_note"  # why a choice was refused, shown on the next run
 MEASURED = ("magnitude", "wanda")  # the methods the Sensitivity page measures curves for
@@ -68,62 +66,6 @@ KIND_COLORS = {
 }
 OTHER_COLOR = "#999999"
 AVERAGE_COLOR = "#e45756"
-
-
-# ----- the budget's bound: the average ± the largest deviation, wherever the target moves
-
-
-def check_deviation(deviation: float) -> None:
-    """Raise ValueError with a user-facing message unless the budget's largest deviation is in [0, 1]."""
-    if not 0.0 <= deviation <= 1.0:
-        raise ValueError(
-            f"the budget's largest deviation from the average must be between 0 and 1, got {deviation}"
-        )
-
-
-def budget_bounds(target: float, deviation: float) -> tuple[float, float]:
-    """The budget solver's (lowest, highest) per-layer sparsity: the average ± ``deviation``, within [0, 1]
-    (rounded to 6 decimals: the slider moves by 1% and the deviation by 0.01, so nothing is lost)."""
-    check_deviation(deviation)
-    return round(max(0.0, target - deviation), 6), round(min(1.0, target + deviation), 6)
-
-
-@dataclass(frozen=True)
-class BoundedBudget(allocation.Basis):
-    """The budget's basis with every layer held within the target ± ``deviation`` at whatever target it is
-    asked for: the slider, the sweep and the look-ahead move the target (``replace(settings, sparsity=…)``)
-    and the bound moves with it, where ``PruneSettings.budget_bounds`` (absolute) would stay behind. Part
-    of the settings' cache keys, as any basis."""
-
-    deviation: float = DEVIATION
-
-    def shares(
-        self, target: float, lam: float = allocation.OWL_LAMBDA, bounds: tuple[float, float] | None = None
-    ) -> dict[str, float]:
-        """:meth:`Basis.shares` within ``bounds``, by default :func:`budget_bounds` of ``target``."""
-        return super().shares(target, lam, bounds or budget_bounds(target, self.deviation))
-
-
-def bounded(basis: allocation.Basis, deviation: float) -> BoundedBudget:
-    """``basis`` (the budget's) with its layers held within the target ± ``deviation``.
-
-    Raises:
-        ValueError: a deviation outside [0, 1].
-    """
-    check_deviation(deviation)
-    found = {f.name: getattr(basis, f.name) for f in fields(allocation.Basis)}
-    return BoundedBudget(**found, deviation=deviation)
-
-
-def deviation_in(settings: MagnitudeSettings | None) -> float | None:
-    """The largest deviation of the budget the settings apply, or None (another allocation, or unbounded)."""
-    return getattr(getattr(settings, "basis", None), "deviation", None)
-
-
-def deviation_of(target: float, bounds: tuple[float, float]) -> float:
-    """The largest deviation that :func:`budget_bounds` turned into ``bounds`` at ``target`` (where both ends
-    were clipped to [0, 1], the smallest that gives the same bounds)."""
-    return round(max(target - bounds[0], bounds[1] - target), 6)
 
 
 # ----- widgets

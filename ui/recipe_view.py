@@ -18,6 +18,7 @@ from prune_explorer.models.layers import DEFAULT_KINDS, EXTRA_KINDS, select
 from prune_explorer.plans.apply import apply_recipe, check_recipe, recipe_calibration, recipe_counts
 from prune_explorer.plans.recipe import Recipe, RecipeError, parse_recipe, recipe_from_state, recipe_yaml
 from prune_explorer.plans.trained import NO_RECIPE, TRAINING_FILE
+from prune_explorer.pruning import budget_bounds
 from prune_explorer.pruning.methods import get_method
 from prune_explorer.pruning.patterns import parse_pattern
 from prune_explorer.pruning.policies import POLICIES, MagnitudeSettings, magnitude_counts
@@ -41,8 +42,8 @@ def current_recipe() -> tuple[Recipe | None, str | None]:
     settings = session.applied()
     if settings is None or session.nothing_pruned():
         return None, "Nothing is pruned yet: the recipe would be the dense model."
-    deviation = allocation_view.deviation_in(settings)
-    bounds = None if deviation is None else allocation_view.budget_bounds(settings.sparsity, deviation)
+    deviation = budget_bounds.deviation_in(settings)
+    bounds = None if deviation is None else budget_bounds.budget_bounds(settings.sparsity, deviation)
     try:
         return recipe_from_state(session.state(), settings, bounds=bounds), None
     except (ValueError, RecipeError) as exc:
@@ -194,7 +195,7 @@ def _set_widgets(recipe: Recipe, shown: PruneSettings) -> None:
     )
     bounds = recipe.allocation.bounds
     if bounds is not None:  # the budget's bound, for when Budget is chosen again
-        deviation = allocation_view.deviation_of(recipe.allocation.sparsity, bounds)
+        deviation = budget_bounds.deviation_of(recipe.allocation.sparsity, bounds)
         st.session_state[allocation_view.BUDGET_DEVIATION] = deviation
         allocation_view.remember_deviation(deviation)
     if shown.sequential is not None:

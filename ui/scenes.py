@@ -20,6 +20,7 @@ from streamlit.navigation.page import StreamlitPage
 from prune_explorer.models.layers import DEFAULT_KINDS, EXTRA_KINDS
 from prune_explorer.models.loading import BUILTINS
 from prune_explorer.pruning.allocation import OWL_LAMBDA, OWL_M
+from prune_explorer.pruning.budget_bounds import DEVIATION
 from prune_explorer.scenes import (
     BUILTIN_SCENES,
     KEYS,
@@ -121,6 +122,7 @@ def apply_scene(scene: Scene) -> str | None:
     state[session.OVERRIDE_LAYERS] = []
     chosen = {allocation_view.ALLOCATION: scene.allocation}
     chosen.update({allocation_view.OWL_M: scene.owl_m, allocation_view.OWL_LAM: scene.owl_lam})
+    chosen[allocation_view.BUDGET_DEVIATION] = scene.budget_dev
     state.update(chosen)
     state[allocation_view.LAST] = chosen  # the valid choice a refused one goes back to
     return None
@@ -154,8 +156,12 @@ def current_scene(current: StreamlitPage) -> Scene | None:
 
 
 def _allocation(state) -> dict:
-    """The scene's allocation fields from the sidebar's widgets (OWL's M and λ only under OWL)."""
+    """The scene's allocation fields from the sidebar's widgets (OWL's M and λ only under OWL, the budget's
+    largest deviation only under the budget)."""
     name = state.get(allocation_view.ALLOCATION, "uniform")
+    if name == "budget":
+        deviation = state.get(allocation_view.BUDGET_DEVIATION, DEVIATION)
+        return {"allocation": name, "budget_dev": float(deviation)}
     if name != "owl":
         return {"allocation": name}
     m, lam = state.get(allocation_view.OWL_M, OWL_M), state.get(allocation_view.OWL_LAM, OWL_LAMBDA)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,16 +27,15 @@ import torch
 
 from prune_explorer import threads
 from prune_explorer.models.dense import DenseModel
-from prune_explorer.models.layers import DEFAULT_KINDS, select
+from prune_explorer.models.layers import select
 from prune_explorer.plans.trained import TrainingRecord
-from prune_explorer.training.budget import TrainingRefused, check_job_memory, estimate_bytes, job_slot
+from prune_explorer.training.budget import TrainingRefused, check_job_memory, job_slot
 from prune_explorer.training.data import TrainingData, training_data
 from prune_explorer.training.histograms import WeightSnapshot
 from prune_explorer.training.job import CurvePoint, TrainingCancelled, TrainResult, train
-from prune_explorer.training.schedule import GradualSchedule
 from prune_explorer.training.settings import TrainSettings
 from prune_explorer.training.student import Start, dense_start, start_from_state
-from ui import session, train_histograms
+from ui import session, train_histograms, train_plan
 
 log = logging.getLogger(__name__)
 
@@ -46,55 +44,6 @@ ERROR = "train_error"  # why the last Start or apply was refused, shown once
 # On two cores one training thread leaves the other to the slider and the page.
 TRAIN_THREADS = max(1, threads.ALL_CORES - 1)
 _ids = itertools.count(1)
-
-# Library field names as the page's widgets call them (errors name the widget to change).
-FIELDS = {
-    "steps": "Steps",
-    "lr": "Learning rate",
-    "max_seconds": "Time budget",
-    "batch_size": "Batch size",
-    "seq_len": "Sequence length",
-    "eval_every": "Points on the curves",
-    "eval_tokens": "Held-out tokens",
-    "hidden_weight": "Hidden-state weight",
-    "final_sparsity": "Target sparsity",
-    "start_step": "Start step",
-    "every": "Interval dt",
-    "updates": "Mask updates",
-    "schedule": "Schedule",
-    "method": "Gradual method",
-    "pattern": "Pattern",
-    "text": "Training text",
-    "tokens": "Sampled tokens",
-    "source": "Data source",
-    "kinds": "Layer kinds (sidebar)",
-}
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What the Train page's controls chose (``ui.train_view.controls``); ``text``: an uploaded text."""
-
-    schedule: str = "oneshot"  # "oneshot": the session's masks held fixed; "gradual": from dense
-    recover: str = "distill"
-    source: str = "sampled"  # "builtin", "upload" or "sampled"
-    text: str | None = None
-    steps: int = 200
-    lr: float = 1e-3
-    seconds: float = 0.0  # 0: no time budget
-    target: float = 0.7
-    start_step: int = 0
-    every: int = 7
-    updates: int = 20
-    method: str = "magnitude"
-    pattern: str = "unstructured"
-    batch_size: int = 8
-    seq_len: int = 128
-    points: int = 10
-    eval_tokens: int = 0  # 0: all of the evaluation text
-    hidden_weight: float = 0.0
-    sampled_tokens: int = 8192
-    watch: str = ""  # the layer whose |w| the ridgeline shows ("": the defaults only)
 
 
 @dataclass(frozen=True)
@@ -213,24 +162,13 @@ class TrainJob:
         except TrainingCancelled:  # before training began: nothing to keep
             self.stage = "cancelled before training began"
         except (ValueError, TrainingRefused, RuntimeError) as exc:
-            self.error = field_message(exc)
+            self.error = train_plan.field_message(exc)
         except Exception as exc:  # a bug must reach the user as a message, not a run that never ends
             log.exception("training failed")
             self.error = f"Training failed: {type(exc).__name__}: {exc}"
         finally:
             self.stage = "finished" if self.result is not None else self.stage
             self.finished = True
-
-
-def field_message(exc: BaseException) -> str:
-    """A library error with the widget it is about named first ("Steps: steps must be …"; a message that
-    names its field as "schedule: …" gets the widget's label in place of the field's name)."""
-    text = str(exc).strip()
-    word = re.match(r"(\w+)(:\s*)?", text)
-    label = FIELDS.get(word.group(1)) if word else None
-    if label is None:
-        return text
-    return f"{label}: {text[word.end():]}" if word.group(2) else f"{label}: {text}"
 
 
 def current() -> TrainJob | None:
@@ -243,58 +181,7 @@ def running() -> TrainJob | None:
     return job if job is not None and not job.done else None
 
 
-def kinds() -> tuple[str, ...]:
-    """The layer kinds the sidebar prunes: those the run trains (and, gradually, prunes)."""
-    return tuple(getattr(session.applied(), "kinds", None) or DEFAULT_KINDS)
-
-
-def settings_for(plan: Plan) -> TrainSettings:
-    """The library's settings for ``plan`` (not validated yet).
-
-    Raises:
-        ValueError: a schedule parameter out of range (``GradualSchedule`` checks its own).
-    """
-    schedule = None
-    if plan.schedule == "gradual":
-        schedule = GradualSchedule(plan.target, 0.0, plan.start_step, plan.updates, plan.every)
-    return TrainSettings(
-        steps=plan.steps,
-        recover=plan.recover,
-        lr=plan.lr,
-        warmup=min(10, plan.steps // 10),
-        batch_size=plan.batch_size,
-        seq_len=plan.seq_len,
-        hidden_weight=plan.hidden_weight if plan.recover == "distill" else 0.0,
-        schedule=schedule,
-        method=plan.method,
-        pattern=plan.pattern,
-        kinds=kinds(),
-        eval_every=max(1, plan.steps // plan.points) if plan.points else 0,
-        eval_tokens=plan.eval_tokens or None,
-        max_seconds=plan.seconds or None,
-    )
-
-
-def memory_need(dense: DenseModel, settings: TrainSettings) -> int:
-    """Bytes the job needs beyond the dense model (``training.budget.estimate_bytes``)."""
-    hidden = settings.recover == "distill" and settings.hidden_weight > 0
-    layers = select(dense.layers, settings.kinds)
-    return estimate_bytes(dense, layers, settings.batch_size, settings.seq_len, hidden)
-
-
-def _data(dense: DenseModel, plan: Plan) -> TrainingData | None:
-    """The training stream, built now (fast, so a bad text is refused before anything starts), or None for
-    text sampled from the dense model (slow: the thread samples it)."""
-    if plan.source == "sampled":
-        return None
-    if plan.source == "upload":
-        if plan.text is None:
-            raise ValueError("text: no .txt file is uploaded; upload one or choose another data source")
-        return training_data(dense, "text", plan.text, seq_len=plan.seq_len)
-    return training_data(dense, "builtin", seq_len=plan.seq_len)
-
-
-def _start_point(dense: DenseModel, plan: Plan, settings: TrainSettings) -> tuple[Start, str]:
+def _start_point(dense: DenseModel, plan: train_plan.Plan, settings: TrainSettings) -> tuple[Start, str]:
     """Where the run starts and its label: the session's current model, or the dense one (gradual)."""
     layers = select(dense.layers, settings.kinds)
     recover = "distillation" if plan.recover == "distill" else "next-token loss"
@@ -309,7 +196,7 @@ def _start_point(dense: DenseModel, plan: Plan, settings: TrainSettings) -> tupl
     return start_from_state(session.state(), layers), f"{session.applied_short()} + {recover}"
 
 
-def start(plan: Plan) -> str | None:
+def start(plan: train_plan.Plan) -> str | None:
     """Check ``plan`` and start it in a thread; returns why it was refused (nothing started), or None.
 
     Call inside a script run (which holds the session lock): the start is copied from the session's state.
@@ -318,15 +205,15 @@ def start(plan: Plan) -> str | None:
         return "A training run is already going in this session: wait for it or cancel it first."
     dense = session.dense()
     try:
-        settings = settings_for(plan)
+        settings = train_plan.settings_for(plan)
         settings.validate(dense)
-        check_job_memory(memory_need(dense, settings))
+        check_job_memory(train_plan.memory_need(dense, settings))
         with job_slot():  # refused here, with the library's message, rather than inside the thread
             pass
-        data = _data(dense, plan)
+        data = train_plan.training_stream(dense, plan)
         begin, label = _start_point(dense, plan, settings)
     except (ValueError, TrainingRefused) as exc:
-        return field_message(exc)
+        return train_plan.field_message(exc)
     st.session_state.pop(session.TRAIN_NOTE, None)  # a finished result not applied is replaced by this run
     watch, edges = train_histograms.watched(dense, settings.kinds, plan.watch)
     job = TrainJob(dense, settings, plan.schedule, label, begin, data, plan.sampled_tokens, watch, edges)

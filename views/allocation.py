@@ -6,7 +6,7 @@ from functools import partial
 import streamlit as st
 
 from prune_explorer.models.layers import DEFAULT_KINDS, select
-from prune_explorer.pruning import allocation
+from prune_explorer.pruning import allocation, budget_bounds
 from prune_explorer.pruning.methods import get_method
 from ui import (
     allocation_compare,
@@ -60,9 +60,9 @@ method = st.session_state.get(session.METHOD, "magnitude")
 kinds = tuple(getattr(applied, "kinds", None) or DEFAULT_KINDS)
 batch = session.calibration()[0]
 found = allocation_view.curves(dense, method, kinds, batch)
-deviation = float(st.session_state.get(allocation_view.BUDGET_DEVIATION, allocation_view.DEVIATION))
+deviation = float(st.session_state.get(allocation_view.BUDGET_DEVIATION, budget_bounds.DEVIATION))
 budget = (
-    allocation_view.bounded(allocation.budget_basis(select(dense.layers, kinds), found.curves()), deviation)
+    budget_bounds.bounded(allocation.budget_basis(select(dense.layers, kinds), found.curves()), deviation)
     if found is not None
     else None
 )

@@ -6,7 +6,7 @@ from functools import partial
 
 import streamlit as st
 
-from ui import downloads, session, train_histograms, train_job, train_view
+from ui import downloads, session, train_histograms, train_job, train_plan, train_view
 
 state = session.state()
 dense = state.dense
@@ -36,15 +36,15 @@ if trained is not None:
 
 plan = train_view.controls(dense)
 try:
-    held = train_view.current_sparsity(state, train_job.kinds())
+    held = train_view.current_sparsity(state, train_plan.kinds())
     st.plotly_chart(train_view.schedule_chart(plan, held), key="train_schedule_chart")
     st.caption(train_view.cost_text(dense, plan))
 except ValueError as exc:  # a schedule parameter out of range: Start says the same, and starts nothing
-    st.warning(train_job.field_message(exc))
+    st.warning(train_plan.field_message(exc))
 
 job = train_job.current()
 running = job is not None and not job.done
-watch = train_histograms.picker(dense, train_job.kinds())
+watch = train_histograms.picker(dense, train_plan.kinds())
 plan = replace(plan, watch=watch)
 if st.button(
     "Start training", key="train_start", type="primary", disabled=running, icon=":material/play_arrow:"
