@@ -26,7 +26,13 @@ from prune_explorer.pruning.budget_bounds import (
 )
 from prune_explorer.pruning.methods import METHODS
 from prune_explorer.pruning.policies import POLICIES, MagnitudeSettings
-from prune_explorer.pruning.settings import PruneSettings, apply_settings, find_basis, prune_settings
+from prune_explorer.pruning.settings import (
+    PruneSettings,
+    apply_settings,
+    find_basis,
+    prune_settings,
+    with_basis,
+)
 from prune_explorer.state import PruningState
 
 
@@ -103,6 +109,7 @@ def run_prune(args: argparse.Namespace) -> int:
         )
     if chosen.allocation == "budget":
         chosen = replace(chosen, basis=_budget_basis(dense, chosen, calibration, args.budget_deviation))
+    chosen = with_basis(dense, chosen, calibration)  # OWL: the per-layer shares known before applying
     info = apply_settings(state, chosen, calibration)
     for message in (info or {}).get("messages", []):
         print(f"note: {message}", file=sys.stderr)
