@@ -168,3 +168,31 @@ def test_quiet_tasks_come_after_the_rest_and_close_stops_the_thread():
     worker.close()  # what the interpreter's exit does: torch aborts if a thread is inside an op then
     assert not thread.is_alive()
     assert "lookahead" not in store and not worker.pending()
+
+
+def test_a_run_stops_a_scratch_model_forward_between_two_layers_and_the_next_run_starts_it_anew():
+    """The look-ahead's case: a task off the session's model that names the scratch model it runs stops
+    inside a forward when a run begins (it must not hold the scratch copy's lock, shared by every session,
+    while the run goes), and is measured from the start if the next run asks for it again."""
+    lock = threading.RLock()
+    worker, store, model = Worker(lock), {}, Slow(layers=40)
+    started = threading.Event()
+
+    def forward(progress):
+        started.set()
+        with torch.no_grad():
+            return model(torch.ones(1, 8))
+
+    task = Task("logits", "k", "forward", forward, on_session_model=False, model=model)
+    assert not task.waits
+    worker.end_run([task], store)
+    assert started.wait(WAIT)
+    time.sleep(0.05)
+    worker.begin_run()
+    wait_for(lambda: worker.current is None)  # stopped, not waiting in the middle
+    stopped_at = model.done
+    assert 0 < stopped_at < len(model.layers)
+    assert not model.layers[0]._forward_pre_hooks
+    worker.end_run([task], store)
+    wait_for(lambda: "logits" in store)
+    assert model.done == stopped_at + len(model.layers)  # a whole forward again

@@ -9,8 +9,10 @@ fragment (:func:`poll`) shows its progress and reruns the app once everything as
 Tasks on the session's own model hold the session lock (``session.exclusive``) while they measure, since a
 slider move rewrites those weights; a new run (:func:`begin_run`) asks the worker to stop, and it does at
 its next progress report, long before a person notices. Tasks that only read the shared dense model (the
-sweep's scratch copy) just wait, keeping their progress. A stopped task is measured again if the next run
-still asks for it. Results go into the session memo (``ui.results``) under the task's name and key.
+sweep's scratch copy) just wait, keeping their progress; one that names the scratch model it runs (the
+look-ahead's, shared by the sessions under a lock) stops between two of its layers, so it neither holds that
+lock nor competes with the run for memory while the run goes. A stopped task is measured again if the next
+run still asks for it. Results go into the session memo (``ui.results``) under the task's name and key.
 """
 
 from __future__ import annotations
@@ -57,9 +59,17 @@ class Task:
     compute: Callable[[Progress], Any]
     on_session_model: bool = True
     cached: Callable[[], Any] | None = None  # where a value measured elsewhere is found (default: the memo)
-    model: nn.Module | None = None  # the session's model, if it runs it: a run stops it between two layers
+    # The model it runs (never the shared dense one): a run stops it between two of its layers (the session's
+    # own model, or a scratch copy shared under a lock, such as the look-ahead's).
+    model: nn.Module | None = None
     fraction: float = 0.0
     quiet: bool = False  # measured last, with no progress shown and no rerun when done (see prefetch)
+
+    @property
+    def waits(self) -> bool:
+        """Whether a script run holds this task at a progress report (off the session's model, no scratch
+        model named) rather than stopping it."""
+        return not self.on_session_model and self.model is None
 
     @property
     def ident(self) -> tuple:
@@ -144,7 +154,7 @@ class Worker:
                 return
             self.current, store = task, self._store
         try:
-            with self._stop_between_layers(task.model):
+            with self._stop_between_layers(task):
                 value = task.compute(lambda fraction: self._checkpoint(task, fraction))
         except Stopped:
             return
@@ -161,12 +171,15 @@ class Worker:
                 self._queue.remove(task)
 
     @contextmanager
-    def _stop_between_layers(self, model: nn.Module | None) -> Iterator[None]:
-        """Let a script run stop a long forward of the session's own model (never the shared dense one, whose
-        hooks other sessions would run) between two of its linear layers."""
-        if model is None:
+    def _stop_between_layers(self, task: Task) -> Iterator[None]:
+        """Let a script run stop a long forward of the task's model between two of its linear layers: the
+        session's own model (its weights are about to change) or a scratch copy (the look-ahead's, which
+        must not hold its lock, nor the memory bus, while the run goes). Never the shared dense model,
+        whose hooks other sessions would run."""
+        if task.model is None:
             yield
             return
+        model = task.model
 
         def check(module: nn.Module, args: tuple) -> None:
             if self._script_running and threading.current_thread() is self._thread:
@@ -183,7 +196,7 @@ class Worker:
         """Progress report from inside a task: stop for a script run (or wait, off the session's model)."""
         with self._cond:
             task.fraction = min(1.0, max(task.fraction, fraction))
-            while self._script_running and not task.on_session_model and task in self._queue:
+            while self._script_running and task.waits and task in self._queue:
                 self._cond.wait()
             if self._script_running or task not in self._queue or self._closing:
                 raise Stopped

@@ -12,6 +12,7 @@ import weakref
 
 import streamlit as st
 
+from prune_explorer.execution import few_rows
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import select
 from prune_explorer.models.loading import load_model, resolve_source
@@ -56,6 +57,8 @@ def _load_dense(source: str) -> DenseModel:
     try:
         dense = load_model(source, progress=progress)
         kernels.warm_up()
+        few_rows.install(dense.model)  # before any session copies it: every copy decodes on the same kernel
+        few_rows.warm_up()
     finally:
         bar.empty()
     _rank_in_background(dense)

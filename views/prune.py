@@ -4,6 +4,8 @@ from functools import partial
 
 import streamlit as st
 
+from prune_explorer.execution import few_rows
+from prune_explorer.execution.labels import ROW_DOT
 from ui import (
     background,
     charts,
@@ -70,6 +72,11 @@ text_area.caption(
         "tokens the other side does not have, once the two are aligned, are highlighted."
     )
     + (" The pinned text is highlighted against the dense one the same way." if fits else "")
+    + (
+        f" Both decode their new tokens with the same kernel: {ROW_DOT}."
+        if few_rows.installed(state.model)
+        else ""
+    )
     + (
         " The prompt is wrapped in the model's chat template; generation stops at end of turn."
         if dense.info.get("chat")

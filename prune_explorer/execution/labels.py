@@ -9,6 +9,7 @@ DENSE_ZEROS = "dense matmul with zeros (F.linear)"
 CSR = "CSR torch.addmm int32 (MKL sparse × dense)"
 SEMI = "2:4 semi-structured (torch.sparse.to_sparse_semi_structured, CUDA)"
 COMPACTED = "compacted dense"
+ROW_DOT = "numba row-dot kernel for decoding steps of a few tokens in the big layers (F.linear elsewhere)"
 TOKEN_FASTEST = "residual stream stored token-fastest (column-major) so CSR layers need no input transpose"
 DENSE_LABELS = frozenset({DENSE, DENSE_ZEROS})
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prune_explorer.execution import few_rows
 from prune_explorer.models.dense import context_length
 from prune_explorer.progress import Progress
 
@@ -151,8 +152,12 @@ def continue_greedily(
     once the model disagrees decoding goes on one token at a time (speculative decoding with a free draft).
     The tokens are the model's own greedy choices either way; the draft only saves passes (the first holds
     ``DRAFT_FIRST`` draft tokens, each next one twice as many while the model keeps agreeing).
+
+    The prompt's pass is a plain forward; the passes after it, a few tokens each, run the model's big Linear
+    layers on ``execution.few_rows``'s row-dot kernel (about twice MKL's speed for one token on a CPU).
     """
     ids = torch.as_tensor(ids, dtype=torch.long).view(-1)
+    few_rows.install(model)
     prompt_len = ids.numel()
     steps = max(0, min(max_new_tokens, context_length(model) - prompt_len))
     draft = [int(t) for t in draft][: max(steps - 1, 0)]
@@ -164,7 +169,11 @@ def continue_greedily(
         kwargs = {"use_cache": True}
         if cache is not None:  # the prompt's pass keeps every position's logits; later ones only the new
             kwargs.update(cache=cache, logits_to_keep=len(extra) + 1)
-        result = model(input_ids=torch.tensor([feed + extra]), **kwargs)
+        if cache is None:
+            result = model(input_ids=torch.tensor([feed + extra]), **kwargs)
+        else:
+            with few_rows.decoding():  # a few tokens a pass: memory-bound, the row-dot kernel streams faster
+                result = model(input_ids=torch.tensor([feed + extra]), **kwargs)
         cache = result.cache
         if prompt_logits is None:
             prompt_logits = result.logits[0, :prompt_len].float()
