@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from ui import background
 from ui.background import Task, Worker
 
 WAIT = 10.0
@@ -170,12 +171,7 @@ def test_quiet_tasks_come_after_the_rest_and_close_stops_the_thread():
     assert "lookahead" not in store and not worker.pending()
 
 
-def test_a_run_stops_a_scratch_model_forward_between_two_layers_and_the_next_run_starts_it_anew():
-    """The look-ahead's case: a task off the session's model that names the scratch model it runs stops
-    inside a forward when a run begins (it must not hold the scratch copy's lock, shared by every session,
-    while the run goes), and is measured from the start if the next run asks for it again."""
-    lock = threading.RLock()
-    worker, store, model = Worker(lock), {}, Slow(layers=40)
+def _scratch_forward_task(model):
     started = threading.Event()
 
     def forward(progress):
@@ -183,16 +179,44 @@ def test_a_run_stops_a_scratch_model_forward_between_two_layers_and_the_next_run
         with torch.no_grad():
             return model(torch.ones(1, 8))
 
-    task = Task("logits", "k", "forward", forward, on_session_model=False, model=model)
-    assert not task.waits
+    return Task("logits", "k", "forward", forward, on_session_model=False, model=model), started
+
+
+def test_a_run_holds_a_scratch_model_forward_between_two_layers_and_it_then_goes_on():
+    """The look-ahead's case: a task off the session's model that names its scratch model pauses inside a
+    forward while a short run goes, computes nothing meanwhile, and finishes from where it paused."""
+    worker, store, model = Worker(threading.RLock()), {}, Slow()
+    task, started = _scratch_forward_task(model)
+    assert task.hold_seconds == background.HOLD_SECONDS
     worker.end_run([task], store)
     assert started.wait(WAIT)
     time.sleep(0.05)
     worker.begin_run()
-    wait_for(lambda: worker.current is None)  # stopped, not waiting in the middle
+    time.sleep(0.05)  # a layer in flight when the run began may finish
+    held_at = model.done
+    time.sleep(0.2)
+    assert 0 < held_at < len(model.layers)
+    assert model.done == held_at  # nothing computed while the run goes
+    worker.end_run([task], store)  # the run ended asking for it again: it goes on
+    wait_for(lambda: "logits" in store)
+    assert model.done == len(model.layers)  # one pass, resumed, not restarted
+    assert not model.layers[0]._forward_pre_hooks
+
+
+def test_a_run_that_outlasts_the_hold_stops_the_scratch_model_task(monkeypatch):
+    """A session whose run never ends must not keep the scratch copy (and its lock) from the others."""
+    monkeypatch.setattr(background, "HOLD_SECONDS", 0.2)
+    worker, store, model = Worker(threading.RLock()), {}, Slow()
+    task, started = _scratch_forward_task(model)
+    worker.end_run([task], store)
+    assert started.wait(WAIT)
+    time.sleep(0.05)
+    worker.begin_run()
+    wait_for(lambda: worker.current is None, timeout=2.0)  # stopped after the hold, the forward abandoned
     stopped_at = model.done
     assert 0 < stopped_at < len(model.layers)
     assert not model.layers[0]._forward_pre_hooks
-    worker.end_run([task], store)
+    assert "logits" not in store
+    worker.end_run([task], store)  # asked again: measured from the start
     wait_for(lambda: "logits" in store)
-    assert model.done == stopped_at + len(model.layers)  # a whole forward again
+    assert model.done == stopped_at + len(model.layers)

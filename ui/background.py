@@ -10,9 +10,11 @@ Tasks on the session's own model hold the session lock (``session.exclusive``) w
 slider move rewrites those weights; a new run (:func:`begin_run`) asks the worker to stop, and it does at
 its next progress report, long before a person notices. Tasks that only read the shared dense model (the
 sweep's scratch copy) just wait, keeping their progress; one that names the scratch model it runs (the
-look-ahead's, shared by the sessions under a lock) stops between two of its layers, so it neither holds that
-lock nor competes with the run for memory while the run goes. A stopped task is measured again if the next
-run still asks for it. Results go into the session memo (``ui.results``) under the task's name and key.
+look-ahead's, shared by the sessions under a lock) waits between two of its layers, so it does not compete
+with the run for memory, but only for ``HOLD_SECONDS``: then it stops and lets the lock go (a session that
+never ends its run must not hold every other session's look-ahead). A stopped task is measured again if
+the next run still asks for it. Results go into the session memo (``ui.results``) under the task's name and
+key.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ ASKED = "background_asked"  # the tasks the current run asks for: [Task]
 REQUESTED = "background_requested"  # (name, key) a button asked for, kept until measured
 QUIET_SECONDS = 0.15  # the worker starts this long after a run ends, so a burst of steps starts nothing
 POLL_SECONDS = 0.3
+# A task on a scratch model shared under a lock waits this long for a run to end, then lets the lock go.
+HOLD_SECONDS = 2.0
 PROGRESS_KEY = "background_progress"
 
 
@@ -59,17 +63,20 @@ class Task:
     compute: Callable[[Progress], Any]
     on_session_model: bool = True
     cached: Callable[[], Any] | None = None  # where a value measured elsewhere is found (default: the memo)
-    # The model it runs (never the shared dense one): a run stops it between two of its layers (the session's
-    # own model, or a scratch copy shared under a lock, such as the look-ahead's).
+    # The model it runs (never the shared dense one): a run stops (the session's own model) or holds it (a
+    # scratch copy shared under a lock, such as the look-ahead's) between two of its layers.
     model: nn.Module | None = None
     fraction: float = 0.0
     quiet: bool = False  # measured last, with no progress shown and no rerun when done (see prefetch)
 
     @property
-    def waits(self) -> bool:
-        """Whether a script run holds this task at a progress report (off the session's model, no scratch
-        model named) rather than stopping it."""
-        return not self.on_session_model and self.model is None
+    def hold_seconds(self) -> float | None:
+        """How long a script run holds this task where it is before stopping it: 0 on the session's model
+        (its weights are about to change), :data:`HOLD_SECONDS` on a scratch model shared under a lock (the
+        look-ahead's), None (for as long as the run goes) for the rest."""
+        if self.on_session_model:
+            return 0.0
+        return HOLD_SECONDS if self.model is not None else None
 
     @property
     def ident(self) -> tuple:
@@ -172,10 +179,10 @@ class Worker:
 
     @contextmanager
     def _stop_between_layers(self, task: Task) -> Iterator[None]:
-        """Let a script run stop a long forward of the task's model between two of its linear layers: the
-        session's own model (its weights are about to change) or a scratch copy (the look-ahead's, which
-        must not hold its lock, nor the memory bus, while the run goes). Never the shared dense model,
-        whose hooks other sessions would run."""
+        """Let a script run stop or hold a long forward of the task's model between two of its linear layers
+        (:meth:`_hold`): the session's own model, or a scratch copy (the look-ahead's, which then does not
+        share the memory bus with the run). Never the shared dense model, whose hooks other sessions would
+        run."""
         if task.model is None:
             yield
             return
@@ -183,7 +190,7 @@ class Worker:
 
         def check(module: nn.Module, args: tuple) -> None:
             if self._script_running and threading.current_thread() is self._thread:
-                raise Stopped
+                self._hold(task)
 
         handles = [m.register_forward_pre_hook(check) for m in model.modules() if isinstance(m, nn.Linear)]
         try:
@@ -193,11 +200,23 @@ class Worker:
                 handle.remove()
 
     def _checkpoint(self, task: Task, fraction: float) -> None:
-        """Progress report from inside a task: stop for a script run (or wait, off the session's model)."""
+        """Progress report from inside a task: hold it while a script run goes, as long as the task may be
+        held (:attr:`Task.hold_seconds`), else stop it."""
         with self._cond:
             task.fraction = min(1.0, max(task.fraction, fraction))
-            while self._script_running and task.waits and task in self._queue:
-                self._cond.wait()
+        self._hold(task)
+
+    def _hold(self, task: Task) -> None:
+        """Wait while a script run goes and ``task`` is still asked for, up to its hold time; raise
+        :class:`Stopped` if the run outlasts it, the task was dropped or the worker closes."""
+        limit = task.hold_seconds
+        deadline = None if limit is None else time.monotonic() + limit
+        with self._cond:
+            while self._script_running and task in self._queue and not self._closing:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._cond.wait(timeout=left)
             if self._script_running or task not in self._queue or self._closing:
                 raise Stopped
 

@@ -8,9 +8,10 @@ live path computed them (a user coming back to a setting, a second session at it
 
 After each Prune page run the session's worker computes the two neighbouring slider positions (the direction
 of the last move first) on one scratch copy of the model per process, on one thread, as a *quiet* background
-task: no progress bar, no rerun, last in the queue. A run of the session stops it at once, between two layers
-of a forward (so it neither holds the scratch copy's lock nor shares the memory bus with the run); the
-neighbours it finished are kept, and the next run asks again for those still missing, or for other ones.
+task: no progress bar, no rerun, last in the queue. A run of the session holds it between two layers of a
+forward, so it does not share the memory bus with the run, and it goes on if the next run asks for the same
+neighbours; it stops if the run asks for others, or lasts over ``background.HOLD_SECONDS`` (the scratch
+copy's lock is every session's).
 A step to a position found there only applies its masks and draws. The results come from the function the
 live path calls (``outputs.pruned_continuation``, drafted by the current setting's text), on the same thread
 count, so a step shows the same greedy tokens either way.
@@ -115,7 +116,7 @@ def ask(state: PruningState, ids: list[int], max_new: int) -> None:
             label="Look-ahead",
             compute=lambda progress: _compute(dense, todo, ids, max_new, draft, progress),
             on_session_model=False,
-            model=_scratch_state(dense)[1].model,  # a run of the session stops it between two layers
+            model=_scratch_state(dense)[1].model,  # a run of the session holds it between two layers
             cached=lambda: True if all(cached(dense, s, ids, max_new) for s in todo) else None,
         )
     )
