@@ -105,6 +105,9 @@ def main() -> None:
     )
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument(
+        "--sampled-tokens", type=int, default=None, help="tokens sampled from stories260K (default 131,072)"
+    )
     parser.add_argument("--hidden-weight", type=float, default=0.0, help="per-layer hidden-state MSE weight")
     parser.add_argument("--temperature", type=float, default=1.0, help="distillation temperature")
     parser.add_argument("--repeats", type=int, default=12, help="steps timed with and without masks")
@@ -122,7 +125,8 @@ def main() -> None:
     ids = torch.tensor(dense.tokenizer.encode(eval_text(dense.info.get("text_set", "stories"))))
     dense_ppl = perplexity(dense.model, ids).ppl
     began = time.perf_counter()
-    data = training_data(dense, "auto", seq_len=args.seq_len, tokens=512 * 256 if small else 64 * 256)
+    sampled = args.sampled_tokens or (512 * 256 if small else 64 * 256)
+    data = training_data(dense, "auto", seq_len=args.seq_len, tokens=sampled)
     data_s = time.perf_counter() - began
     print(
         f"{args.model}: dense ppl {dense_ppl:.3f} on {ids.numel()} tokens; "
