@@ -1,5 +1,5 @@
-"""The per-session measuring worker (ui.background): it measures after a run, yields to the next one, and
-never leaves the session's model to a stale measurement."""
+"""The per-session measuring worker (ui.worker, behind ui.background): it measures after a run, yields to
+the next one, and never leaves the session's model to a stale measurement."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from ui import background
-from ui.background import Task, Worker
+import ui.worker
+from ui.worker import Task, Worker
 
 WAIT = 10.0
 
@@ -187,7 +187,7 @@ def test_a_run_holds_a_scratch_model_forward_between_two_layers_and_it_then_goes
     forward while a short run goes, computes nothing meanwhile, and finishes from where it paused."""
     worker, store, model = Worker(threading.RLock()), {}, Slow()
     task, started = _scratch_forward_task(model)
-    assert task.hold_seconds == background.HOLD_SECONDS
+    assert task.hold_seconds == ui.worker.HOLD_SECONDS
     worker.end_run([task], store)
     assert started.wait(WAIT)
     time.sleep(0.05)
@@ -205,7 +205,7 @@ def test_a_run_holds_a_scratch_model_forward_between_two_layers_and_it_then_goes
 
 def test_a_run_that_outlasts_the_hold_stops_the_scratch_model_task(monkeypatch):
     """A session whose run never ends must not keep the scratch copy (and its lock) from the others."""
-    monkeypatch.setattr(background, "HOLD_SECONDS", 0.2)
+    monkeypatch.setattr(ui.worker, "HOLD_SECONDS", 0.2)
     worker, store, model = Worker(threading.RLock()), {}, Slow()
     task, started = _scratch_forward_task(model)
     worker.end_run([task], store)

@@ -10,7 +10,7 @@ After each Prune page run the session's worker computes the two neighbouring sli
 of the last move first) on one scratch copy of the model per process, on one thread, as a *quiet* background
 task: no progress bar, no rerun, last in the queue. A run of the session holds it between two layers of a
 forward, so it does not share the memory bus with the run, and it goes on if the next run asks for the same
-neighbours; it stops if the run asks for others, or lasts over ``background.HOLD_SECONDS`` (the scratch
+neighbours; it stops if the run asks for others, or lasts over ``worker.HOLD_SECONDS`` (the scratch
 copy's lock is every session's).
 A step to a position found there only applies its masks and draws. The results come from the function the
 live path calls (``outputs.pruned_continuation``, drafted by the current setting's text), on the same thread
