@@ -110,6 +110,9 @@ def main() -> None:
     )
     parser.add_argument("--hidden-weight", type=float, default=0.0, help="per-layer hidden-state MSE weight")
     parser.add_argument("--temperature", type=float, default=1.0, help="distillation temperature")
+    parser.add_argument(
+        "--precision", default="float32", choices=["float32", "bfloat16"], help="training forwards' arithmetic"
+    )
     parser.add_argument("--repeats", type=int, default=12, help="steps timed with and without masks")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -171,6 +174,7 @@ def main() -> None:
                 max_seconds=None if args.steps else args.seconds,
                 hidden_weight=args.hidden_weight,
                 temperature=args.temperature,
+                precision=args.precision,
             )
             result = train(dense, data, settings, start=state if method else None)
             info = result.info
@@ -206,6 +210,7 @@ def main() -> None:
             "batch": [batch, args.seq_len],
             "hidden_weight": args.hidden_weight,
             "temperature": args.temperature,
+            "precision": args.precision,
             "seconds_per_case": args.seconds,
             "steps_asked": steps,
             "cases": results,

@@ -63,6 +63,27 @@ def test_recovery_keeps_pruned_weights_exactly_zero_after_every_step(llama_dense
     assert step == 6 and all(torch.equal(last.weights[n], w) for n, w in result.weights.items())
 
 
+@pytest.mark.parametrize("recover", ["distill", "text"])
+def test_bfloat16_mixed_precision_runs_the_forward_in_bfloat16_and_keeps_exact_zeros(
+    llama_dense, data, one_thread, recover
+):
+    state = _pruned_state(llama_dense)
+    losses, results = {}, {}
+    for precision in ("float32", "bfloat16"):
+        settings = TrainSettings(steps=3, lr=1e-2, recover=recover, eval_every=1, precision=precision, **SMALL)
+        results[precision] = train(llama_dense, data, settings, start=state)
+        losses[precision] = results[precision].curve[1].loss  # step 0's loss: the start weights, same batch
+    # the same batch and weights: bfloat16 matmuls change the loss a little, and only a little
+    assert losses["bfloat16"] != losses["float32"]
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.05)
+    for name, weight in results["bfloat16"].weights.items():
+        assert weight.dtype == torch.float32  # master weights stay float32
+        keep = state.mask(name)
+        zeros = weight[~keep]
+        assert torch.equal(_bits(zeros), _bits(torch.zeros_like(zeros)))
+        assert not torch.equal(weight[keep], state.weight(name)[keep])
+
+
 def test_result_applies_to_the_session_and_reset_is_exact(llama_dense, data, one_thread):
     state = _pruned_state(llama_dense)
     before = _dense_bits(llama_dense)
@@ -170,6 +191,7 @@ def test_memory_estimate_and_refusal(llama_dense):
         (dict(recover="magic"), "recover"),
         (dict(seq_len=1000), "seq_len"),
         (dict(temperature=0), "temperature"),
+        (dict(precision="float8"), "precision"),
         (dict(kinds=("lm_head",), steps=1), None),
         (dict(checkpoint_every=2), "checkpoint_dir"),
         (dict(steps=5, schedule=GradualSchedule(0.5, updates=5, every=1)), "schedule"),

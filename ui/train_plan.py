@@ -24,6 +24,7 @@ FIELDS = {
     "eval_every": "Points on the curves",
     "eval_tokens": "Held-out tokens",
     "hidden_weight": "Hidden-state weight",
+    "precision": "Arithmetic",
     "final_sparsity": "Target sparsity",
     "start_step": "Start step",
     "every": "Interval dt",
@@ -60,6 +61,7 @@ class Plan:
     points: int = 10
     eval_tokens: int = 0  # 0: all of the evaluation text
     hidden_weight: float = 0.0
+    precision: str = "float32"
     sampled_tokens: int = 8192
     watch: str = ""  # the layer whose |w| the ridgeline shows ("": the defaults only)
 
@@ -86,6 +88,7 @@ def settings_for(plan: Plan) -> TrainSettings:
         batch_size=plan.batch_size,
         seq_len=plan.seq_len,
         hidden_weight=plan.hidden_weight if plan.recover == "distill" else 0.0,
+        precision=plan.precision,
         schedule=schedule,
         method=plan.method,
         pattern=plan.pattern,

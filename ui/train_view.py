@@ -18,7 +18,7 @@ from prune_explorer.state import PruningState
 from prune_explorer.training.job import CurvePoint
 from prune_explorer.training.masking import GRADUAL_METHODS
 from prune_explorer.training.schedule import GradualSchedule, cubic_sparsity, fit_schedule
-from prune_explorer.training.settings import MAX_STEPS
+from prune_explorer.training.settings import MAX_STEPS, PRECISIONS
 from ui import defaults, formats, train_histograms, train_job, train_plan
 from ui.charts import layout
 from ui.sensitivity_view import PALETTE
@@ -28,6 +28,7 @@ SCHEDULES = {"oneshot": "One-shot + recovery (masks fixed)", "gradual": "Gradual
 RECOVER = {"distill": "Distill from dense", "text": "Next-token on text"}
 SOURCES = {"builtin": "Built-in text", "upload": "Upload .txt", "sampled": "Sampled from the dense model"}
 PATTERNS = ("unstructured", "2:4", "4:8")
+PRECISION_LABELS = {"float32": "float32", "bfloat16": "bfloat16 mixed"}
 LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 5e-3, 1e-2, 2e-2, 5e-2)
 # stories260K at 70%, 60 s (bench/train.py, 2026-12-04): one-shot + distillation 1.55x dense at 1e-2, 1.67x
 # at 2e-2; gradual 1.47x at 5e-3, 3.3x at 2e-2 (a dense start is hurt by a large step). 1e-2 serves both.
@@ -111,6 +112,15 @@ def controls(dense: DenseModel) -> train_plan.Plan:
             help="distillation: weight of the per-layer hidden-state MSE beside the logit KL",
         )
         sampled = i.number_input("Sampled tokens", 512, 10**7, step=1024, key=_key("train_sampled", 8192))
+        precision = st.segmented_control(
+            "Arithmetic",
+            list(PRECISIONS),
+            format_func=PRECISION_LABELS.get,
+            key=_key("train_precision", "float32"),
+            help="bfloat16: mixed precision (the forward's matmuls in bfloat16; weights, optimizer and losses "
+            "in float32): more steps a second on a CPU with AVX512-BF16 or AMX; perplexity is measured in "
+            "float32 either way",
+        )
     _save(dense)
     return train_plan.Plan(
         schedule=schedule,
@@ -125,6 +135,7 @@ def controls(dense: DenseModel) -> train_plan.Plan:
         points=int(points),
         eval_tokens=int(eval_tokens),
         hidden_weight=float(hidden),
+        precision=precision or "float32",
         sampled_tokens=int(sampled),
         **gradual,
     )

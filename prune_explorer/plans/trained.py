@@ -16,6 +16,10 @@ from prune_explorer.training.settings import TrainSettings
 
 TRAINING_FILE = "prune_explorer_training.json"
 LOSSES = {"distill": "distillation", "text": "next-token loss"}
+PRECISION_WORDS = {
+    "float32": "float32",
+    "bfloat16": "bfloat16 mixed precision (forward matmuls in bfloat16; weights, optimizer and losses float32)",
+}
 # What a trained model's recipe would promise and cannot keep, said once for the app and the card.
 NO_RECIPE = (
     "a recipe reproduces masks from one-shot settings on the dense weights; trained weights come back only "
@@ -99,6 +103,7 @@ def card_lines(record: TrainingRecord) -> list[str]:
         ("Steps", record.steps_words() + (f", {seconds:.1f} s" if seconds is not None else "")),
         ("Optimizer", _optimizer_words(s)),
         ("Batches", f"{s.batch_size} × {s.seq_len} tokens, seed {s.seed}"),
+        ("Arithmetic", PRECISION_WORDS.get(s.precision, s.precision)),
         ("Data", str(info.get("data", "not recorded"))),
         ("Layer kinds", ", ".join(s.kinds)),
     ]

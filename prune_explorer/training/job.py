@@ -24,6 +24,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -104,12 +105,18 @@ def _calibration_ids(dense: DenseModel, seq_len: int) -> torch.Tensor:
     return torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, -1)[:32]
 
 
+def _forwards(settings: TrainSettings) -> AbstractContextManager:
+    """Where the student's and the teacher's forward passes run: in bfloat16 autocast or plain float32."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.precision == "bfloat16")
+
+
 def _loss(student: Student, dense: DenseModel, ids: torch.Tensor, settings: TrainSettings) -> torch.Tensor:
     hidden = settings.recover == "distill" and settings.hidden_weight > 0
-    out = student.model(input_ids=ids, use_cache=False, output_hidden_states=hidden)
+    with _forwards(settings):
+        out = student.model(input_ids=ids, use_cache=False, output_hidden_states=hidden)
     if settings.recover == "text":
         return next_token_ce(out.logits, ids)
-    with torch.no_grad():
+    with torch.no_grad(), _forwards(settings):
         teacher = dense.model(input_ids=ids, use_cache=False, output_hidden_states=hidden)
     loss = distill_kl(out.logits, teacher.logits, settings.temperature)
     if hidden:
