@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--hidden-weight", type=float, default=0.0, help="per-layer hidden-state MSE weight")
     parser.add_argument("--temperature", type=float, default=1.0, help="distillation temperature")
     parser.add_argument(
-        "--precision", default="float32", choices=["float32", "bfloat16"], help="training forwards' arithmetic"
+        "--precision", default="float32", choices=["float32", "bfloat16"], help="the forwards' arithmetic"
     )
     parser.add_argument("--repeats", type=int, default=12, help="steps timed with and without masks")
     args = parser.parse_args()

@@ -214,3 +214,40 @@ def test_smollm2_partial_forward_and_one_layer():
         full = model(input_ids=ids).logits
     for start in (0, 15, 29):
         torch.testing.assert_close(run_from(model, trace, start), full, rtol=0, atol=1e-4)
+
+
+def test_bfloat16_head_delta_keeps_kl_within_one_percent_at_every_sparsity(stories, monkeypatch):
+    """The head delta's rounding is relative to each variant's change: a small KL (30%) keeps its precision
+    as well as a large one (90%), and an unchanged model gives exactly the dense logits."""
+    from prune_explorer.measure import replay
+    from prune_explorer.measure.sensitivity import HEAD_DELTA
+
+    assert not replay.head_delta_usable(stories.model)  # a 512 x 64 head: too small to gain
+    monkeypatch.setattr(replay, "DELTA_MIN_WEIGHTS", 0)
+    monkeypatch.setattr(replay, "fast_bfloat16", lambda: True)
+    assert replay.head_delta_usable(stories.model)
+    ids = PROTOCOL.ids(stories)
+    trace = dense_trace(working_copy(stories.model), ids, stories.layers)
+    assert trace.head is not None and trace.head.weight.dtype == torch.bfloat16
+    # no change: the dense logits, exactly
+    assert torch.equal(trace.head.logits_of(trace.head.inputs), trace.head.logits)
+
+    sparsities = [0.3, 0.9]
+    result = measure_sensitivity(stories, "magnitude", sparsities, protocol=PROTOCOL, cache=False)
+    assert result.logits == HEAD_DELTA
+    for i, sparsity in enumerate(sparsities):
+        masks = prune_masks(stories, "magnitude", "unstructured", sparsity).masks
+        for name in (result.groups[0], result.groups[len(result.groups) // 2], result.groups[-1]):
+            kl, ppl = reference_kl_ppl(stories, ids, {name: masks[name]})
+            assert result.kl[name][i] == pytest.approx(kl, rel=1e-2)
+            assert result.ppl[name][i] == pytest.approx(ppl, rel=1e-3)
+
+
+def test_the_head_delta_is_off_without_fast_bfloat16(stories, monkeypatch):
+    from prune_explorer.measure import replay
+    from prune_explorer.measure.sensitivity import FLOAT32
+
+    monkeypatch.setattr(replay, "DELTA_MIN_WEIGHTS", 0)
+    monkeypatch.setattr(replay, "fast_bfloat16", lambda: False)
+    assert dense_trace(working_copy(stories.model), PROTOCOL.ids(stories), stories.layers).head is None
+    assert measure_sensitivity(stories, "magnitude", [0.5], protocol=PROTOCOL, cache=False).logits == FLOAT32

@@ -70,7 +70,9 @@ def test_bfloat16_mixed_precision_runs_the_forward_in_bfloat16_and_keeps_exact_z
     state = _pruned_state(llama_dense)
     losses, results = {}, {}
     for precision in ("float32", "bfloat16"):
-        settings = TrainSettings(steps=3, lr=1e-2, recover=recover, eval_every=1, precision=precision, **SMALL)
+        settings = TrainSettings(
+            steps=3, lr=1e-2, recover=recover, eval_every=1, precision=precision, **SMALL
+        )
         results[precision] = train(llama_dense, data, settings, start=state)
         losses[precision] = results[precision].curve[1].loss  # step 0's loss: the start weights, same batch
     # the same batch and weights: bfloat16 matmuls change the loss a little, and only a little

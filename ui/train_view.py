@@ -117,9 +117,9 @@ def controls(dense: DenseModel) -> train_plan.Plan:
             list(PRECISIONS),
             format_func=PRECISION_LABELS.get,
             key=_key("train_precision", "float32"),
-            help="bfloat16: mixed precision (the forward's matmuls in bfloat16; weights, optimizer and losses "
-            "in float32): more steps a second on a CPU with AVX512-BF16 or AMX; perplexity is measured in "
-            "float32 either way",
+            help="bfloat16: mixed precision (the forward's matmuls in bfloat16; weights, optimizer and "
+            "losses in float32): more steps a second on a CPU with AVX512-BF16 or AMX; perplexity is "
+            "measured in float32 either way",
         )
     _save(dense)
     return train_plan.Plan(

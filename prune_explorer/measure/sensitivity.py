@@ -30,9 +30,10 @@ from prune_explorer.measure.replay import (
     continue_from,
     dense_trace,
     divergence,
+    head_delta_usable,
     run_from,
     run_one_block,
-    tail_logits,
+    variant_logits,
 )
 from prune_explorer.measure.sensitivity_groups import (
     DEFAULT_SPARSITIES,
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 
 # Share of the progress bar for the dense pass, the masks and the estimate; the points take the rest.
 _SETUP = 0.1
+FLOAT32 = "float32"
+HEAD_DELTA = "dense logits + bfloat16 head delta"
 # Most variants (group x sparsity) replayed together on the batch axis: 28 is one block's 7 layers x 4.
 _BATCH = 32
 
@@ -65,7 +68,8 @@ class Sensitivity:
 
     Lists run over ``sparsities``; ``kl`` and ``ppl`` are in nats and plain perplexity on ``protocol``'s
     tokens; ``estimate`` is the share of Σ w² ‖x‖² the pruned weights held (see the module docstring);
-    ``achieved`` the group's real sparsity.
+    ``achieved`` the group's real sparsity; ``logits`` how the replayed variants' logits were computed
+    (:data:`FLOAT32`, or :data:`HEAD_DELTA`: the dense logits plus the bfloat16 head delta of ``.replay``).
     """
 
     model: str
@@ -83,6 +87,7 @@ class Sensitivity:
     calibration: dict
     replayed: bool
     seconds: dict = field(default_factory=dict)
+    logits: str = FLOAT32
     cached: bool = False
 
     def fragile(self, sparsity: float) -> list[tuple[str, float]]:
@@ -112,10 +117,15 @@ class Sensitivity:
         return result
 
 
+def _logits_kind(dense: DenseModel) -> str:
+    return HEAD_DELTA if head_delta_usable(dense.model) else FLOAT32
+
+
 def _cache_key(
     dense: DenseModel, method: str, sparsities: list[float], mode: str, kinds, tokens: dict, calib
 ) -> dict:
     return {
+        "logits": _logits_kind(dense),
         "model": weights_digest(dense),
         "method": method,
         "pattern": "unstructured",
@@ -205,6 +215,7 @@ def measure_sensitivity(
         calibration={"source": calib.source, "n_sequences": calib.n_sequences, "seq_len": calib.seq_len},
         replayed=trace.replayable,
         seconds=seconds,
+        logits=HEAD_DELTA if trace.head is not None else FLOAT32,
     )
     if cache:
         sensitivity_cache.save(key, result.to_dict(), folder)
@@ -297,7 +308,7 @@ def _measure(
                 firsts.append(run_one_block(scratch.model, trace, start, trace.hidden[start]))
         stacked = continue_from(scratch.model, trace, start + 1, torch.cat(firsts), logits=False)
         for (g, i), hidden in zip(batch, stacked.split(trace.ids.shape[0]), strict=True):
-            record(g, i, *divergence(trace, tail_logits(scratch.model, trace.tail, hidden)))
+            record(g, i, *divergence(trace, variant_logits(scratch.model, trace, hidden)))
     return kl, ppl, achieved
 
 

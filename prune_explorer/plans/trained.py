@@ -18,7 +18,7 @@ TRAINING_FILE = "prune_explorer_training.json"
 LOSSES = {"distill": "distillation", "text": "next-token loss"}
 PRECISION_WORDS = {
     "float32": "float32",
-    "bfloat16": "bfloat16 mixed precision (forward matmuls in bfloat16; weights, optimizer and losses float32)",
+    "bfloat16": "bfloat16 mixed precision (forward matmuls in bfloat16; weights, optimizer, losses float32)",
 }
 # What a trained model's recipe would promise and cannot keep, said once for the app and the card.
 NO_RECIPE = (
