@@ -159,14 +159,22 @@ def test_recovery_and_gradual_run_apply_and_reset_to_dense_exactly():
     assert same(session_bytes(at), dense_before), "Reset to dense is not bit-exact after training"
     assert same(dense_bytes(at), dense_before), "the shared dense model was written"
 
+    assert done.settings.precision == "float32"  # stories260K's default: its matmuls are too small to gain
     train_page(
-        at, train_schedule="gradual", train_target=50, train_dt=1, train_updates=2, train_t0=0
-    )  # a gradual run beside the first
+        at,
+        train_schedule="gradual",
+        train_target=50,
+        train_dt=1,
+        train_updates=2,
+        train_t0=0,
+        train_precision="bfloat16",
+    )  # a gradual run beside the first, in mixed precision
     schedule = figures(at)[0]
     assert trace_names(schedule)[:2] == ["masks", "cubic s_t"]
     assert max(schedule["data"][0]["y"]) == pytest.approx(50)
     finished(press_start(at))
     done = job(at)
+    assert done.settings.precision == "bfloat16"
     assert done.result.info["sparsity"] == pytest.approx(0.5, abs=0.01)
     comparison = figures(at)[-1]
     lines = [n for n in trace_names(comparison) if n.startswith("#")]

@@ -8,6 +8,7 @@ import logging
 import pytest
 import torch
 
+from prune_explorer.execution import cpu_features
 from prune_explorer.measure import sensitivity_cache
 from prune_explorer.measure.replay import continue_from, dense_trace, run_from
 from prune_explorer.measure.sensitivity import Sensitivity, measure_sensitivity
@@ -224,7 +225,7 @@ def test_bfloat16_head_delta_keeps_kl_within_one_percent_at_every_sparsity(stori
 
     assert not replay.head_delta_usable(stories.model)  # a 512 x 64 head: too small to gain
     monkeypatch.setattr(replay, "DELTA_MIN_WEIGHTS", 0)
-    monkeypatch.setattr(replay, "fast_bfloat16", lambda: True)
+    monkeypatch.setattr(cpu_features, "fast_bfloat16", lambda: True)
     assert replay.head_delta_usable(stories.model)
     ids = PROTOCOL.ids(stories)
     trace = dense_trace(working_copy(stories.model), ids, stories.layers)
@@ -248,6 +249,6 @@ def test_the_head_delta_is_off_without_fast_bfloat16(stories, monkeypatch):
     from prune_explorer.measure.sensitivity import FLOAT32
 
     monkeypatch.setattr(replay, "DELTA_MIN_WEIGHTS", 0)
-    monkeypatch.setattr(replay, "fast_bfloat16", lambda: False)
+    monkeypatch.setattr(cpu_features, "fast_bfloat16", lambda: False)
     assert dense_trace(working_copy(stories.model), PROTOCOL.ids(stories), stories.layers).head is None
     assert measure_sensitivity(stories, "magnitude", [0.5], protocol=PROTOCOL, cache=False).logits == FLOAT32

@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from prune_explorer.execution.cpu_features import fast_bfloat16
 from prune_explorer.models.dense import DenseModel, context_length
 from prune_explorer.models.layers import select
 from prune_explorer.state import PruningState
@@ -86,7 +87,7 @@ def controls(dense: DenseModel) -> train_plan.Plan:
         "Learning rate",
         LEARNING_RATES,
         format_func="{:g}".format,
-        key=_key("train_lr", 1e-2 if small else 1e-4),
+        key=_key("train_lr", 1e-2 if small else 3e-4),
     )
     seconds = c.number_input(
         "Time budget (s)", 0, 86_400, step=10, key=_key("train_seconds", 60), help="0: no limit"
@@ -116,7 +117,7 @@ def controls(dense: DenseModel) -> train_plan.Plan:
             "Arithmetic",
             list(PRECISIONS),
             format_func=PRECISION_LABELS.get,
-            key=_key("train_precision", "float32"),
+            key=_key("train_precision", "bfloat16" if fast_bfloat16() and not small else "float32"),
             help="bfloat16: mixed precision (the forward's matmuls in bfloat16; weights, optimizer and "
             "losses in float32): more steps a second on a CPU with AVX512-BF16 or AMX; perplexity is "
             "measured in float32 either way",

