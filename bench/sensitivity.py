@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from _common import emit, machine
 
-from prune_explorer.measure.replay import continue_from, dense_trace, divergence, head_delta_usable
+from prune_explorer.measure.replay import dense_trace, divergence, head_delta_usable, run_from
 from prune_explorer.measure.sensitivity import measure_sensitivity
 from prune_explorer.measure.tokens import TokenProtocol
 from prune_explorer.models.layers import block_name
@@ -87,8 +87,8 @@ def head_delta_agreement(dense, protocol: TokenProtocol, sparsities) -> dict:
         masks = prune_masks(dense, "magnitude", "unstructured", sparsity).masks
         for layer in layers:
             scratch.apply_masks({layer.name: masks[layer.name]})
-            kl = divergence(exact, continue_from(scratch.model, exact, start))[0]
-            kl_fast = divergence(fast, continue_from(scratch.model, fast, start))[0]
+            kl = divergence(exact, run_from(scratch.model, exact, start))[0]
+            kl_fast = divergence(fast, run_from(scratch.model, fast, start))[0]
             scratch.reset([layer.name])
             diffs.append(abs(kl_fast / kl - 1) if kl > 0 else abs(kl_fast))
             smallest = min(smallest, kl)
