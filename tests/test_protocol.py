@@ -102,6 +102,17 @@ def test_sensitivity_states_tokens_window_and_calibration(tmp_path, monkeypatch)
     assert "window 256 tokens, stride 256" in card
     assert "calibration: none" in card  # magnitude reads no activations; the estimate does:
     assert "The instant estimate reads" in card
+    assert "bfloat16" not in card  # stories260K's 512 x 64 head keeps float32 logits
+
+
+def test_the_sensitivity_card_says_when_logits_took_the_bfloat16_head_delta(stories):
+    from prune_explorer.measure.sensitivity import FLOAT32, HEAD_DELTA, measure_sensitivity
+    from ui.protocol import sensitivity_card
+
+    result = measure_sensitivity(stories, "magnitude", [0.5], cache=False)
+    assert result.logits == FLOAT32 and "bfloat16" not in sensitivity_card(result)
+    result.logits = HEAD_DELTA
+    assert "LM head applied in bfloat16" in sensitivity_card(result)
 
 
 def test_the_pins_deltas_carry_the_pinned_protocol():
