@@ -2,9 +2,9 @@
 the pruned model computes them.
 
 After a slider move the pruned model's prompt logits come first (one forward pass): the next-token chart and
-KL show then, and the pruned text grows token by token below, refreshed every ``STREAM_SECONDS``. Each
-refresh is also where a newer slider move stops this run (Streamlit stops a run at its next element), so a
-burst of moves never waits for a stale generation. A partial text carries the class ``pe-gen-partial``;
+KL show then, and the pruned text grows token by token below, refreshed every ``STREAM_SECONDS``. A newer
+slider move stops this run before the pruned model's next transformer block (``ui.interrupt``), so a burst of
+moves never waits for a stale generation. A partial text carries the class ``pe-gen-partial``;
 only the finished one is ``pe-gen-pruned`` (what the browser benchmark waits for).
 
 With a pin (``ui.pin``) that fits the prompt, a third column shows the pinned text (``pe-gen-pinned``) between
@@ -29,7 +29,7 @@ from streamlit.delta_generator import DeltaGenerator
 from prune_explorer import threads
 from prune_explorer.measure.evaluate import Agreement, agreement, token_diff
 from prune_explorer.state import PruningState
-from ui import data, downloads, formats, light_charts, lookahead, outputs, pin, protocol, session
+from ui import data, downloads, formats, interrupt, light_charts, lookahead, outputs, pin, protocol, session
 
 STREAM_SECONDS = 0.1
 
@@ -103,7 +103,7 @@ def show(
 
     streamer = _Streamer(state, ids, dense_tokens, pruned_slot, show_next)
     lookahead.prime(state, ids, max_new)  # a setting computed before (the look-ahead, another session)
-    with threads.interactive():
+    with threads.interactive(), interrupt.between_blocks(state):  # a newer slider move stops it at once
         gen = outputs.generations(
             state, ids, max_new, on_token=streamer.on_token, on_prompt=streamer.on_prompt
         )
