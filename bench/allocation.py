@@ -32,7 +32,7 @@ from _common import emit, machine
 from prune_explorer.measure.evaluate import perplexity
 from prune_explorer.models.layers import DEFAULT_KINDS, select
 from prune_explorer.models.loading import load_model
-from prune_explorer.pruning import allocation
+from prune_explorer.pruning import allocation, outliers
 from prune_explorer.pruning.calibration import default_calibration
 from prune_explorer.pruning.prune import prune_masks
 from prune_explorer.state import PruningState
@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--model", default="stories260K")
     parser.add_argument("--targets", type=float, nargs="+", default=[0.5, 0.6, 0.7])
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--m", type=float, default=allocation.OWL_M, help="OWL's outlier threshold M")
+    parser.add_argument("--m", type=float, default=outliers.OWL_M, help="OWL's outlier threshold M")
     parser.add_argument("--lam", type=float, default=allocation.OWL_LAMBDA, help="OWL's λ")
     parser.add_argument("--curves", default=None, help="JSON damage curves for the budget solver")
     parser.add_argument("--no-budget", action="store_true", help="skip the budget solver")

@@ -29,7 +29,8 @@ from prune_explorer.plans.apply import apply_recipe
 from prune_explorer.plans.export import export_hf
 from prune_explorer.plans.llmcompressor import export_llmcompressor
 from prune_explorer.plans.masks import export_masks
-from prune_explorer.plans.recipe import load_recipe, recipe_from_state, save_recipe
+from prune_explorer.plans.recipe_capture import recipe_from_state
+from prune_explorer.plans.recipe_io import load_recipe, save_recipe
 from prune_explorer.plans.sizes import disk_sizes
 from prune_explorer.pruning.policies import MagnitudeSettings
 from prune_explorer.pruning.settings import apply_settings, prune_settings

@@ -16,6 +16,7 @@ from prune_explorer.models.layers import DEFAULT_KINDS
 from prune_explorer.models.loading import BUILTINS, STORIES260K
 from prune_explorer.models.smollm2 import NAME as SMOLLM2
 from prune_explorer.pruning import allocation as alloc
+from prune_explorer.pruning import outliers
 from prune_explorer.pruning.budget_bounds import DEVIATION, check_deviation
 from prune_explorer.pruning.methods import METHODS, supported_patterns
 from prune_explorer.pruning.patterns import PATTERNS, parse_pattern
@@ -83,7 +84,7 @@ class Scene:
     kinds: tuple[str, ...] | None = None
     extras: bool = False
     allocation: str = "uniform"
-    owl_m: float = alloc.OWL_M
+    owl_m: float = outliers.OWL_M
     owl_lam: float = alloc.OWL_LAMBDA
     budget_dev: float = DEVIATION
 
@@ -123,9 +124,9 @@ class Scene:
             raise SceneError(
                 "owl_lam", f"OWL's λ must be between 0 and {alloc.OWL_LAMBDA_MAX}, got {self.owl_lam}"
             )
-        if self.allocation != "owl" and (self.owl_m, self.owl_lam) != (alloc.OWL_M, alloc.OWL_LAMBDA):
+        if self.allocation != "owl" and (self.owl_m, self.owl_lam) != (outliers.OWL_M, alloc.OWL_LAMBDA):
             raise SceneError(
-                "owl_m" if self.owl_m != alloc.OWL_M else "owl_lam", "only applies with allocation=owl"
+                "owl_m" if self.owl_m != outliers.OWL_M else "owl_lam", "only applies with allocation=owl"
             )
         try:
             check_deviation(self.budget_dev)
@@ -162,7 +163,7 @@ def scene_to_query(scene: Scene) -> dict[str, str]:
         query["extras"] = "1"
     if scene.allocation != "uniform":
         query["allocation"] = scene.allocation
-    if scene.owl_m != alloc.OWL_M:
+    if scene.owl_m != outliers.OWL_M:
         query["owl_m"] = repr(float(scene.owl_m))
     if scene.owl_lam != alloc.OWL_LAMBDA:
         query["owl_lam"] = repr(float(scene.owl_lam))

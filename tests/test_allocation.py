@@ -6,13 +6,12 @@ import torch
 
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import select
-from prune_explorer.pruning import allocation
+from prune_explorer.pruning import outliers
 from prune_explorer.pruning.allocation import (
     average_sparsity,
     budget,
     fit_to_target,
     layer_sizes,
-    outlier_ratio,
     owl,
     owl_sparsities,
     predicted_damage,
@@ -20,6 +19,7 @@ from prune_explorer.pruning.allocation import (
 )
 from prune_explorer.pruning.budget import lower_hull
 from prune_explorer.pruning.calibration import calibration_batch
+from prune_explorer.pruning.outliers import outlier_ratio
 from prune_explorer.pruning.prune import prune_masks
 from tests.support.models import tiny_model
 
@@ -91,7 +91,7 @@ def test_owl_prunes_the_block_with_outliers_least(planted, calib, target):
     assert min(by_block, key=by_block.get) == PLANTED
     assert all(by_block[PLANTED] < s for b, s in by_block.items() if b != PLANTED)
     assert max(by_block.values()) - min(by_block.values()) == pytest.approx(0.16)
-    ratios = allocation.outlier_ratios(planted, layers, calib)
+    ratios = outliers.outlier_ratios(planted, layers, calib)
     assert max(ratios, key=ratios.get).startswith(f"model.layers.{PLANTED}.")
     # Through prune_masks: each layer pruned at its share, the whole at the target.
     result = prune_masks(planted, "magnitude", "unstructured", target, layer_sparsity=shares)

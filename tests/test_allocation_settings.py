@@ -140,7 +140,7 @@ def test_allocation_only_where_it_applies(llama_dense, calib):
 
 
 def test_a_recipe_of_an_owl_slider_names_owl_and_its_exact_shares(llama_dense, calib):
-    from prune_explorer.plans.recipe import recipe_from_state
+    from prune_explorer.plans.recipe_capture import recipe_from_state
 
     chosen = owl_settings(llama_dense, calib, 0.6)
     state = PruningState(llama_dense)

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from prune_explorer.measure.sensitivity import measure_sensitivity
 from prune_explorer.models.layers import select
-from prune_explorer.plans.recipe import parse_recipe
+from prune_explorer.plans.recipe_io import parse_recipe
 from prune_explorer.pruning import allocation, budget_bounds
 from prune_explorer.scenes import Scene, scene_to_query
 from tests.support.apptest import (

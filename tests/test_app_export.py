@@ -15,7 +15,8 @@ import yaml
 from safetensors import SafetensorError
 
 from prune_explorer.plans.masks import apply_masks_file
-from prune_explorer.plans.recipe import parse_recipe, recipe_from_state
+from prune_explorer.plans.recipe_capture import recipe_from_state
+from prune_explorer.plans.recipe_io import parse_recipe
 from prune_explorer.state import PruningState
 from tests.support.apptest import choose, errors, set_sparsity, start
 from tests.support.downloads import record_downloads

@@ -70,7 +70,7 @@ def test_the_shared_marks_still_go_on_plotly_figures():
 
 @pytest.mark.parametrize("names", [False, True])
 def test_the_allocation_bars_are_a_valid_spec(names):
-    from ui import allocation_view
+    from ui import allocation_chart
 
     table = pd.DataFrame(
         {
@@ -80,7 +80,7 @@ def test_the_allocation_bars_are_a_valid_spec(names):
             "weights": [100, 100, 300],
         }
     )
-    spec = assert_valid_spec(allocation_view.bars(table, 150, names=names))
+    spec = assert_valid_spec(allocation_chart.bars(table, 150, names=names))
     assert spec["data"][0]["y"] == [40.0, 45.5, 52.25]
     (line,) = spec["layout"]["shapes"]
-    assert line["y0"] == pytest.approx(allocation_view.average_percent(table))
+    assert line["y0"] == pytest.approx(allocation_chart.average_percent(table))

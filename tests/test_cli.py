@@ -141,7 +141,7 @@ def test_prune_shares_the_sparsity_by_an_allocation_and_its_recipe_keeps_the_bou
     assert budget["budget_deviation"] == 0.05 and budget["sparsity"] == pytest.approx(0.7, abs=1e-3)
     low, high = budget["layer_sparsity_range"]
     assert 0.65 - 1e-6 <= low and high <= 0.75 + 1e-6 and low < high
-    from prune_explorer.plans.recipe import load_recipe
+    from prune_explorer.plans.recipe_io import load_recipe
 
     saved = load_recipe(recipe).allocation
     assert saved.name == "budget" and saved.bounds == pytest.approx((0.65, 0.75))

@@ -17,7 +17,8 @@ from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import ATTENTION_KINDS
 from prune_explorer.plans import atomic, export, llmcompressor, masks, sizes
 from prune_explorer.plans.apply import apply_recipe
-from prune_explorer.plans.recipe import RecipeError, parse_recipe, recipe_yaml
+from prune_explorer.plans.recipe import RecipeError
+from prune_explorer.plans.recipe_io import parse_recipe, recipe_yaml
 from prune_explorer.pruning.policies import MagnitudeSettings
 from prune_explorer.pruning.settings import PruneSettings, prune_settings
 from prune_explorer.state import PruningState

@@ -10,7 +10,9 @@ from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import DEFAULT_KINDS, select
 from prune_explorer.plans import export, recipe
 from prune_explorer.plans.apply import apply_recipe
-from prune_explorer.plans.recipe import RecipeError, parse_recipe, recipe_from_state, recipe_yaml
+from prune_explorer.plans.recipe import RecipeError
+from prune_explorer.plans.recipe_capture import recipe_from_state
+from prune_explorer.plans.recipe_io import parse_recipe, recipe_yaml
 from prune_explorer.pruning import allocation
 from prune_explorer.pruning.calibration import CalibrationSpec, calibration_batch
 from prune_explorer.pruning.policies import MagnitudeSettings

@@ -18,7 +18,7 @@ from prune_explorer.measure import sweep
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import select
 from prune_explorer.progress import Progress
-from prune_explorer.pruning import allocation
+from prune_explorer.pruning import allocation, outliers
 from prune_explorer.pruning.calibration import CalibrationBatch
 from prune_explorer.pruning.methods import get_method
 from ui import background
@@ -40,7 +40,7 @@ class Plan:
     method: str
     kinds: tuple[str, ...]
     calibration: CalibrationBatch | None
-    m: float = allocation.OWL_M
+    m: float = outliers.OWL_M
     lam: float = allocation.OWL_LAMBDA
     budget: allocation.Basis | None = None
     targets: tuple[float, ...] = TARGETS

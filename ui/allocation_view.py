@@ -1,7 +1,8 @@
 """Per-layer allocation in the sidebar (Sparsify's one average-sparsity slider): which allocation shares the
 slider among the selected layers (uniform, OWL, the least-damage budget), OWL's M and λ, the budget's largest
 deviation from the average, and a compact per-layer sparsity chart of what is applied, redrawn on every
-move. Its full-size twin is on the Allocation page.
+move (drawn by :mod:`ui.allocation_chart`; its full-size twin is on the Allocation page). The budget's
+curves are found by :mod:`ui.budget_curves`.
 
 A move costs no statistics and no sort: the allocation's basis (OWL's block outlier ratios, the budget's
 sensitivity curves) is found once per model, layers and calibration and shared by every session, and the
@@ -12,22 +13,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import pandas as pd
 import streamlit as st
 
-from prune_explorer.measure import sensitivity_cache
-from prune_explorer.measure.sensitivity import cached_sensitivity
 from prune_explorer.models.dense import DenseModel
-from prune_explorer.models.layers import DEFAULT_KINDS, select
-from prune_explorer.pruning import allocation
+from prune_explorer.models.layers import select
+from prune_explorer.pruning import allocation, outliers
 from prune_explorer.pruning.budget_bounds import DEVIATION, bounded, check_deviation
 from prune_explorer.pruning.calibration import CalibrationBatch
-from prune_explorer.pruning.methods import get_method
 from prune_explorer.pruning.policies import MagnitudeSettings
 from prune_explorer.pruning.settings import PruneSettings, find_basis, prune_settings
 from prune_explorer.state import PruningState
-from ui import background, data, defaults, light_charts, results, session
-from ui.charts import SpecFigure
+from ui import allocation_chart, background, budget_curves, defaults, light_charts, session
 
 ALLOCATION = "sidebar_allocation"
 OWL_M = "sidebar_owl_m"
@@ -35,7 +31,6 @@ OWL_LAM = "sidebar_owl_lam"
 BUDGET_DEVIATION = "sidebar_budget_deviation"
 LAST = "sidebar_allocation_last"  # the last valid (allocation, M, λ, deviation), restored when refused
 NOTE = "sidebar_allocation_note"  # why a choice was refused, shown on the next run
-MEASURED = ("magnitude", "wanda")  # the methods the Sensitivity page measures curves for
 LABELS = {
     "uniform": "Uniform: same share per layer",
     "owl": "OWL: fewer outliers, pruned more",
@@ -53,19 +48,6 @@ DEVIATION_HELP = (
     "damage adds up, so an unbounded budget drives layers to the ends of their curves (on SmolLM2 it did "
     "worse than uniform); ± 0.1 did better. 1 leaves it unbounded."
 )
-# One colour per layer kind (Okabe & Ito's palette, as on the Speed and Sensitivity pages).
-KIND_COLORS = {
-    "attn_q": "#0072B2",
-    "attn_k": "#56B4E9",
-    "attn_v": "#009E73",
-    "attn_qkv": "#0072B2",
-    "attn_o": "#CC79A7",
-    "mlp_gate": "#E69F00",
-    "mlp_up": "#D55E00",
-    "mlp_down": "#000000",
-}
-OTHER_COLOR = "#999999"
-AVERAGE_COLOR = "#e45756"
 
 
 # ----- widgets
@@ -73,7 +55,7 @@ AVERAGE_COLOR = "#e45756"
 
 def _last() -> dict:
     last = st.session_state.setdefault(
-        LAST, {ALLOCATION: "uniform", OWL_M: allocation.OWL_M, OWL_LAM: allocation.OWL_LAMBDA}
+        LAST, {ALLOCATION: "uniform", OWL_M: outliers.OWL_M, OWL_LAM: allocation.OWL_LAMBDA}
     )
     last.setdefault(BUDGET_DEVIATION, DEVIATION)
     return last
@@ -92,9 +74,10 @@ def _on_allocation() -> None:
     if choice == "budget":
         settings = session.applied() or MagnitudeSettings()
         method = st.session_state.get(session.METHOD, "magnitude")
-        if curves(session.dense(), method, settings.kinds, session.calibration()[0]) is None:
+        if budget_curves.curves(session.dense(), method, settings.kinds, session.calibration()[0]) is None:
             stays = LABELS[_last()[ALLOCATION]].split(":")[0]
-            _refuse(f"{no_curves(session.dense(), method)} Then choose Budget again; it stays {stays} now.")
+            why = budget_curves.no_curves(session.dense(), method)
+            _refuse(f"{why} Then choose Budget again; it stays {stays} now.")
             return
     _last()[ALLOCATION] = choice
 
@@ -190,7 +173,7 @@ def chosen_settings(
         batch,
         sequential,
         allocation=st.session_state.get(ALLOCATION, "uniform"),
-        owl_m=float(st.session_state.get(OWL_M, allocation.OWL_M)),
+        owl_m=float(st.session_state.get(OWL_M, outliers.OWL_M)),
         owl_lam=float(st.session_state.get(OWL_LAM, allocation.OWL_LAMBDA)),
     )
     if chosen.allocation == "uniform":
@@ -202,7 +185,7 @@ def chosen_settings(
             if basis is None:
                 return replace(chosen, allocation="uniform").normalised()
         else:
-            found = curves(dense, method, chosen.kinds, batch)
+            found = budget_curves.curves(dense, method, chosen.kinds, batch)
             basis = find_basis(dense, chosen, batch, found.curves() if found else None)
             basis = bounded(basis, float(st.session_state.get(BUDGET_DEVIATION, DEVIATION)))
     except ValueError:
@@ -239,116 +222,23 @@ def owl_task(
     )
 
 
-def curves(dense: DenseModel, method: str, kinds: tuple[str, ...], batch: CalibrationBatch | None):
-    """The Sensitivity page's layer-mode result for ``method`` and ``kinds`` if one is stored (any session,
-    on disk), else None. A found result is kept for every session; a missing one is looked up again."""
-    calib = None if batch is None else batch.key
-    key = ("allocation_curves", method, tuple(kinds), calib, str(sensitivity_cache.cache_dir()))
-    found = results.peek_shared(dense, key)
-    if found is not None:
-        return found
-    # The Sensitivity page names the sidebar's kinds, or all default kinds before anything was applied:
-    # the same layers when the model has no layer of the kinds missing.
-    same = [
-        k for k in (tuple(kinds), DEFAULT_KINDS) if select(dense.layers, k) == select(dense.layers, kinds)
-    ]
-    for candidate in dict.fromkeys(same):
-        found = cached_sensitivity(dense, method, mode="layer", kinds=candidate, calibration=batch)
-        if found is not None:
-            return results.shared(dense, key, lambda found=found: found)
-    return None
-
-
-def no_curves(dense: DenseModel, method: str) -> str:
-    """Why the budget cannot run for ``method`` yet, and where to get its curves."""
-    label = get_method(method).label
-    if method not in MEASURED:
-        return (
-            f"The budget needs sensitivity curves, and the Sensitivity page measures them for magnitude and "
-            f"Wanda only, not {label}."
-        )
-    return (
-        f"No sensitivity curves for {label} on {dense.name} with these layer kinds and calibration yet: "
-        f"measure them on the Sensitivity page (Prune one… layer, method {method})."
-    )
-
-
-# ----- the chart
-
-
-def layer_shares(state: PruningState, settings: MagnitudeSettings | None) -> pd.DataFrame:
-    """One row per selected layer: name, kind, weights, the share asked (the allocation's, else the
-    slider's) and the share pruned now in the session's model."""
-    layers = data.selected(state.dense, settings)
-    asked = getattr(settings, "layer_sparsity", None) or {}
-    default = settings.sparsity if settings is not None else 0.0
-    return pd.DataFrame(
-        {
-            "layer": [layer.name for layer in layers],
-            "short": [data.short_name(layer) for layer in layers],
-            "kind": [layer.kind for layer in layers],
-            "weights": [layer.numel for layer in layers],
-            "asked_percent": [100 * asked.get(layer.name, default) for layer in layers],
-            "pruned_percent": [100 * state.pruned_count(layer.name) / layer.numel for layer in layers],
-        }
-    )
-
-
-def average_percent(table: pd.DataFrame) -> float:
-    """The parameter-weighted average of the pruned shares (the share of all these weights pruned)."""
-    total = table["weights"].sum()
-    return float((table["pruned_percent"] * table["weights"]).sum() / total) if total else 0.0
-
-
-def kind_colors(table: pd.DataFrame) -> list[str]:
-    """Each layer's colour, by its kind (the Allocation page's chart and the sidebar's)."""
-    return [KIND_COLORS.get(kind, OTHER_COLOR) for kind in table["kind"]]
-
-
-def bars(table: pd.DataFrame, height: int, names: bool = False) -> SpecFigure:
-    """Pruned share per layer (bars in model order, coloured by kind) and their average (a dashed line).
-
-    ``names``: layer names on the axis (the full-size chart); else bare positions (the sidebar's). A spec
-    of plain lists, drawn without Plotly's validation (``ui.charts.SpecFigure``): redrawn on every slider
-    move, 210 layers on SmolLM2."""
-    average = average_percent(table)
-    labels = table["short"].tolist()
-    bar = dict(
-        type="bar",
-        x=labels if names else list(range(len(table))),
-        y=table["pruned_percent"].round(2).tolist(),
-        marker=dict(color=kind_colors(table)),
-        hovertext=labels,
-        hovertemplate="%{hovertext}: %{y:.1f}%<extra></extra>",
-        name="pruned",
-    )
-    line = dict(type="line", xref="paper", x0=0, x1=1, y0=average, y1=average)
-    line["line"] = dict(color=AVERAGE_COLOR, width=1.5, dash="dash")
-    return SpecFigure(
-        [bar],
-        dict(
-            height=height,
-            margin=dict(l=10, r=10, t=10, b=10),
-            showlegend=False,
-            bargap=0.1,
-            shapes=[line],
-            yaxis=dict(range=[0, 100], ticksuffix="%", **({"title": dict(text="pruned")} if names else {})),
-            xaxis=dict(showticklabels=names),
-        ),
-    )
+# ----- the sidebar's chart
 
 
 def sidebar_chart(state: PruningState, settings: MagnitudeSettings | None) -> None:
     """The compact chart under the sidebar's summary: every selected layer's pruned share, and the average."""
-    table = layer_shares(state, settings)
+    table = allocation_chart.layer_shares(state, settings)
     name = (
         getattr(settings, "allocation", "uniform") if getattr(settings, "allocation_applies", True) else None
     )
     words = LABELS[name].split(":")[0].lower() if name else "its own comparison group"
-    st.caption(f"Per layer ({words}); dashed: the average, {average_percent(table):.1f}%.")
+    st.caption(f"Per layer ({words}); dashed: the average, {allocation_chart.average_percent(table):.1f}%.")
     percents = table["pruned_percent"].round(2).tolist()
     st.html(
         light_charts.layer_bars_html(
-            percents, kind_colors(table), table["short"].tolist(), average_percent(table)
+            percents,
+            allocation_chart.kind_colors(table),
+            table["short"].tolist(),
+            allocation_chart.average_percent(table),
         )
     )

@@ -16,7 +16,9 @@ import streamlit as st
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import DEFAULT_KINDS, EXTRA_KINDS, select
 from prune_explorer.plans.apply import apply_recipe, check_recipe, recipe_calibration, recipe_counts
-from prune_explorer.plans.recipe import Recipe, RecipeError, parse_recipe, recipe_from_state, recipe_yaml
+from prune_explorer.plans.recipe import Recipe, RecipeError
+from prune_explorer.plans.recipe_capture import recipe_from_state
+from prune_explorer.plans.recipe_io import parse_recipe, recipe_yaml
 from prune_explorer.plans.trained import NO_RECIPE, TRAINING_FILE
 from prune_explorer.pruning import budget_bounds
 from prune_explorer.pruning.methods import get_method

@@ -19,8 +19,9 @@ from streamlit.navigation.page import StreamlitPage
 
 from prune_explorer.models.layers import DEFAULT_KINDS, EXTRA_KINDS
 from prune_explorer.models.loading import BUILTINS
-from prune_explorer.pruning.allocation import OWL_LAMBDA, OWL_M
+from prune_explorer.pruning.allocation import OWL_LAMBDA
 from prune_explorer.pruning.budget_bounds import DEVIATION
+from prune_explorer.pruning.outliers import OWL_M
 from prune_explorer.scenes import (
     BUILTIN_SCENES,
     KEYS,

@@ -41,7 +41,7 @@ FIELDS = {
 
 @dataclass(frozen=True)
 class Plan:
-    """What the Train page's controls chose (``ui.train_view.controls``); ``text``: an uploaded text."""
+    """What the Train page's controls chose (``ui.train_controls.controls``); ``text``: an uploaded text."""
 
     schedule: str = "oneshot"  # "oneshot": the session's masks held fixed; "gradual": from dense
     recover: str = "distill"

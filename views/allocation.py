@@ -6,12 +6,14 @@ from functools import partial
 import streamlit as st
 
 from prune_explorer.models.layers import DEFAULT_KINDS, select
-from prune_explorer.pruning import allocation, budget_bounds
+from prune_explorer.pruning import allocation, budget_bounds, outliers
 from prune_explorer.pruning.methods import get_method
 from ui import (
+    allocation_chart,
     allocation_compare,
     allocation_view,
     background,
+    budget_curves,
     defaults,
     downloads,
     outputs,
@@ -33,12 +35,12 @@ st.caption(
 
 # ----- the allocation applied now
 st.subheader("Per-layer sparsity now")
-table = allocation_view.layer_shares(state, applied)
-st.plotly_chart(allocation_view.bars(table, 380, names=True), key="allocation_bars")
+table = allocation_chart.layer_shares(state, applied)
+st.plotly_chart(allocation_chart.bars(table, 380, names=True), key="allocation_bars")
 name = getattr(applied, "allocation", "uniform") if getattr(applied, "allocation_applies", True) else None
 st.caption(
     f"Bars: the share of each selected layer's weights that is zero in your pruned model, coloured by kind; "
-    f"dashed: their weighted average, {allocation_view.average_percent(table):.1f}%. Allocation: "
+    f"dashed: their weighted average, {allocation_chart.average_percent(table):.1f}%. Allocation: "
     + (allocation_view.LABELS[name] if name else "none (the method's pattern or policy decides per layer)")
     + "."
 )
@@ -59,7 +61,7 @@ st.subheader("Allocations at equal total sparsity")
 method = st.session_state.get(session.METHOD, "magnitude")
 kinds = tuple(getattr(applied, "kinds", None) or DEFAULT_KINDS)
 batch = session.calibration()[0]
-found = allocation_view.curves(dense, method, kinds, batch)
+found = budget_curves.curves(dense, method, kinds, batch)
 deviation = float(st.session_state.get(allocation_view.BUDGET_DEVIATION, budget_bounds.DEVIATION))
 budget = (
     budget_bounds.bounded(allocation.budget_basis(select(dense.layers, kinds), found.curves()), deviation)
@@ -70,7 +72,7 @@ plan = allocation_compare.Plan(
     method=method,
     kinds=kinds,
     calibration=batch,
-    m=float(st.session_state.get(allocation_view.OWL_M, allocation.OWL_M)),
+    m=float(st.session_state.get(allocation_view.OWL_M, outliers.OWL_M)),
     lam=float(st.session_state.get(allocation_view.OWL_LAM, allocation.OWL_LAMBDA)),
     budget=budget,
 )
@@ -82,7 +84,7 @@ st.caption(
     "copy and scores the held-out text; points are shared by every session."
 )
 if budget is None:
-    st.info(f"Budget: not drawn. {allocation_view.no_curves(dense, method)}")
+    st.info(f"Budget: not drawn. {budget_curves.no_curves(dense, method)}")
 measured = background.ask(
     allocation_compare.task(dense, plan),
     auto=defaults.is_small(dense),

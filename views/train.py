@@ -6,7 +6,16 @@ from functools import partial
 
 import streamlit as st
 
-from ui import downloads, session, train_histograms, train_job, train_plan, train_view
+from ui import (
+    downloads,
+    session,
+    train_charts,
+    train_controls,
+    train_histograms,
+    train_job,
+    train_plan,
+    train_view,
+)
 
 state = session.state()
 dense = state.dense
@@ -34,10 +43,10 @@ if trained is not None:
     )
     st.info(in_use, icon=":material/model_training:")
 
-plan = train_view.controls(dense)
+plan = train_controls.controls(dense)
 try:
     held = train_view.current_sparsity(state, train_plan.kinds())
-    st.plotly_chart(train_view.schedule_chart(plan, held), key="train_schedule_chart")
+    st.plotly_chart(train_charts.schedule_chart(plan, held), key="train_schedule_chart")
     st.caption(train_view.cost_text(dense, plan))
 except ValueError as exc:  # a schedule parameter out of range: Start says the same, and starts nothing
     st.warning(train_plan.field_message(exc))
@@ -64,7 +73,7 @@ elif job is not None and job.done:
     train_job.record(job)
     completed = job.result.info["stopped"] in ("done", "time budget")
     (st.success if completed else st.warning)(train_view.verdict(job))
-    st.plotly_chart(train_view.curves_chart(job.result.curve), key="train_result_curves")
+    st.plotly_chart(train_charts.curves_chart(job.result.curve), key="train_result_curves")
     train_histograms.show(job.result.histograms, watch, dense.name, "train_result_hist", job.watch)
     use, drop = st.columns(2)
     usable = train_view.usable(job)
@@ -83,13 +92,13 @@ else:
 runs = train_job.runs(dense)
 if runs:
     st.subheader("One-shot, recovered, gradual")
-    st.plotly_chart(train_view.comparison_chart(runs), key="train_comparison")
+    st.plotly_chart(train_charts.comparison_chart(runs), key="train_comparison")
     st.caption(
         "Held-out perplexity of this session's runs against training steps; the diamond is a one-shot "
         "model before recovery, the dotted line the dense model's."
     )
     downloads.csv_button(
-        partial(train_view.curves_table, runs),
+        partial(train_charts.curves_table, runs),
         downloads.csv_name(dense.name, "training-curves"),
         key="train_csv",
     )

@@ -14,8 +14,10 @@ from prune_explorer.measure.sensitivity import cached_sensitivity, measure_sensi
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import ALL_KINDS, DEFAULT_KINDS, select
 from prune_explorer.models.loading import load_model
-from prune_explorer.plans.recipe import recipe_from_state, save_recipe
+from prune_explorer.plans.recipe_capture import recipe_from_state
+from prune_explorer.plans.recipe_io import save_recipe
 from prune_explorer.pruning import allocation as alloc
+from prune_explorer.pruning import outliers
 from prune_explorer.pruning.allocation import ALLOCATIONS
 from prune_explorer.pruning.budget_bounds import (
     DEVIATION,
@@ -66,7 +68,7 @@ def add_parsers(sub) -> None:
         help="how --sparsity is shared among layers: uniform, owl (fewer outliers, pruned more) or budget "
         "(least damage predicted by per-layer sensitivity curves, measured first if none are stored)",
     )
-    prune.add_argument("--owl-m", type=float, default=alloc.OWL_M, help="OWL: outlier threshold M x mean")
+    prune.add_argument("--owl-m", type=float, default=outliers.OWL_M, help="OWL: outlier threshold M x mean")
     prune.add_argument("--owl-lam", type=float, default=alloc.OWL_LAMBDA, help="OWL: largest deviation λ")
     prune.add_argument(
         "--budget-deviation",

@@ -12,7 +12,7 @@ from prune_explorer.plans.apply import apply_recipe
 from prune_explorer.plans.export import evaluate, export_hf
 from prune_explorer.plans.llmcompressor import export_llmcompressor
 from prune_explorer.plans.masks import export_masks
-from prune_explorer.plans.recipe import load_recipe
+from prune_explorer.plans.recipe_io import load_recipe
 from prune_explorer.plans.sizes import disk_sizes
 from prune_explorer.state import PruningState
 

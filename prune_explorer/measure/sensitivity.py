@@ -5,8 +5,9 @@ each sparsity of the sweep, with the chosen method (unstructured), and the damag
 held-out tokens (:class:`.tokens.TokenProtocol`): KL(dense‖pruned) of the next-token distributions (cheap,
 smooth, zero when nothing changes) and the perplexity of the same tokens. The dense pass runs once; a group
 whose first layer sits in block b reruns only blocks b..end from the stored hidden states
-(:mod:`.replay`). The result also carries the instant estimate (Σ_pruned w² ‖x_j‖², normalised per group),
-which is known before anything is measured, so a chart shows where the cheap proxy holds.
+(:mod:`.replay`; the measuring loop: :mod:`.sensitivity_points`). The result also carries the instant
+estimate (Σ_pruned w² ‖x_j‖², normalised per group), which is known before anything is measured, so a chart
+shows where the cheap proxy holds.
 
 Results are cached on disk per (model weights, method, sparsities, groups, tokens, calibration)
 (:mod:`.sensitivity_cache`) and read back by later processes.
@@ -15,41 +16,27 @@ Results are cached on disk per (model weights, method, sparsities, groups, token
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-
 from prune_explorer.measure import sensitivity_cache
-from prune_explorer.measure.replay import (
-    DenseTrace,
-    continue_from,
-    dense_trace,
-    divergence,
-    head_delta_usable,
-    run_from,
-    run_one_block,
-    variant_logits,
-)
+from prune_explorer.measure.replay import dense_trace, head_delta_usable
 from prune_explorer.measure.sensitivity_groups import (
     DEFAULT_SPARSITIES,
-    Group,
     check_sparsities,
     estimates,
     groups,
     method_results,
 )
+from prune_explorer.measure.sensitivity_points import measure_points, perplexity_of
 from prune_explorer.measure.tokens import TokenProtocol
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.digest import weights_digest
-from prune_explorer.models.layers import DEFAULT_KINDS, PrunableLayer, block_name
+from prune_explorer.models.layers import DEFAULT_KINDS
 from prune_explorer.progress import Progress
 from prune_explorer.pruning.calibration import CalibrationBatch, resolve_calibration
-from prune_explorer.pruning.result import PruneResult
 from prune_explorer.state import PruningState
 
 log = logging.getLogger(__name__)
@@ -58,8 +45,6 @@ log = logging.getLogger(__name__)
 _SETUP = 0.1
 FLOAT32 = "float32"
 HEAD_DELTA = "dense logits + bfloat16 head delta"
-# Most variants (group x sparsity) replayed together on the batch axis: 28 is one block's 7 layers x 4.
-_BATCH = 32
 
 
 @dataclass
@@ -196,7 +181,7 @@ def measure_sensitivity(
     estimate = estimates(dense, found, results, calib)
     seconds["estimate"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    kl, ppl, achieved = _measure(scratch, trace, found, results, progress)
+    kl, ppl, achieved = measure_points(scratch, trace, found, results, progress, _SETUP)
     seconds["measure"] = time.perf_counter() - mark
     seconds["total"] = time.perf_counter() - start
     result = Sensitivity(
@@ -210,7 +195,7 @@ def measure_sensitivity(
         kl=kl,
         ppl=ppl,
         achieved=achieved,
-        dense_ppl=_exp(trace.nll),
+        dense_ppl=perplexity_of(trace.nll),
         protocol=tokens,
         calibration={"source": calib.source, "n_sequences": calib.n_sequences, "seq_len": calib.seq_len},
         replayed=trace.replayable,
@@ -259,91 +244,3 @@ def _stored(key: dict, folder: Path) -> Sensitivity | None:
         return None
     result.cached = True
     return result
-
-
-def _exp(x: float) -> float:
-    return math.exp(x) if x < 700 else math.inf
-
-
-def _measure(
-    scratch: PruningState,
-    trace: DenseTrace,
-    found: Sequence[Group],
-    results: Sequence[PruneResult],
-    progress: Progress,
-) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[float]]]:
-    """(KL, perplexity, achieved sparsity) per group and result: each group pruned alone in ``scratch``,
-    replayed from its first block, then reset to dense.
-
-    Where the trace allows it, every variant (group x sparsity) of consecutive groups inside one block b is
-    run through block b alone, and their outputs go through the later (dense) blocks together, stacked on
-    the batch axis (up to ``_BATCH`` variants: larger matrix products, the same numbers); the final norm, LM
-    head and KL then run per variant, so only one variant's logits are held at a time.
-    """
-    index = {path: i for i, path in enumerate(trace.blocks)}
-    kl: dict[str, list[float]] = {g.name: [0.0] * len(results) for g in found}
-    ppl: dict[str, list[float]] = {g.name: [0.0] * len(results) for g in found}
-    achieved: dict[str, list[float]] = {g.name: [0.0] * len(results) for g in found}
-    total, done = len(found) * len(results), 0
-
-    def record(g: Group, i: int, div: float, nll: float) -> None:
-        nonlocal done
-        kl[g.name][i] = max(div, 0.0)  # float error can leave -1e-9 where nothing changed
-        ppl[g.name][i] = _exp(nll)
-        masks = [results[i].masks[layer.name] for layer in g.layers]
-        achieved[g.name][i] = 1.0 - sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
-        done += 1
-        if progress:
-            progress(_SETUP + (1 - _SETUP) * done / total)
-
-    for start, batch in _batches(found, index, len(results), trace.batchable):
-        if start is None or len(batch) == 1:
-            for g, i in batch:
-                with _pruned(scratch, results[i], g.layers):
-                    record(g, i, *divergence(trace, run_from(scratch.model, trace, start)))
-            continue
-        firsts = []
-        for g, i in batch:
-            with _pruned(scratch, results[i], g.layers):
-                firsts.append(run_one_block(scratch.model, trace, start, trace.hidden[start]))
-        stacked = continue_from(scratch.model, trace, start + 1, torch.cat(firsts), logits=False)
-        for (g, i), hidden in zip(batch, stacked.split(trace.ids.shape[0]), strict=True):
-            record(g, i, *divergence(trace, variant_logits(scratch.model, trace, hidden)))
-    return kl, ppl, achieved
-
-
-def _batches(
-    found: Sequence[Group], index: dict[str, int], n_results: int, batchable: bool
-) -> Iterator[tuple[int | None, list[tuple[Group, int]]]]:
-    """(first block or None, [(group, result index)]) in model order: variants of consecutive groups that sit
-    inside one block share a batch (at most ``_BATCH``) when ``batchable``; every other variant is alone."""
-    current: tuple[int | None, list[tuple[Group, int]]] = (None, [])
-    for g in found:
-        starts = {index.get(block_name(layer) or "") for layer in g.layers}
-        start = None if None in starts else min(starts)
-        variants = [(g, i) for i in range(n_results)]
-        if not batchable or start is None or len(starts) > 1:
-            if current[1]:
-                yield current
-                current = (None, [])
-            yield from ((start, [v]) for v in variants)
-            continue
-        if current[1] and (current[0] != start or len(current[1]) + n_results > _BATCH):
-            yield current
-            current = (None, [])
-        current = (start, current[1] + variants)
-    if current[1]:
-        yield current
-
-
-@contextmanager
-def _pruned(scratch: PruningState, result: PruneResult, layers: Sequence[PrunableLayer]) -> Iterator[None]:
-    """``scratch`` with only ``layers`` pruned as ``result`` decided, reset to dense afterwards."""
-    names = [layer.name for layer in layers]
-    masks = {name: result.masks[name] for name in names}
-    weights = {n: result.weights[n] for n in names if n in result.weights} if result.weights else {}
-    PruneResult(masks=masks, weights=weights or None).apply(scratch)
-    try:
-        yield
-    finally:
-        scratch.reset(names)

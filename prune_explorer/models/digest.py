@@ -13,8 +13,8 @@ def weights_digest(dense: DenseModel) -> str:
     """sha256 (hex) over the dense model's parameters: names, dtypes, shapes and bytes, in module order.
 
     A tied tensor is hashed once, under its first name (``named_parameters`` drops duplicates). Computed once
-    per loaded model (about 1 s for SmolLM2-135M's 540 MB) and kept in its shared cache, under the key the
-    recipes' ``plans.recipe.weights_sha256`` uses for the same hash.
+    per loaded model (about 1 s for SmolLM2-135M's 540 MB) and kept in its shared cache; a recipe records it
+    as the weights it was made on.
     """
     return dense.cache.get(("weights_sha256",), lambda: _digest(dense.model), pin=True)
 

@@ -21,7 +21,8 @@ from prune_explorer.models.dense import context_length
 from prune_explorer.models.digest import weights_digest
 from prune_explorer.models.tokenizers import HFTokenizer, Llama2cTokenizer
 from prune_explorer.plans.atomic import atomic_folder
-from prune_explorer.plans.recipe import Recipe, recipe_yaml
+from prune_explorer.plans.recipe import Recipe
+from prune_explorer.plans.recipe_io import recipe_yaml
 from prune_explorer.plans.trained import TRAINING_FILE, TrainingRecord, card_lines
 from prune_explorer.pruning.methods import get_method
 from prune_explorer.state import PruningState

@@ -11,10 +11,10 @@ the one asked whatever the layers' sizes:
     ``budget``: the least total damage predicted by measured per-layer damage curves (a sensitivity run);
         the solver is :mod:`prune_explorer.pruning.budget`, re-exported here.
 
-The maths (:func:`outlier_ratio`, :func:`owl_sparsities`, :func:`fit_to_target`) takes numbers and tensors;
-:func:`owl` wires them to a model's calibration statistics (shared with Wanda through the dense model's
-cache). A :class:`Basis` holds what does not change as the target moves (OWL's block ratios, the budget's
-curves, the layer sizes), so one average-sparsity slider redistributes by arithmetic alone.
+The maths (:func:`owl_sparsities`, :func:`fit_to_target`) takes numbers; :func:`owl` wires it to a model's
+block outlier ratios (:mod:`prune_explorer.pruning.outliers`, from its calibration statistics). A
+:class:`Basis` holds what does not change as the target moves (OWL's block ratios, the budget's curves, the
+layer sizes), so one average-sparsity slider redistributes by arithmetic alone.
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import torch
-
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import PrunableLayer, group_by_block
 from prune_explorer.progress import Progress
 from prune_explorer.pruning.budget import budget, predicted_damage
-from prune_explorer.pruning.calibration import CalibrationBatch, activation_stats, resolve_calibration
-from prune_explorer.pruning.scores import wanda_scores
+from prune_explorer.pruning.calibration import CalibrationBatch
+from prune_explorer.pruning.outliers import OWL_M, cached_outlier_ratios, outlier_ratios
 
 __all__ = [
     "ALLOCATIONS",
@@ -39,8 +37,6 @@ __all__ = [
     "budget_basis",
     "fit_to_target",
     "layer_sizes",
-    "outlier_ratio",
-    "outlier_ratios",
     "owl",
     "owl_basis",
     "owl_sparsities",
@@ -49,7 +45,6 @@ __all__ = [
 ]
 
 ALLOCATIONS = ("uniform", "owl", "budget")
-OWL_M = 5.0
 OWL_LAMBDA = 0.08
 OWL_LAMBDA_MAX = 0.5  # sparsities span target ± λ: beyond 0.5 that is more than the whole of [0, 1]
 _BISECTIONS = 200
@@ -112,25 +107,6 @@ def fit_to_target(values: Mapping[str, float], sizes: Mapping[str, int], target:
     return {name: min(1.0, max(0.0, v + hi)) for name, v in values.items()}
 
 
-def outlier_ratio(scores: Sequence[torch.Tensor], m: float = OWL_M) -> float:
-    """OWL's layer outlier ratio: the share of scores above ``m`` × their mean, over all tensors together.
-
-    Args:
-        scores: float tensors (any shapes), e.g. the Wanda scores (out, in) of one block's layers.
-        m: OWL's M (the paper's default 5).
-    Returns:
-        A share in [0, 1] (the reference code reports it in percent).
-    """
-    if m <= 0:
-        raise ValueError(f"OWL's M must be positive, got {m}")
-    count = sum(t.numel() for t in scores)
-    if not count:
-        return 0.0
-    mean = sum(float(t.detach().to(torch.float64).sum()) for t in scores) / count
-    above = sum(int((t.detach().to(torch.float64) > m * mean).sum()) for t in scores)
-    return above / count
-
-
 def owl_sparsities(
     ratios: Sequence[float], sizes: Sequence[int], target: float, lam: float = OWL_LAMBDA
 ) -> list[float]:
@@ -155,44 +131,6 @@ def owl_sparsities(
     raw = {str(i): target + lam - 2 * lam * (r - lo) / (hi - lo) for i, r in enumerate(ratios)}
     fitted = fit_to_target(raw, {str(i): n for i, n in enumerate(sizes)}, target)
     return [fitted[str(i)] for i in range(len(ratios))]
-
-
-def outlier_ratios(
-    dense: DenseModel,
-    layers: Sequence[PrunableLayer],
-    calibration: CalibrationBatch | str | None = None,
-    m: float = OWL_M,
-    progress: Progress = None,
-) -> dict[str, float]:
-    """Each layer's block outlier ratio (:func:`outlier_ratio` of the Wanda scores of the block's selected
-    layers together, on the dense model's calibration activations), computed once per model, layers,
-    calibration and M (the dense model's cache), so moving an OWL slider does not recompute it.
-
-    Layers outside transformer blocks (e.g. an LM head) form a block of their own.
-
-    Raises:
-        ValueError: an embedding among ``layers`` (no input activations), or calibration text too short.
-    """
-    if m <= 0:
-        raise ValueError(f"OWL's M must be positive, got {m}")
-    layers = list(layers)
-    calib = resolve_calibration(dense, calibration)
-    key = _ratios_key(calib, layers, m)
-
-    def compute() -> dict[str, float]:
-        stats = activation_stats(dense, layers, calib, progress)
-        out = {}
-        for block in group_by_block(layers):
-            scores = [wanda_scores(layer.weight(dense.model), stats[layer.name].sq_norms) for layer in block]
-            ratio = outlier_ratio(scores, m)
-            out.update({layer.name: ratio for layer in block})
-        return out
-
-    return dense.cache.get(key, compute)
-
-
-def _ratios_key(calib: CalibrationBatch, layers: Sequence[PrunableLayer], m: float) -> tuple:
-    return ("owl_ratios", calib.key, tuple(layer.name for layer in layers), float(m))
 
 
 def owl(
@@ -239,7 +177,7 @@ class Basis:
         layers: the layer names, in model order.
         sizes: each layer's weights (the average is weighted by them).
         blocks: OWL: each layer's block index (its position in ``ratios``).
-        ratios: OWL: each block's outlier ratio (:func:`outlier_ratios`).
+        ratios: OWL: each block's outlier ratio (:func:`.outliers.outlier_ratios`).
         curves: budget: each layer's damage curve, ((sparsity, damage), ...).
     """
 
@@ -280,10 +218,10 @@ def owl_basis(
     progress: Progress = None,
 ) -> Basis:
     """OWL's :class:`Basis`: the blocks' outlier ratios (computed once per model, layers, calibration and M:
-    :func:`outlier_ratios`) and the layer sizes.
+    :func:`.outliers.outlier_ratios`) and the layer sizes.
 
     Raises:
-        ValueError: as :func:`outlier_ratios`.
+        ValueError: as :func:`.outliers.outlier_ratios`.
     """
     layers = list(layers)
     ratios = outlier_ratios(dense, layers, calibration, m, progress)
@@ -307,7 +245,7 @@ def cached_owl_basis(
     """:func:`owl_basis` if its outlier ratios are computed already (by any caller), else None: nothing is
     computed (a caller can then compute them in the background: a calibration pass on a big model)."""
     layers = list(layers)
-    if m <= 0 or dense.cache.peek(_ratios_key(resolve_calibration(dense, calibration), layers, m)) is None:
+    if cached_outlier_ratios(dense, layers, calibration, m) is None:
         return None
     return owl_basis(dense, layers, calibration, m)
 

@@ -21,6 +21,7 @@ from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import select
 from prune_explorer.progress import Progress
 from prune_explorer.pruning import allocation as alloc
+from prune_explorer.pruning import outliers
 from prune_explorer.pruning.calibration import CalibrationBatch, CalibrationSpec
 from prune_explorer.pruning.methods import get_method
 from prune_explorer.pruning.patterns import parse_pattern
@@ -53,7 +54,7 @@ class PruneSettings(MagnitudeSettings):
     seed: int = 0
     sequential: bool | None = None
     allocation: str = "uniform"
-    owl_m: float = alloc.OWL_M
+    owl_m: float = outliers.OWL_M
     owl_lam: float = alloc.OWL_LAMBDA
     budget_bounds: tuple[float, float] | None = None
     basis: alloc.Basis | None = field(default=None, repr=False)
@@ -108,7 +109,7 @@ class PruneSettings(MagnitudeSettings):
             return replace(self, allocation="uniform").normalised()
         fields: dict = {}
         if self.allocation != "owl":
-            fields.update(owl_m=alloc.OWL_M, owl_lam=alloc.OWL_LAMBDA)
+            fields.update(owl_m=outliers.OWL_M, owl_lam=alloc.OWL_LAMBDA)
         if self.allocation != "budget":
             fields["budget_bounds"] = None
         if self.allocation == "uniform":
@@ -125,7 +126,7 @@ def prune_settings(
     batch: CalibrationBatch | None = None,
     sequential: bool | None = None,
     allocation: str = "uniform",
-    owl_m: float = alloc.OWL_M,
+    owl_m: float = outliers.OWL_M,
     owl_lam: float = alloc.OWL_LAMBDA,
     basis: alloc.Basis | None = None,
 ) -> PruneSettings:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from prune_explorer.models.dense import DenseModel
-from prune_explorer.plans.recipe import Recipe, recipe_from_state
+from prune_explorer.plans.recipe import Recipe
+from prune_explorer.plans.recipe_capture import recipe_from_state
 from prune_explorer.pruning.policies import MagnitudeSettings
 from prune_explorer.pruning.settings import apply_settings, prune_settings
 from prune_explorer.state import PruningState
