@@ -43,6 +43,8 @@ max_new = right.slider(
     120,
     step=4,
     key="prune_new_tokens",
+    help="Both texts are greedy continuations. The pruned one is generated again after every slider move, "
+    "one pass of the model per token, so more tokens make each move slower on a big model.",
     persist_state="session",
 )
 ids = outputs.prompt_ids(dense, prompt)
