@@ -178,7 +178,7 @@ def test_a_model_switch_in_the_browser_starts_from_the_new_models_defaults(app_u
         expect(prompt).to_have_count(1, timeout=WAIT_MS)
         expect(prompt).to_have_value("Write one sentence about the sea.", timeout=10_000)
         tokens = main.get_by_test_id("stSlider").filter(has_text="New tokens")
-        assert tokens.get_by_test_id("stSliderThumbValue").inner_text() == "12"
+        assert tokens.get_by_test_id("stSliderThumbValue").inner_text() == "8"  # SmolLM2's default
         sparsity = sidebar.get_by_test_id("stSlider").filter(has_text="Global sparsity")
         assert sparsity.get_by_test_id("stSliderThumbValue").inner_text() == "0%"
         expect(sidebar.get_by_test_id("stMetric").first).to_contain_text("Pruned (selected layers)0.0%")
