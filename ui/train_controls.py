@@ -26,6 +26,15 @@ SAVED = "train_controls"
 _KEYS: set[str] = set()
 
 
+def _choice(
+    where, label: str, labels: dict[str, str], key: str, default: str, hint: str | None = None
+) -> str:
+    """One of ``labels``' keys, chosen on a segmented control (shown by their labels) in ``where``."""
+    return where.segmented_control(
+        label, list(labels), format_func=labels.get, key=_key(key, default), required=True, help=hint
+    )
+
+
 def _key(key: str, default: object) -> str:
     """A widget key whose first value comes from session state (never ``value=``, see session)."""
     _KEYS.add(key)
@@ -53,20 +62,8 @@ def controls(dense: DenseModel) -> train_plan.Plan:
     _restore(dense)
     small = defaults.is_small(dense)
     left, right = st.columns(2)
-    schedule = left.segmented_control(
-        "Schedule",
-        list(SCHEDULES),
-        format_func=SCHEDULES.get,
-        key=_key("train_schedule", "oneshot"),
-        required=True,
-    )
-    recover = right.segmented_control(
-        "Recovery loss",
-        list(RECOVER),
-        format_func=RECOVER.get,
-        key=_key("train_recover", "distill"),
-        required=True,
-    )
+    schedule = _choice(left, "Schedule", SCHEDULES, "train_schedule", "oneshot")
+    recover = _choice(right, "Recovery loss", RECOVER, "train_recover", "distill")
     source, text = _data_controls(dense)
     a, b, c = st.columns(3)
     steps = a.number_input("Steps", 1, MAX_STEPS, step=10, key=_key("train_steps", 200))
@@ -100,12 +97,13 @@ def controls(dense: DenseModel) -> train_plan.Plan:
             help="distillation: weight of the per-layer hidden-state MSE beside the logit KL",
         )
         sampled = i.number_input("Sampled tokens", 512, 10**7, step=1024, key=_key("train_sampled", 8192))
-        precision = st.segmented_control(
+        precision = _choice(
+            st,
             "Arithmetic",
-            list(PRECISIONS),
-            format_func=PRECISION_LABELS.get,
-            key=_key("train_precision", "bfloat16" if fast_bfloat16() and not small else "float32"),
-            help="bfloat16: mixed precision (the forward's matmuls in bfloat16; weights, optimizer and "
+            {p: PRECISION_LABELS[p] for p in PRECISIONS},
+            "train_precision",
+            "bfloat16" if fast_bfloat16() and not small else "float32",
+            hint="bfloat16: mixed precision (the forward's matmuls in bfloat16; weights, optimizer and "
             "losses in float32): more steps a second on a CPU with AVX512-BF16 or AMX; perplexity is "
             "measured in float32 either way",
         )
@@ -132,13 +130,7 @@ def controls(dense: DenseModel) -> train_plan.Plan:
 def _data_controls(dense: DenseModel) -> tuple[str, str | None]:
     """The training text's source and, for an upload, its text (None until one is uploaded)."""
     has_builtin = dense.info.get("text_set", "stories") == "shakespeare"
-    source = st.segmented_control(
-        "Training data",
-        list(SOURCES),
-        format_func=SOURCES.get,
-        key=_key("train_source", "builtin" if has_builtin else "sampled"),
-        required=True,
-    )
+    source = _choice(st, "Training data", SOURCES, "train_source", "builtin" if has_builtin else "sampled")
     text = None
     if source == "upload":
         upload = st.file_uploader("Training text (.txt)", type=["txt"], key="train_upload")
