@@ -29,19 +29,12 @@ except ImportError:  # pragma: no cover - another Streamlit: runs stop at their 
         return None
 
 
-def stop_if_stale() -> None:
-    """Stop this script run here (Streamlit's StopException or RerunException) if a newer run was asked for;
-    a no-op outside a script run."""
-    check = get_run_yield_check()
-    if check is not None:
-        check()
-
-
 @contextmanager
 def between_blocks(state: PruningState) -> Iterator[None]:
     """While inside, every forward of the session's model in this thread checks for a newer run before each
-    transformer block (:func:`stop_if_stale`). The hooks are the session's own (never the shared dense
-    model's) and do nothing in other threads (the session's look-ahead or measurements)."""
+    transformer block, and stops this script run there (Streamlit's StopException) if there is one. The
+    hooks are the session's own (never the shared dense model's) and do nothing in other threads (the
+    session's look-ahead or measurements)."""
     check = get_run_yield_check()
     if check is None:
         yield
