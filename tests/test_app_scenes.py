@@ -130,3 +130,27 @@ def test_the_smollm2_scenes_load_their_model():
     assert sidebar(at) == ("wanda", "unstructured", "uniform", 50)
     assert at.session_state["pruning_applied"].method == "wanda"
     assert not at.warning
+
+
+def test_a_links_widget_values_are_sent_again_until_the_user_changes_them(monkeypatch):
+    """Streamlit sends a value the script set once; a browser still loading the app can miss it and show the
+    widget's default over the link's pruning. For a while after a link, every run sends the values again,
+    and a widget the user moved keeps the user's value."""
+    from ui import scenes
+
+    at = opened({"method": "wanda", "sparsity": "30"})
+    at.run()  # a later run (the background measurements' rerun, say)
+    assert at.slider(key="sidebar_sparsity").proto.set_value  # the value goes to the browser again
+    assert at.selectbox(key="sidebar_method").proto.set_value
+    assert sidebar(at)[::3] == ("wanda", 30)
+
+    set_sparsity(at, 45)  # the user's move
+    at.run()
+    assert at.slider(key="sidebar_sparsity").value == 45  # never put back to the link's 30
+    assert not at.slider(key="sidebar_sparsity").proto.set_value
+    assert at.selectbox(key="sidebar_method").proto.set_value  # the untouched ones still held
+
+    monkeypatch.setattr(scenes, "HOLD_SECONDS", 0.0)  # once the hold is over, nothing is sent again
+    at = opened({"method": "wanda", "sparsity": "30"})
+    at.run()
+    assert not at.slider(key="sidebar_sparsity").proto.set_value and sidebar(at)[::3] == ("wanda", 30)

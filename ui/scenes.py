@@ -10,6 +10,7 @@ this module wrote (a slider moved twice quickly), and reading them would undo th
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -38,6 +39,16 @@ ROOT = Path(__file__).resolve().parents[1]
 URL_READ = "scenes_url_read"  # set once the session's first run has read the link
 PENDING_PAGE = "scenes_pending_page"  # the page a scene button asked for, switched to early in the next run
 PICK_ERROR = "scenes_pick_error"  # why a scene button could not apply its scene, shown in the expander
+HELD = "scenes_held"  # (widget values a scene set, until when they are set again: time.monotonic())
+HOLD_SECONDS = 15.0
+SCENE_WIDGETS = (
+    session.METHOD,
+    session.PATTERN,
+    session.POLICY,
+    session.SPARSITY,
+    session.KINDS,
+    session.EXTRAS,
+)
 
 
 def page_name(page: StreamlitPage) -> str:
@@ -57,6 +68,7 @@ def restore(current: StreamlitPage) -> None:
 
     A bad link shows a warning naming the field and why, and the app keeps its defaults.
     """
+    _hold_widgets()
     target = st.session_state.pop(PENDING_PAGE, None)
     if not st.session_state.get(URL_READ):
         st.session_state[URL_READ] = True
@@ -126,7 +138,31 @@ def apply_scene(scene: Scene) -> str | None:
     chosen[allocation_view.BUDGET_DEVIATION] = scene.budget_dev
     state.update(chosen)
     state[allocation_view.LAST] = chosen  # the valid choice a refused one goes back to
+    held = (*SCENE_WIDGETS, *chosen, *([session.THRESHOLD] if scene.policy == "threshold" else []))
+    state[HELD] = ({key: state[key] for key in held}, time.monotonic() + HOLD_SECONDS)
     return None
+
+
+def _hold_widgets() -> None:
+    """Set the widgets a scene set once more, on every run for a few seconds after, while they still hold
+    the scene's values.
+
+    Streamlit sends a widget's value set by the script once, in the run that set it; a page whose widget had
+    not been drawn yet when the next run's copy of it arrived (a first view, while the browser still loads
+    the app) started from the widget's default instead: a link at 40% showed the slider at 0% over a model
+    pruned at 40%. Setting the value again makes each run send it. A widget the user has changed meanwhile
+    is left alone.
+    """
+    held = st.session_state.get(HELD)
+    if held is None:
+        return
+    values, until = held
+    if time.monotonic() > until:
+        del st.session_state[HELD]
+        return
+    for key, value in values.items():
+        if st.session_state.get(key) == value:
+            st.session_state[key] = value
 
 
 def current_scene(current: StreamlitPage) -> Scene | None:
