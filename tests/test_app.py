@@ -20,6 +20,7 @@ from tests.support.apptest import (
     next_token_bars,
     set_sparsity,
     start,
+    sweep,
     weight_bytes,
 )
 from ui import charts
@@ -75,8 +76,9 @@ def test_a_huge_perplexity_reads_as_one_short_number(monkeypatch):
     assert metric(at, "Pruned perplexity") == "1.8e10"
     (pruned,) = [m for m in at.metric if m.label == "Pruned perplexity"]
     assert pruned.delta == "+1.8e10"
-    sweep = figures(at)[-1]
-    assert "perplexity 1.8e10" in sweep["data"][-1]["hovertemplate"]  # the diamond, as the metric says
+    drawn = sweep(at)
+    assert drawn["current"] == (pytest.approx(90, abs=0.5), pytest.approx(1.79e10, rel=1e-3))
+    assert "your model now (90.0%, perplexity 1.8e10)" in drawn["legend"]  # the diamond, as the metric says
 
 
 def test_reset_to_dense_restores_exact_weights():
@@ -148,13 +150,12 @@ def test_learn_page_views_follow_the_slider():
     at.toggle(key="learn_log_x").set_value(True).run()  # the log |w| axis, as on the Layers page
     assert not at.exception, at.exception
     assert figures(at)[1]["layout"]["xaxis"]["type"] == "log"
-    sweep = figures(at)[-1]
-    (now,) = [t for t in sweep["data"] if t["name"] == "your model now"]
-    assert now["x"] == [pytest.approx(40, abs=0.5)]  # the diamond walked with the slider
+    assert sweep(at)["current"][0] == pytest.approx(40, abs=0.5)  # the diamond walked with the slider
     assert "walks along the curve" in captions(at)
     assert float(metric(at, "KL(dense ‖ pruned), next token").split()[0]) > 0
     assert "0 of 288 weights" not in captions(at)
-    assert "this app does not do that yet" in " ".join(s.value for s in at.subheader)
+    assert "4 · Pruning during training recovers more" in [s.value for s in at.subheader]
+    assert [link.proto.page for link in at.main.get("page_link")] == ["train"]  # where it is done
 
 
 def test_global_policy_and_overrides():

@@ -9,14 +9,12 @@ import re
 import pytest
 
 from tests.support.apptest import (
-    axis_titles,
     captions,
-    figures,
     measured,
     metric,
     set_sparsity,
     start,
-    trace_names,
+    sweep,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread", "app_navigation")
@@ -44,7 +42,7 @@ def test_big_models_wait_for_buttons(monkeypatch):
     at = start()
     monkeypatch.setattr(defaults, "SMALL_MODEL", 0)  # treat stories260K as a big model
     set_sparsity(at, 35)
-    assert "sparsity of the selected layers (%)" in axis_titles(figures(at)[-1])  # swept at start, shown
+    assert "sparsity of the selected layers (%)" in sweep(at)["svg"]  # swept at start, shown
     assert "Run the sweep" not in {b.label for b in at.button}  # its settings were swept: reused, no button
     at.session_state["pruning_state"].dense.cache.clear()  # as on a server that never swept them
     at.run()
@@ -59,17 +57,15 @@ def test_big_models_wait_for_buttons(monkeypatch):
     assert metric(at, "Pruned / dense") == "~1.00×, same kernel"
 
     measured(at.button(key="prune_sweep").click().run())
-    sweep = figures(at)[-1]
-    assert "your model now" in trace_names(sweep)
+    assert sweep(at)["current"] is not None
     assert "The diamond is your model now." in captions(at)
 
     set_sparsity(at, 45)  # results belong to the settings they were measured at
     assert not [m for m in at.metric if m.label == "Pruned perplexity"]
     # The sweep keeps the last measured point, hollow and named for the setting it was measured at.
-    sweep = figures(at)[-1]
-    (earlier,) = [t for t in sweep["data"] if t["name"] == "your model, measured earlier"]
-    assert earlier["x"] == [pytest.approx(35, abs=0.5)] and earlier["marker"]["symbol"] == "diamond-open"
-    assert "your model now" not in trace_names(sweep)
+    drawn = sweep(at)
+    assert drawn["earlier"][0] == pytest.approx(35, abs=0.5) and drawn["current"] is None
+    assert "your model, measured for Magnitude |w| · uniform policy · 35%" in drawn["legend"]
     assert "The hollow diamond is your model as last measured (Magnitude |w| · uniform policy · 35%)" in (
         captions(at)
     )

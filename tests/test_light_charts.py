@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from tests.support.apptest import light_figure
+from tests.support.apptest import light_figure, light_sweep
 from ui import light_charts
 
 TABLE = pd.DataFrame(
@@ -47,3 +47,52 @@ def test_layer_bars_one_bar_a_layer_and_the_weighted_average():
     assert [float(v) for v in re.findall(r"height:([0-9.]+)%;background", chart)] == percents
     assert re.findall(r'data-average="([^"]+)"', chart) == ["62.5000"] and "bottom:62.50%" in chart
     assert 'title="b1&quot;mlp: 90.0%"' in chart
+
+
+def _svg_points(svg: str) -> list[tuple[float, float]]:
+    line = re.search(r'<polyline points="([^"]+)"', svg).group(1)
+    return [tuple(float(v) for v in p.split(",")) for p in line.split()]
+
+
+def test_the_sweep_draws_every_finite_point_on_a_log_axis_with_its_value():
+    chart = light_charts.sweep_html(
+        [0.0, 0.3, 0.6, 0.9, 0.95], [4.0, 8.0, 3e4, float("inf"), float("nan")], 4.2, name="magnitude <b>"
+    )
+    drawn = light_sweep(chart)
+    assert drawn["x"] == [0.0, 30.0, 60.0] and drawn["y"] == [4.0, 8.0, 3e4]  # inf and nan left out
+    assert drawn["dense"] == 4.2 and drawn["current"] is None and drawn["earlier"] is None
+    points = _svg_points(drawn["svg"])
+    assert len(points) == 3
+    xs, ys = np.array(points).T
+    # x in proportion to sparsity; y in proportion to log10(perplexity), higher perplexity higher up
+    assert np.allclose(np.diff(xs) / 30.0, (xs[1] - xs[0]) / 30.0, rtol=1e-3)
+    slopes = np.diff(ys) / np.diff(np.log10([4.0, 8.0, 3e4]))
+    assert slopes[0] < 0 and np.isclose(slopes[0], slopes[1], rtol=1e-2)
+    for label in ("4.0", "8.0", "3.0e4"):  # every point's value printed by it
+        assert f">{label}</text>" in drawn["svg"]
+    assert "magnitude &lt;b&gt;" in chart and "<b>" not in chart.split("<img", 1)[1]  # a name is text
+    assert "magnitude <b>" in drawn["legend"] and "dense" in drawn["legend"]
+
+
+def test_the_sweep_marks_the_model_now_filled_and_as_measured_earlier_hollow():
+    now = light_sweep(light_charts.sweep_html([0.0, 0.5], [4.0, 9.0], 4.0, current=(0.4, 6.5)))
+    assert now["current"] == (40.0, 6.5) and now["earlier"] is None
+    assert "your model now (40.0%, perplexity 6.5)" in now["legend"]
+    (diamond,) = re.findall(r"<polygon [^>]+>", now["svg"])
+    assert f'fill="{light_charts.PRUNED_COLOR}"' in diamond
+
+    earlier = (0.3, 5.0, "Wanda 30%")
+    before = light_sweep(light_charts.sweep_html([0.0, 0.5], [4.0, 9.0], None, earlier=earlier))
+    assert before["earlier"] == (30.0, 5.0) and before["current"] is None and before["dense"] is None
+    assert "your model, measured for Wanda 30% (30.0%, perplexity 5.0)" in before["legend"]
+    (diamond,) = re.findall(r"<polygon [^>]+>", before["svg"])
+    assert 'fill="white"' in diamond  # hollow
+    # the diamond sits on the curve's scale: between the points at 0% (4.0) and 50% (9.0)
+    (cx, cy) = [float(v) for v in diamond.split('points="')[1].split()[0].split(",")]
+    (x0, y0), (x1, y1) = _svg_points(before["svg"])
+    assert x0 < cx < x1 and y1 < cy + 8 < y0  # the polygon's first vertex is its top, 8 units above
+
+
+def test_an_empty_sweep_still_draws_its_axes():
+    drawn = light_sweep(light_charts.sweep_html([0.5], [float("inf")]))
+    assert drawn["x"] == [] and "<polyline" not in drawn["svg"] and "perplexity (log)" in drawn["svg"]

@@ -64,6 +64,9 @@ def test_perplexity_reads_the_same_everywhere():
     assert (
         float(formats.perplexity_text(17941927964.17)) == 1.8e10
     )  # still a number a test or a reader can parse
+    # on a chart's labels: one decimal under 100, none under 10,000, then the exponent form
+    short = [formats.perplexity_text(v, short=True) for v in (4.4875, 38.2, 2345.6, 36812.0)]
+    assert short == ["4.5", "38.2", "2346", "3.7e4"]
 
 
 def test_a_long_tail_does_not_squeeze_the_histogram(llama_dense):

@@ -148,44 +148,6 @@ def _add_threshold(fig: go.Figure, edges: np.ndarray, counts: np.ndarray, thresh
     )
 
 
-def sweep_chart(
-    sparsity: Sequence[float],
-    ppl: Sequence[float],
-    dense_ppl: float | None = None,
-    current: tuple[float, float] | None = None,
-    height: int = 340,
-    name: str = "sweep",
-    earlier: tuple[float, float, str] | None = None,
-) -> SpecFigure:
-    """Perplexity against sparsity (log y), with the dense level and the session's current point.
-
-    Args:
-        sparsity: achieved sparsity of each sweep point, in [0, 1].
-        ppl: perplexity at each point.
-        current: (sparsity, perplexity) of the session's model now, or None when not measured.
-        earlier: (sparsity, perplexity, settings) last measured for earlier settings, drawn hollow.
-    """
-    curve = dict(
-        type="scatter",
-        x=[100 * s for s in sparsity],
-        y=list(ppl),
-        text=[perplexity_text(v) for v in ppl],
-        mode="lines+markers",
-        name=name,
-        line=dict(color=DENSE_COLOR),
-        hovertemplate="%{x:.1f}% sparsity<br>perplexity %{text}<extra></extra>",
-    )
-    data = [curve, *dense_line(dense_ppl), *model_marks(current, earlier, "diamond", 13)]
-    return SpecFigure(
-        data,
-        dict(
-            layout_spec(height),
-            xaxis=dict(title=dict(text="sparsity of the selected layers (%)"), range=[-2, 102]),
-            yaxis=dict(title=dict(text="perplexity (log)"), type="log", dtick=1, exponentformat="power"),
-        ),
-    )
-
-
 def dense_line(dense_ppl: float | None) -> list[dict]:
     """The dense model's perplexity as a dotted line across 0–100% sparsity (no trace when not measured)."""
     if dense_ppl is None:

@@ -203,7 +203,7 @@ def sweep_table(
     current: tuple[float, float] | None = None,
     earlier: tuple[float, float, str] | None = None,
 ) -> pd.DataFrame:
-    """``charts.sweep_chart``'s data in ``curves_table``'s columns.
+    """``light_charts.sweep_html``'s data in ``curves_table``'s columns.
 
     Args:
         points: ``SweepPoint``s (``sparsity`` asked, ``achieved``, ``ppl``).

@@ -19,11 +19,12 @@ def small_number(x: float) -> str:
     return f"{x:.4f}" if x == 0 or abs(x) >= 1e-3 else f"{x:.2e}"
 
 
-def perplexity_text(value: float, signed: bool = False) -> str:
+def perplexity_text(value: float, signed: bool = False, short: bool = False) -> str:
     """A perplexity people can read, on every page: "15.11", "2345", "1.8e10" (not 17941927964.17), "∞".
 
     ``signed`` writes a difference: "+4.49", "+1.8e10", "-0.50" (an ASCII minus: ``st.metric`` reads a delta's
-    direction, arrow and colour from its first character).
+    direction, arrow and colour from its first character). ``short``, for labels on a chart: one decimal
+    under 100, none under 10,000 ("4.5", "38.2", "2346", "3.7e4").
     """
     if math.isnan(value):
         return "n/a"
@@ -31,9 +32,9 @@ def perplexity_text(value: float, signed: bool = False) -> str:
     size = abs(value)
     if math.isinf(size):
         return f"{sign}∞"
-    if size < 1e4:
-        return f"{sign}{size:.2f}"
-    if size < 1e6:
+    if size < (100 if short else 1e4):
+        return f"{sign}{size:.{1 if short else 2}f}"
+    if size < (1e4 if short else 1e6):
         return f"{sign}{size:.0f}"
     mantissa, exponent = f"{size:.1e}".split("e")
     return f"{sign}{mantissa}e{int(exponent)}"

@@ -216,7 +216,7 @@ def model_mark(state: PruningState) -> ModelMark | None:
 def mark_points(
     mark: ModelMark | None,
 ) -> tuple[tuple[float, float] | None, tuple[float, float, str] | None]:
-    """(current, earlier) as ``charts.sweep_chart`` and ``charts.method_curves`` take them."""
+    """(current, earlier) as ``light_charts.sweep_html`` and ``charts.method_curves`` take them."""
     if mark is None:
         return None, None
     if mark.now:

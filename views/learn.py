@@ -12,6 +12,7 @@ from ui import (
     defaults,
     downloads,
     formats,
+    light_charts,
     outputs,
     pickers,
     protocol,
@@ -121,17 +122,19 @@ with live:
             f"{formats.latency_verdict(dense_t, pruned_t)} What ran: {pruned_t.kernel}."
         )
 
-st.subheader("4 · Pruning during training recovers more — this app does not do that yet")
+st.subheader("4 · Pruning during training recovers more")
 text, live = st.columns([2, 3])
 with text:
     st.markdown(
         "Here the model is pruned **once, after training**, and nothing adjusts. The remaining weights were "
-        "tuned to work alongside the ones now gone, so quality falls off a cliff past some sparsity.\n\n"
+        "tuned to work alongside the ones now gone, so quality falls off a cliff past some sparsity: the "
+        "curve on the right is that one-shot curve.\n\n"
         "When pruning happens during training (or is followed by more training), the remaining weights "
         "re-learn to cover for the missing ones, and the same sparsity costs far less. Methods that look at "
-        "real activations (Wanda, SparseGPT) also do better than plain |w|. This app does not retrain, so "
-        "the curve on the right is the pessimistic one."
+        "real activations (Wanda, SparseGPT) also do better than plain |w|. The Train page does both kinds "
+        "of training on this model and draws one-shot, recovered and gradual pruning on one chart."
     )
+    st.page_link("views/train.py", label="Recover or prune while training", icon=":material/model_training:")
 with live:
     points = background.ask(
         sweeps.sweep_task(dense, applied),
@@ -149,16 +152,15 @@ with live:
         mark = outputs.model_mark(state)
         current, earlier = outputs.mark_points(mark)
         dense_level = dense_ppl.ppl if dense_ppl else None
-        st.plotly_chart(
-            charts.sweep_chart(
+        st.html(
+            light_charts.sweep_html(
                 [p.achieved for p in points],
                 [p.ppl for p in points],
                 dense_level,
                 current,
-                height=300,
                 earlier=earlier,
+                width=480,  # the narrower column: labels keep their size
             ),
-            key="learn_sweep_chart",
         )
         downloads.csv_button(
             partial(downloads.sweep_table, points, "sweep", applied, dense_level, current, earlier),

@@ -8,13 +8,13 @@ from prune_explorer.execution import few_rows
 from prune_explorer.execution.labels import ROW_DOT
 from ui import (
     background,
-    charts,
     data,
     defaults,
     describe,
     downloads,
     formats,
     generation,
+    light_charts,
     outputs,
     pin,
     protocol,
@@ -142,8 +142,8 @@ points = background.ask(
 if points is not None:
     mark = outputs.model_mark(state)
     current, earlier = outputs.mark_points(mark)
-    st.plotly_chart(
-        charts.sweep_chart(
+    st.html(
+        light_charts.sweep_html(
             [p.achieved for p in points],
             [p.ppl for p in points],
             dense_ppl.ppl if dense_ppl else None,
@@ -151,7 +151,6 @@ if points is not None:
             name=describe.sweep_name(applied),
             earlier=earlier,
         ),
-        key="prune_sweep_chart",
     )
     downloads.csv_button(
         partial(

@@ -12,6 +12,7 @@ import html
 import json
 import re
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -162,6 +163,53 @@ def light_figure(chart_html: str) -> dict:
             trace["x"].append(token)
             trace["y"].append(float(p) if p else None)
     return {"data": list(traces.values())}
+
+
+def light_sweep(chart_html: str) -> dict:
+    """A sparsity sweep (``ui.light_charts.sweep_html``) read back from its data attributes: ``x`` (percent)
+    and ``y`` (perplexity) of its points, ``dense``, ``current`` and ``earlier`` ((percent, perplexity) or
+    None), the decoded ``svg`` and the ``legend``'s text."""
+
+    def attr(name: str) -> str:
+        return html.unescape(re.search(rf'data-{name}="([^"]*)"', chart_html).group(1))
+
+    def numbers(name: str) -> list[float]:
+        return [float(v) for v in attr(name).split(",") if v]
+
+    def mark(name: str) -> tuple[float, float] | None:
+        values = numbers(name)
+        return (values[0], values[1]) if values else None
+
+    svg = urllib.parse.unquote(re.search(r'src="data:image/svg\+xml;utf8,([^"]*)"', chart_html).group(1))
+    legend = re.sub(r"<[^>]+>", " ", chart_html.split("<img", 1)[1].split(">", 1)[1])
+    return {
+        "name": attr("name"),
+        "x": numbers("x"),
+        "y": numbers("y"),
+        "dense": (numbers("dense") or [None])[0],
+        "current": mark("current"),
+        "earlier": mark("earlier"),
+        "svg": svg,
+        "legend": " ".join(html.unescape(legend).split()),
+    }
+
+
+def sweep_figure(chart_html: str) -> dict:
+    """A sparsity sweep read back as a figure-like dict (``data``: the curve, the dense level, the marks),
+    with the names the CSV gives them."""
+    drawn = light_sweep(chart_html)
+    data = [{"name": drawn["name"], "x": drawn["x"], "y": drawn["y"]}]
+    if drawn["dense"] is not None:
+        data.append({"name": "dense", "x": [0, 100], "y": [drawn["dense"]] * 2})
+    for name, key in (("your model now", "current"), ("your model, measured earlier", "earlier")):
+        if drawn[key] is not None:
+            data.append({"name": name, "x": [drawn[key][0]], "y": [drawn[key][1]]})
+    return {"data": data}
+
+
+def sweep(at: AppTest) -> dict:
+    """The page's sparsity sweep, as :func:`light_sweep` reads it."""
+    return light_sweep(_html_with(at, "pe-sweep"))
 
 
 def sidebar_layer_bars(at: AppTest) -> tuple[np.ndarray, float]:

@@ -11,7 +11,7 @@ import math
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
-from tests.support.apptest import light_figure
+from tests.support.apptest import light_figure, sweep_figure
 
 
 def record_downloads(monkeypatch) -> dict:
@@ -64,12 +64,19 @@ def csv_under_charts(at: AppTest, payloads: dict) -> dict[str, tuple[dict, str, 
     elements = [*leaves(at.main), None]
     found = {}
     for chart, button in zip(elements, elements[1:]):
-        light = chart is not None and chart.type == "html" and 'class="pe-next-token"' in chart.proto.body
-        if chart is None or (chart.type != "plotly_chart" and not light):
+        body = chart.proto.body if chart is not None and chart.type == "html" else ""
+        reader = (
+            light_figure
+            if 'class="pe-next-token"' in body
+            else sweep_figure
+            if 'class="pe-sweep"' in body
+            else None
+        )
+        if chart is None or (chart.type != "plotly_chart" and reader is None):
             continue
         assert button is not None and button.type == "download_button", f"no button under {chart}"
         assert button.label == "Download CSV" and button.proto.ignore_rerun  # a download does not rerun
-        figure = light_figure(chart.proto.body) if light else json.loads(chart.proto.spec)
+        figure = reader(body) if reader is not None else json.loads(chart.proto.spec)
         found[button.key] = (figure, *download(payloads, button))
     assert found, "no chart on the page"
     return found
