@@ -12,7 +12,7 @@ import streamlit as st
 
 from prune_explorer import threads
 from prune_explorer.pruning.methods import get_method
-from ui import allocation_view, background, controls, methods, scenes, session
+from ui import allocation_view, background, controls, held_widgets, methods, scenes, session
 
 # A Material icon, not an emoji: Streamlit checks an emoji icon with a regex it compiles once per process,
 # 0.4 s of a fresh server's first view.
@@ -42,6 +42,7 @@ navigation = st.navigation(pages)
 threads.use_all_cores()  # a script thread may inherit a narrowed count (see prune_explorer.threads)
 background.begin_run()
 with session.exclusive():
+    held_widgets.send_again()  # values the server set lately, before any widget exists in this run
     try:
         state = session.ensure_state()
     except Exception as exc:  # without a first model there is nothing to show

@@ -93,6 +93,9 @@ def test_load_a_saved_folder_from_the_sidebar(tmp_path, arch):
     assert not at.error, [e.value for e in at.error]
     assert f"Active model: **{folder}**" in captions(at)
     assert at.slider(key="sidebar_sparsity").value == 0  # a model change starts dense
+    at.run()  # the next run sends the new model's defaults again (ui.held_widgets), whatever the browser held
+    assert at.slider(key="sidebar_sparsity").proto.set_value
+    assert at.text_area(key="prune_prompt").proto.set_value
     assert metric(at, PRUNED) == "0.0%"
     assert at.selectbox(key="sidebar_model").value is None
 

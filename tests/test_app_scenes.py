@@ -136,7 +136,7 @@ def test_a_links_widget_values_are_sent_again_until_the_user_changes_them(monkey
     """Streamlit sends a value the script set once; a browser still loading the app can miss it and show the
     widget's default over the link's pruning. For a while after a link, every run sends the values again,
     and a widget the user moved keeps the user's value."""
-    from ui import scenes
+    from ui import held_widgets
 
     at = opened({"method": "wanda", "sparsity": "30"})
     at.run()  # a later run (the background measurements' rerun, say)
@@ -150,7 +150,19 @@ def test_a_links_widget_values_are_sent_again_until_the_user_changes_them(monkey
     assert not at.slider(key="sidebar_sparsity").proto.set_value
     assert at.selectbox(key="sidebar_method").proto.set_value  # the untouched ones still held
 
-    monkeypatch.setattr(scenes, "HOLD_SECONDS", 0.0)  # once the hold is over, nothing is sent again
+    monkeypatch.setattr(held_widgets, "HOLD_SECONDS", 0.0)  # once the hold is over, nothing is sent again
     at = opened({"method": "wanda", "sparsity": "30"})
     at.run()
     assert not at.slider(key="sidebar_sparsity").proto.set_value and sidebar(at)[::3] == ("wanda", 30)
+
+
+def test_a_first_views_widget_defaults_are_sent_again():
+    """The same for the values a session starts from (stories260K: 40 new tokens, where the slider's own
+    default is 8); a model switch's are checked in test_app_loading."""
+    at = start()
+    at.run()
+    tokens = at.slider(key="prune_new_tokens")
+    assert tokens.value == 40 and tokens.proto.set_value and at.text_area(key="prune_prompt").proto.set_value
+    tokens.set_value(60).run()
+    moved = at.slider(key="prune_new_tokens")
+    assert moved.value == 60 and not moved.proto.set_value  # the user's value, never put back

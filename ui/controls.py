@@ -12,7 +12,7 @@ from prune_explorer.pruning.patterns import parse_pattern
 from prune_explorer.pruning.policies import POLICIES, MagnitudeSettings, magnitude_counts
 from prune_explorer.pruning.settings import uses_slider_path
 from prune_explorer.state import PruningState
-from ui import allocation_view, data, defaults, formats, loading, session
+from ui import allocation_view, data, defaults, formats, loading, model_switch, session
 
 POLICY_LABELS = {
     "uniform": "Same sparsity in every layer",
@@ -47,11 +47,11 @@ SPARSITY_CAPTIONS = {
 def _on_builtin() -> None:
     choice = st.session_state.get(session.MODEL)
     if choice is not None and choice != session.active_source():
-        session.switch_model(choice)
+        model_switch.switch_model(choice)
 
 
 def _on_load() -> None:
-    session.switch_model(st.session_state.get(session.SOURCE, ""))
+    model_switch.switch_model(st.session_state.get(session.SOURCE, ""))
 
 
 def _on_policy() -> None:
@@ -104,7 +104,7 @@ def model_picker(dense: DenseModel) -> None:
         placeholder="./my-model or HuggingFaceTB/SmolLM2-135M",
     )
     st.button("Load", key="sidebar_load", on_click=_on_load)
-    error = session.pop_load_error()  # said once: a later success must not find it still on screen
+    error = model_switch.pop_load_error()  # said once: a later success must not find it still on screen
     if error:
         st.error(error)
     st.caption(

@@ -10,7 +10,6 @@ this module wrote (a slider moved twice quickly), and reading them would undo th
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -33,14 +32,12 @@ from prune_explorer.scenes import (
     scene_from_query,
     scene_to_query,
 )
-from ui import allocation_view, defaults, session
+from ui import allocation_view, defaults, held_widgets, model_switch, session
 
 ROOT = Path(__file__).resolve().parents[1]
 URL_READ = "scenes_url_read"  # set once the session's first run has read the link
 PENDING_PAGE = "scenes_pending_page"  # the page a scene button asked for, switched to early in the next run
 PICK_ERROR = "scenes_pick_error"  # why a scene button could not apply its scene, shown in the expander
-HELD = "scenes_held"  # (widget values a scene set, until when they are set again: time.monotonic())
-HOLD_SECONDS = 15.0
 SCENE_WIDGETS = (
     session.METHOD,
     session.PATTERN,
@@ -68,7 +65,6 @@ def restore(current: StreamlitPage) -> None:
 
     A bad link shows a warning naming the field and why, and the app keeps its defaults.
     """
-    _hold_widgets()
     target = st.session_state.pop(PENDING_PAGE, None)
     if not st.session_state.get(URL_READ):
         st.session_state[URL_READ] = True
@@ -115,7 +111,7 @@ def apply_scene(scene: Scene) -> str | None:
         None when applied, else why not, starting with the field at fault ("model: ...").
     """
     if scene.model != session.active_source():
-        session.switch_model(scene.model)
+        model_switch.switch_model(scene.model)
         if scene.model != session.active_source():  # ui.session keeps the load error for the model picker
             return f"model: {scene.model} could not be loaded"
     dense = session.dense()
@@ -139,30 +135,8 @@ def apply_scene(scene: Scene) -> str | None:
     state.update(chosen)
     state[allocation_view.LAST] = chosen  # the valid choice a refused one goes back to
     held = (*SCENE_WIDGETS, *chosen, *([session.THRESHOLD] if scene.policy == "threshold" else []))
-    state[HELD] = ({key: state[key] for key in held}, time.monotonic() + HOLD_SECONDS)
+    held_widgets.hold({key: state[key] for key in held})  # a browser still loading may miss them once
     return None
-
-
-def _hold_widgets() -> None:
-    """Set the widgets a scene set once more, on every run for a few seconds after, while they still hold
-    the scene's values.
-
-    Streamlit sends a widget's value set by the script once, in the run that set it; a page whose widget had
-    not been drawn yet when the next run's copy of it arrived (a first view, while the browser still loads
-    the app) started from the widget's default instead: a link at 40% showed the slider at 0% over a model
-    pruned at 40%. Setting the value again makes each run send it. A widget the user has changed meanwhile
-    is left alone.
-    """
-    held = st.session_state.get(HELD)
-    if held is None:
-        return
-    values, until = held
-    if time.monotonic() > until:
-        del st.session_state[HELD]
-        return
-    for key, value in values.items():
-        if st.session_state.get(key) == value:
-            st.session_state[key] = value
 
 
 def current_scene(current: StreamlitPage) -> Scene | None:

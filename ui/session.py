@@ -18,7 +18,6 @@ from typing import Any
 import streamlit as st
 
 from prune_explorer.models.dense import DenseModel, context_length
-from prune_explorer.models.errors import ModelLoadError
 from prune_explorer.models.layers import DEFAULT_KINDS
 from prune_explorer.models.loading import LOADERS, STORIES260K
 from prune_explorer.progress import Progress
@@ -28,14 +27,13 @@ from prune_explorer.pruning.result import PruneResult
 from prune_explorer.pruning.settings import apply_result as apply_result_to
 from prune_explorer.pruning.settings import apply_settings
 from prune_explorer.state import PruningState
-from ui import defaults, describe, loading, results
+from ui import defaults, describe, held_widgets, loading, results
 
 log = logging.getLogger(__name__)
 
 STATE = "pruning_state"
 ACTIVE = "model_source"  # what the user asked for: a LOADERS key, a folder or a hub id
 APPLIED = "pruning_applied"
-LOAD_ERROR = "load_error"
 RUN_LOCK = "run_lock"
 APPLIED_INFO = (
     "pruning_applied_info"  # the PruneResult.info of the method applied last (None: magnitude path)
@@ -61,7 +59,7 @@ PATTERN = "sidebar_pattern"
 MODEL = "sidebar_model"
 SOURCE = "sidebar_source"
 # Page widgets whose options depend on the model: forgotten on a model change (their option lists change, so
-# the browser gets new widgets). Widgets whose *values* depend on it are set anew (see _widget_defaults).
+# the browser gets new widgets). Widgets whose *values* depend on it are set anew (see widget_defaults).
 DEFAULTED_KEYS = (
     SPARSITY,
     THRESHOLD,
@@ -73,18 +71,6 @@ DEFAULTED_KEYS = (
     "prune_prompt",
     "prune_new_tokens",
     "sidebar_calib_seq_len",
-)
-MODEL_DEPENDENT_KEYS = (
-    "layers_layer",
-    "layers_layer_chosen",
-    "learn_layer",
-    "learn_layer_chosen",
-    "compare_point",
-    "sidebar_kinds_last",
-    "train_lr",  # the Train page's defaults differ between models
-    "train_batch",
-    "train_seq_len",
-    "train_source",
 )
 
 
@@ -116,7 +102,8 @@ def default_source() -> str:
     return STORIES260K if STORIES260K in LOADERS else next(iter(LOADERS))
 
 
-def _start(dense: DenseModel, source: str) -> None:
+def start(dense: DenseModel, source: str) -> None:
+    """Give the session a fresh state on ``dense`` (from ``source``); drop its runs on the previous model."""
     cancel_job()
     drop_training("The training run was dropped: the model changed. Nothing was applied.")
     st.session_state.pop(TRAINED, None)
@@ -130,11 +117,12 @@ def _start(dense: DenseModel, source: str) -> None:
 def ensure_state() -> PruningState:
     """The session's pruning state, starting on the default built-in model the first time."""
     if STATE not in st.session_state:
-        _start(loading.load_dense(default_source()), default_source())
+        start(loading.load_dense(default_source()), default_source())
     current = st.session_state[STATE]
     if any(key not in st.session_state for key in DEFAULTED_KEYS):
-        for key, value in _widget_defaults(current.dense).items():
-            st.session_state.setdefault(key, value)
+        missing = {k: v for k, v in widget_defaults(current.dense).items() if k not in st.session_state}
+        st.session_state.update(missing)
+        held_widgets.hold(missing)
     return current
 
 
@@ -169,53 +157,7 @@ def active_source() -> str:
     return st.session_state[ACTIVE]
 
 
-def pop_load_error() -> str | None:
-    """The last load's error, forgotten once read: it belongs to that attempt only."""
-    return st.session_state.pop(LOAD_ERROR, None)
-
-
-def _reset_widgets(keys: tuple[str, ...]) -> None:
-    for key in keys:
-        st.session_state.pop(key, None)
-
-
-def switch_model(source: str) -> bool:
-    """Load ``source`` and give the session a fresh state on it; on failure keep everything as it was.
-
-    Runs inside widget callbacks, before any widget of the rerun exists, so widget values may be reset here.
-    Returns whether the model changed; the error message (if any) is kept for :func:`pop_load_error`.
-    """
-    with exclusive():
-        return _switch_model(source.strip())
-
-
-def _switch_model(source: str) -> bool:
-    previous, previous_source = dense(), active_source()
-    try:
-        new = loading.load_dense(source)
-    except ModelLoadError as exc:
-        st.session_state[LOAD_ERROR] = (
-            f"Could not load {source!r}: {_sentence(exc)}. Still using {previous.name}."
-        )
-    except Exception as exc:  # a loader bug must not take the working session down with it
-        log.exception("loading %r failed", source)
-        st.session_state[LOAD_ERROR] = (
-            f"Could not load {source!r} ({type(exc).__name__}: {_sentence(exc)}). "
-            f"Still using {previous.name}."
-        )
-    else:
-        st.session_state[LOAD_ERROR] = None
-        if new is not previous:
-            _start(new, source)
-            _reset_widgets(MODEL_DEPENDENT_KEYS)
-            st.session_state.update(_widget_defaults(new))
-        st.session_state[MODEL] = source if source in LOADERS else None
-        return new is not previous
-    st.session_state[MODEL] = previous_source if previous_source in LOADERS else None
-    return False
-
-
-def _widget_defaults(dense: DenseModel) -> dict[str, Any]:
+def widget_defaults(dense: DenseModel) -> dict[str, Any]:
     """Where the sidebar and page widgets start on ``dense`` (keys: ``DEFAULTED_KEYS``).
 
     The widgets take their first values from session state, never from a ``value=`` argument, and a model
@@ -236,7 +178,8 @@ def _widget_defaults(dense: DenseModel) -> dict[str, Any]:
     }
 
 
-def _sentence(exc: BaseException) -> str:
+def sentence(exc: BaseException) -> str:
+    """An error's message as the middle of a sentence: no surrounding space, no final period."""
     return str(exc).strip().rstrip(".")
 
 
@@ -290,7 +233,7 @@ def cancel_job(note: str | None = None) -> None:
 
 def error_message(exc: BaseException) -> str:
     """A library error as the sidebar shows it, saying that nothing changed."""
-    return f"{_sentence(exc)}. The previous pruning is kept."
+    return f"{sentence(exc)}. The previous pruning is kept."
 
 
 def drop_training(note: str, running_only: bool = False) -> None:
