@@ -20,7 +20,7 @@ from prune_explorer.pruning.prune import prune_masks
 from prune_explorer.state import PruningState
 from prune_explorer.timing import Timing
 from tests.support.apptest import figures
-from ui.charts import SPEED_COLORS
+from ui.speed_charts import SPEED_COLORS
 
 # tiny llama: hidden 32, 4 heads of 8 over 2 KV heads, intermediate 37, 2 blocks, vocab 300
 BLOCK_WEIGHTS = 32 * 32 + 16 * 32 + 16 * 32 + 32 * 32 + 3 * 37 * 32

@@ -6,7 +6,7 @@ import torch
 
 from prune_explorer.execution.labels import CSR, DENSE, DENSE_ZEROS, compacted_label
 from prune_explorer.timing import Timing
-from ui import charts, data, formats
+from ui import data, formats, speed_charts
 
 
 def test_latency_headline_never_shows_a_ratio_for_the_same_kernel_or_within_noise():
@@ -50,7 +50,8 @@ def test_speed_series_have_clearly_distinct_colours():
         "dense", "CSR", "auto", "structured MLP", "ideal (FLOPs, unstructured)", "memory-bound (CSR bytes)",
         "dense (zeros multiplied)", "CSR int32", "compacted (rows removed)", "ideal (FLOPs)",
     ]  # fmt: skip
-    e2e, layer = [charts.speed_color(n) for n in names[:6]], [charts.speed_color(n) for n in names[6:]]
+    colours = [speed_charts.speed_color(n) for n in names]
+    e2e, layer = colours[:6], colours[6:]
     assert len(set(e2e)) == 6 and len(set(layer)) == 4
 
 

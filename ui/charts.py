@@ -148,37 +148,29 @@ def _add_threshold(fig: go.Figure, edges: np.ndarray, counts: np.ndarray, thresh
     )
 
 
-def dense_line(dense_ppl: float | None) -> list[dict]:
-    """The dense model's perplexity as a dotted line across 0–100% sparsity (no trace when not measured)."""
+def add_dense_line(fig: go.Figure, dense_ppl: float | None) -> None:
+    """The dense model's perplexity as a dotted line across 0–100% sparsity (nothing when not measured)."""
     if dense_ppl is None:
-        return []
-    line = dict(color="gray", dash="dot")
-    return [
+        return
+    fig.add_trace(
         dict(
             type="scatter",
             x=[0, 100],
             y=[dense_ppl] * 2,
             mode="lines",
             name="dense",
-            line=line,
+            line=dict(color="gray", dash="dot"),
             hoverinfo="skip",
         )
-    ]
+    )
 
 
-def add_dense_line(fig: go.Figure, dense_ppl: float | None) -> None:
-    """:func:`dense_line` on a figure built with Plotly's objects."""
-    for trace in dense_line(dense_ppl):
-        fig.add_trace(trace)
-
-
-def model_marks(
+def _model_marks(
     current: tuple[float, float] | None,
     earlier: tuple[float, float, str] | None,
     symbol: str,
     size: int,
 ) -> list[dict]:
-    """The session's model: filled when measured now, hollow (``symbol``-open) when measured earlier."""
     marks = []
     if current is not None:
         marks.append(
@@ -218,8 +210,9 @@ def add_model_mark(
     symbol: str,
     size: int,
 ) -> None:
-    """:func:`model_marks` on a figure built with Plotly's objects."""
-    for trace in model_marks(current, earlier, symbol, size):
+    """The session's model on ``fig``: filled when measured now, hollow (``symbol``-open) when measured
+    earlier (for the settings ``earlier`` names)."""
+    for trace in _model_marks(current, earlier, symbol, size):
         fig.add_trace(trace)
 
 
@@ -291,44 +284,4 @@ def weight_patch(dense: np.ndarray, pruned: np.ndarray, height: int = 260) -> go
         row=1,
         col=2,
     )
-    return layout(fig, height, top=30)
-
-
-# Okabe & Ito's palette: distinct on a projector and for colour-blind readers. Dashed lines are references.
-SPEED_COLORS = {
-    "dense": "#000000",
-    "CSR": "#D55E00",
-    "auto": "#0072B2",
-    "compacted": "#009E73",
-    "ideal": "#E69F00",
-    "memory-bound": "#CC79A7",
-}
-
-
-def speed_color(name: str) -> str:
-    """The colour of a Speed-page series, by the word it starts with ("CSR int32" -> CSR's)."""
-    for key, color in SPEED_COLORS.items():
-        if name.lower().startswith(key.lower()):
-            return color
-    return SPEED_COLORS["compacted"] if name.startswith("structured") else "#56B4E9"
-
-
-def speed_lines(
-    x: Sequence[float], series: dict[str, Sequence[float]], y_title: str, dashed: set[str], height: int = 360
-) -> go.Figure:
-    """Lines against sparsity, one per series; ``dashed`` series are references (ideal, memory-bound)."""
-    fig = go.Figure()
-    for name, ys in series.items():
-        fig.add_trace(
-            go.Scatter(
-                x=list(x),
-                y=list(ys),
-                name=name,
-                mode="lines" if name in dashed else "lines+markers",
-                line=dict(color=speed_color(name), dash="dash" if name in dashed else "solid", width=2.5),
-                marker=dict(size=8),
-            )
-        )
-    fig.update_xaxes(title_text="sparsity", tickformat=".0%")
-    fig.update_yaxes(title_text=y_title, rangemode="tozero")
     return layout(fig, height, top=30)

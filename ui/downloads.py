@@ -228,8 +228,8 @@ def series_table(
     x_scale: float = 1.0,
 ) -> pd.DataFrame:
     """One row per (x, series) point of a chart of several named series over one x axis
-    (``charts.speed_lines``, ``compare_charts.layer_chart``); a series shorter than ``x`` covers its first
-    values, as on the chart.
+    (``speed_charts.speed_lines``, ``compare_charts.layer_chart``); a series shorter than ``x`` covers its
+    first values, as on the chart.
 
     Args:
         x_name, value_name: column names with their unit (``sparsity_percent``, ``ms_per_call``).

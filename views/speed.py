@@ -13,7 +13,7 @@ import streamlit as st
 from prune_explorer.execution.labels import DENSE_LABELS
 from prune_explorer.measure import layer_speed, sizes, speed
 from prune_explorer.state import PruningState
-from ui import charts, downloads, formats, results, session
+from ui import downloads, formats, results, session, speed_charts
 
 state = session.ensure_state()
 dense = state.dense
@@ -138,7 +138,7 @@ def show_layer_points(points: list, shape: tuple[int, int], tokens: int) -> None
     series["ideal (FLOPs)"] = [layer_speed.ideal_ms(d0, s) for s in xs]
     series["memory-bound (CSR bytes)"] = [layer_speed.memory_bound_ms(d0, shape, s) for s in xs]
     st.plotly_chart(
-        charts.speed_lines(xs, series, "ms per call", {"ideal (FLOPs)", "memory-bound (CSR bytes)"}),
+        speed_charts.speed_lines(xs, series, "ms per call", {"ideal (FLOPs)", "memory-bound (CSR bytes)"}),
         key="speed_layer_chart",
     )
     downloads.csv_button(
@@ -222,7 +222,8 @@ def show_cases(done: list, sparsities: list[float]) -> None:
         dashed = {"dense", "ideal (FLOPs, unstructured)", "memory-bound (CSR bytes)"}
         shown = {k: v[:n] for k, v in series.items()}
         st.plotly_chart(
-            charts.speed_lines(sparsities[:n], shown, "speedup over dense", dashed), key=f"speed_e2e_{phase}"
+            speed_charts.speed_lines(sparsities[:n], shown, "speedup over dense", dashed),
+            key=f"speed_e2e_{phase}",
         )
         table = partial(downloads.series_table, "sparsity_percent", sparsities[:n], shown, "speedup_x", 100)
         downloads.csv_button(
