@@ -153,16 +153,15 @@ def sweep_html(
         width: the picture's width in its own units: about the column's width in pixels, so that its
             labels keep their size (720 for the page's width, less for a narrower column).
     """
-    points = [(100 * s, p) for s, p in zip(sparsity, ppl, strict=True) if math.isfinite(p) and p > 0]
-    marks = [
-        (100 * m[0], m[1]) for m in (current, earlier) if m is not None and math.isfinite(m[1]) and m[1] > 0
-    ]
-    levels = [p for _, p in points + marks] + ([dense_ppl] if dense_ppl and math.isfinite(dense_ppl) else [])
+    points = [(100 * s, p) for s, p in zip(sparsity, ppl, strict=True) if _drawable(p)]
+    marks = [(m, filled) for m, filled in ((current, True), (earlier, False)) if m and _drawable(m[1])]
+    dense_ppl = dense_ppl if _drawable(dense_ppl) else None
+    levels = [p for _, p in points] + [mark[1] for mark, _ in marks] + ([dense_ppl] if dense_ppl else [])
     lo, hi = _decades(levels)
     x = lambda v: _LEFT + (v + 2) / 104 * (width - _LEFT - _RIGHT)  # noqa: E731 - the axis runs −2…102%
     y = lambda v: _TOP + (hi - math.log10(v)) / (hi - lo) * (_H - _TOP - _BOTTOM)  # noqa: E731
     parts = [_sweep_axes(x, y, lo, hi, width)]
-    if dense_ppl and math.isfinite(dense_ppl):
+    if dense_ppl:
         parts.append(
             f'<line x1="{x(0):.1f}" x2="{x(100):.1f}" y1="{y(dense_ppl):.1f}" y2="{y(dense_ppl):.1f}" '
             'stroke="gray" stroke-width="1.5" stroke-dasharray="2 4"/>'
@@ -173,9 +172,8 @@ def sweep_html(
         for a, p in points:
             parts.append(f'<circle cx="{x(a):.1f}" cy="{y(p):.1f}" r="3.5" fill="{DENSE_COLOR}"/>')
             parts.append(_svg_text(x(a), y(p) - 8, _label(p), 11, "middle"))
-    for mark, filled in ((current, True), (earlier, False)):
-        if mark is not None and math.isfinite(mark[1]) and mark[1] > 0:
-            parts.append(_diamond(x(100 * mark[0]), y(mark[1]), filled))
+    for mark, filled in marks:
+        parts.append(_diamond(x(100 * mark[0]), y(mark[1]), filled))
     svg = (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {_H}" font-family="sans-serif">'
         f"{''.join(parts)}</svg>"
@@ -194,6 +192,11 @@ def sweep_html(
         f'src="data:image/svg+xml;utf8,{quote(svg)}">'
         f"{_sweep_legend(name, dense_ppl is not None, current, earlier)}</div>"
     )
+
+
+def _drawable(value: float | None) -> bool:
+    """Whether a perplexity can go on the log axis (finite and positive)."""
+    return value is not None and math.isfinite(value) and value > 0
 
 
 def _decades(levels: list[float]) -> tuple[float, float]:
@@ -253,7 +256,11 @@ def _label(v: float) -> str:
 
 
 def _tick(v: float) -> str:
-    return f"{v:g}" if v < 1e4 else f"1e{round(math.log10(v))}" if f"{v:.0e}".startswith("1") else f"{v:.0e}"
+    """A y-axis label: "1", "20", "5000", then "1e4", "2e5"."""
+    if v < 1e4:
+        return f"{v:g}"
+    exponent = math.floor(math.log10(v) + 1e-9)
+    return f"{round(v / 10**exponent)}e{exponent}"
 
 
 def _mark_data(mark: tuple | None) -> str:
