@@ -264,6 +264,37 @@ def test_cancel_keeps_the_last_step_and_a_second_job_is_refused():
     assert figures(at)[-1]  # the cancelled run's curve stays on the comparison chart
 
 
+def test_the_best_checkpoint_can_be_used_instead_of_the_final_state():
+    at = start()
+    set_sparsity(at, 10)
+    # A rate far too high for a lightly pruned model: the held-out curve rises above its start.
+    finished(press_start(train_page(at, train_lr=5e-2, train_points=4)))
+    result = job(at).result
+    ppl = {p.step: p.ppl for p in result.curve}
+    best = result.best
+    assert best is not None, f"the run's last point was its lowest: {ppl}"
+    assert best.ppl == min(ppl.values()) < ppl[result.info["steps_done"]]
+    verdict = " ".join(s.value for s in at.success)
+    assert (
+        f"lowest held-out perplexity at the final masks was {best.ppl:.2f}, after step {best.step}" in verdict
+    )
+    label = f"Use the best checkpoint: step {best.step} (perplexity {best.ppl:.2f})"
+    assert at.button(key="train_apply_best").label == label
+
+    at.button(key="train_apply_best").click().run()
+    assert not at.exception, at.exception
+    assert job(at) is None
+    info = " ".join(i.value for i in at.info)
+    assert f"best checkpoint at step {best.step}" in info and f"perplexity {best.ppl:.2f}" in info
+    state = at.session_state["pruning_state"]
+    for name, weight in best.state.weights.items():
+        assert torch.equal(state.weight(name), weight) and torch.equal(
+            state.mask(name), best.state.masks[name]
+        )
+    record = at.session_state["train_applied"].record
+    assert (record.info["used_step"], record.info["used_ppl"]) == (best.step, best.ppl)
+
+
 @pytest.mark.parametrize("how", ["reset", "switch"])
 def test_a_reset_or_a_model_switch_while_training_cancels_the_run_with_a_note(how, tmp_path):
     at = start()

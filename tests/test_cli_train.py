@@ -31,6 +31,7 @@ def test_oneshot_recovery_writes_a_transformers_folder(capsys, tmp_path, one_thr
     assert result["sparsity"] == pytest.approx(0.7, abs=1e-3)
     assert result["start_ppl"] == result["oneshot_ppl"] > result["final_ppl"] > result["dense_ppl"]
     assert [point[0] for point in result["curve"]] == [0, 2, 4]
+    assert result["used"] == {"state": "final", "step": 4}
     model = AutoModelForCausalLM.from_pretrained(out).eval()
     weight = model.model.layers[0].mlp.down_proj.weight
     assert float((weight == 0).float().mean()) == pytest.approx(0.7, abs=2e-3)
@@ -39,6 +40,27 @@ def test_oneshot_recovery_writes_a_transformers_folder(capsys, tmp_path, one_thr
     tokenizer = Llama2cTokenizer.from_file(out / "tokenizer.bin")
     ppl = perplexity(model, torch.tensor(tokenizer.encode(eval_text("stories")))).ppl
     assert ppl == pytest.approx(result["final_ppl"], rel=1e-4)
+
+
+def test_use_best_writes_the_lowest_held_out_state(capsys, tmp_path, one_thread):
+    from transformers import AutoModelForCausalLM
+
+    from prune_explorer.models.tokenizers import Llama2cTokenizer
+
+    out = tmp_path / "best"
+    fast = ["--steps", "4", "--batch-size", "4", "--seq-len", "64", "--eval-every", "1"]
+    # A rate far too high for a lightly pruned model: the curve rises above its start.
+    result = _run(capsys, "--sparsity", "0.1", "--lr", "0.5", "--use", "best", "--out", str(out), *fast)
+    curve = {step: ppl for step, ppl, _ in result["curve"]}
+    used = result["used"]
+    assert used["state"] == "best", curve
+    assert used["step"] < 4 and used["ppl"] == min(curve.values()) == curve[used["step"]] < curve[4]
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    tokenizer = Llama2cTokenizer.from_file(out / "tokenizer.bin")
+    ppl = perplexity(model, torch.tensor(tokenizer.encode(eval_text("stories")))).ppl
+    assert ppl == pytest.approx(used["ppl"], rel=1e-4)
+    card = (out / "README.md").read_text()
+    assert f"the run's best checkpoint, after step {used['step']} of 4" in card
 
 
 def test_gradual_text_recovery(capsys, tmp_path, one_thread):

@@ -9,7 +9,13 @@ import torch
 from prune_explorer.models.layers import select
 from prune_explorer.pruning.prune import prune_masks
 from prune_explorer.state import PruningState
-from prune_explorer.training.budget import TrainingRefused, check_job_memory, estimate_bytes, job_slot
+from prune_explorer.training.budget import (
+    TrainingRefused,
+    check_job_memory,
+    estimate_bytes,
+    job_bytes,
+    job_slot,
+)
 from prune_explorer.training.checkpoints import latest_checkpoint, load_checkpoint
 from prune_explorer.training.data import TrainingData, sampled_data
 from prune_explorer.training.job import TrainingCancelled, train
@@ -162,6 +168,70 @@ def test_cancel_returns_the_last_whole_step(llama_dense, data, tmp_path, one_thr
     assert step == 3 and all(torch.equal(last.weights[n], w) for n, w in result.weights.items())
 
 
+def _checkpoint_at(folder, step, start_state):
+    """The trained layers after ``step`` steps: the checkpoint file, or the start for step 0."""
+    if step == 0:
+        return {name: start_state.weight(name) for name in start_state.dense.by_name}
+    for path in folder.glob("*.safetensors"):
+        start, at = load_checkpoint(path)
+        if at == step:
+            return start.weights
+    raise AssertionError(f"no checkpoint at step {step}")
+
+
+def test_best_checkpoint_is_the_lowest_held_out_point_and_applies(llama_dense, data, tmp_path, one_thread):
+    # Next-token loss on random bytes at a high rate: the held-out curve does not fall all the way.
+    state = _pruned_state(llama_dense)
+    settings = TrainSettings(
+        steps=6, lr=0.3, recover="text", eval_every=1, keep_best=True, checkpoint_dir=str(tmp_path),
+        checkpoint_every=1, **SMALL,
+    )  # fmt: skip
+    result = train(llama_dense, data, settings, start=state)
+    ppl = {p.step: p.ppl for p in result.curve}
+    lowest = min(ppl, key=ppl.get)
+    assert lowest != 6, f"the test needs a curve whose last point is not its lowest: {ppl}"
+    best = result.best
+    assert best is not None and best.step == lowest and best.ppl == ppl[lowest] < ppl[6]
+    assert result.info["best_step"] == lowest and result.info["best_ppl"] == best.ppl
+    expected = _checkpoint_at(tmp_path, lowest, state)
+    for name, weight in best.state.weights.items():
+        assert torch.equal(weight, expected[name])
+    result.apply(state, best=True)
+    for name, weight in best.state.weights.items():
+        assert torch.equal(state.weight(name), weight) and torch.equal(
+            state.mask(name), best.state.masks[name]
+        )
+    result.apply(state)  # and back to the final state
+    for name, weight in result.weights.items():
+        assert torch.equal(state.weight(name), weight)
+
+
+def test_gradual_best_checkpoint_only_at_the_final_masks(llama_dense, data, one_thread):
+    schedule = GradualSchedule(final_sparsity=0.6, start_step=0, updates=2, every=2)
+    settings = TrainSettings(
+        steps=9, lr=0.1, recover="text", schedule=schedule, eval_every=1, keep_best=True, **SMALL
+    )
+    result = train(llama_dense, data, settings)
+    final_points = [p for p in result.curve if p.step > schedule.end_step]
+    lowest = min(final_points, key=lambda p: p.ppl)
+    assert lowest.step != 9, "the test needs a final stretch whose last point is not its lowest"
+    assert min(p.ppl for p in result.curve) < lowest.ppl  # a point at a lower sparsity was lower still
+    assert result.best is not None and (result.best.step, result.best.ppl) == (lowest.step, lowest.ppl)
+    kept = sum(int(m.sum()) for m in result.best.state.masks.values())
+    total = sum(m.numel() for m in result.best.state.masks.values())
+    assert 1 - kept / total == pytest.approx(0.6, abs=0.01)
+
+
+def test_no_best_checkpoint_unless_asked_or_better(llama_dense, data, one_thread):
+    state = _pruned_state(llama_dense)
+    result = train(
+        llama_dense, data, TrainSettings(steps=3, lr=0.3, recover="text", eval_every=1, **SMALL), start=state
+    )
+    assert result.best is None and "best_step" not in result.info
+    with pytest.raises(ValueError, match="no best checkpoint"):
+        result.apply(state, best=True)
+
+
 def test_time_budget_stops_the_run(llama_dense, data, one_thread):
     result = train(llama_dense, data, TrainSettings(steps=50, max_seconds=1e-9, **SMALL))
     assert result.info["stopped"] == "time budget" and result.info["steps_done"] == 1
@@ -179,6 +249,13 @@ def test_memory_estimate_and_refusal(llama_dense):
     small = estimate_bytes(llama_dense, layers, 1, 32)
     assert small > 21 * sum(layer.numel for layer in layers)
     assert estimate_bytes(llama_dense, layers, 64, 32) > 30 * small
+    settings = TrainSettings(batch_size=1, seq_len=32)
+    assert job_bytes(llama_dense, settings) == small
+    trained = sum(layer.numel for layer in layers)
+    best = job_bytes(llama_dense, TrainSettings(batch_size=1, seq_len=32, keep_best=True))
+    assert best - small >= trained * 5  # one more copy of the weights and masks
+    watched = job_bytes(llama_dense, settings, [layers[0].name])
+    assert watched - small >= layers[0].numel * 13  # a start copy and a ranking
     check_job_memory(small, available=small + 1)
     with pytest.raises(TrainingRefused, match="GiB"):
         check_job_memory(small, available=small // 2)

@@ -41,11 +41,16 @@ def picker(dense: DenseModel, kinds: Sequence[str]) -> str:
     return pickers.layer_picker(layers, key=PICKER, label="Layer for the |w| histogram over training").name
 
 
-def watched(dense: DenseModel, kinds: Sequence[str], chosen: str) -> tuple[list[str], dict[str, np.ndarray]]:
-    """A run's watched layers (``chosen`` first, then the defaults) and their bins (the Layers page's)."""
+def watched_names(dense: DenseModel, kinds: Sequence[str], chosen: str) -> list[str]:
+    """A run's watched layers: ``chosen`` first, then the defaults (one attention and one MLP layer)."""
     layers = trained_layers(dense, kinds)
     names = [chosen] if chosen in {layer.name for layer in layers} else []
-    names = list(dict.fromkeys(names + [layer.name for layer in default_layers(layers)]))
+    return list(dict.fromkeys(names + [layer.name for layer in default_layers(layers)]))
+
+
+def watched(dense: DenseModel, kinds: Sequence[str], chosen: str) -> tuple[list[str], dict[str, np.ndarray]]:
+    """A run's watched layers (:func:`watched_names`) and their bins (the Layers page's)."""
+    names = watched_names(dense, kinds, chosen)
     return names, {name: data.magnitude_histogram(dense, name, log_x=False).edges for name in names}
 
 

@@ -207,7 +207,8 @@ def start(plan: train_plan.Plan) -> str | None:
     try:
         settings = train_plan.settings_for(plan)
         settings.validate(dense)
-        check_job_memory(train_plan.memory_need(dense, settings))
+        watch, edges = train_histograms.watched(dense, settings.kinds, plan.watch)
+        check_job_memory(train_plan.memory_need(dense, settings, watch))
         with job_slot():  # refused here, with the library's message, rather than inside the thread
             pass
         data = train_plan.training_stream(dense, plan)
@@ -215,7 +216,6 @@ def start(plan: train_plan.Plan) -> str | None:
     except (ValueError, TrainingRefused) as exc:
         return train_plan.field_message(exc)
     st.session_state.pop(session.TRAIN_NOTE, None)  # a finished result not applied is replaced by this run
-    watch, edges = train_histograms.watched(dense, settings.kinds, plan.watch)
     job = TrainJob(dense, settings, plan.schedule, label, begin, data, plan.sampled_tokens, watch, edges)
     job.start_words = "dense" if plan.schedule == "gradual" else session.applied_words()
     job.thread = threading.Thread(target=job.run, name="prune-explorer-train", daemon=True)
@@ -255,10 +255,11 @@ def runs(dense: DenseModel) -> list[Run]:
     return [run for run in st.session_state.get(RUNS, []) if run.model == dense.name]
 
 
-def use_result() -> None:
-    """Button callback: write the finished job's trained weights and masks into the session's state."""
+def use_result(best: bool = False) -> None:
+    """Button callback: write the finished job's trained weights and masks (its final state, or with ``best``
+    its best checkpoint) into the session's state."""
     job = current()
-    if job is None or job.result is None:
+    if job is None or job.result is None or (best and job.result.best is None):
         return
     st.session_state.pop(session.TRAIN_JOB, None)
     if job.dense is not session.dense():  # never apply a result to another model
@@ -266,16 +267,18 @@ def use_result() -> None:
         return
     try:
         with session.exclusive():
-            job.result.apply(session.state())
+            job.result.apply(session.state(), best=best)
     except (ValueError, RuntimeError) as exc:  # e.g. a speed measurement holds swapped modules
         st.session_state[ERROR] = session.error_message(exc)
         st.session_state[session.TRAIN_JOB] = job  # still there to apply later
         return
-    info = job.result.info
-    record = TrainingRecord(job.settings, dict(info), job.start_words)
+    info = job.result.report(best=best)
+    record = TrainingRecord(job.settings, info, job.start_words)
     measured = session.state().overall_sparsity([job.dense.by_name[name] for name in job.result.masks])
+    label = f"{job.label}, best checkpoint at step {info['used_step']}" if best else job.label
+    ppl = info["used_ppl"] if best else info["final_ppl"]
     st.session_state[session.TRAINED] = Trained(
-        job.ident, job.label, info["final_ppl"], info["sparsity"], session.applied(), record, measured
+        job.ident, label, ppl, info["sparsity"], session.applied(), record, measured
     )
 
 

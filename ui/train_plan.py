@@ -4,11 +4,12 @@ library's errors said with the names of the widgets to change."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from prune_explorer.models.dense import DenseModel
-from prune_explorer.models.layers import DEFAULT_KINDS, select
-from prune_explorer.training.budget import estimate_bytes
+from prune_explorer.models.layers import DEFAULT_KINDS
+from prune_explorer.training.budget import job_bytes
 from prune_explorer.training.data import TrainingData, training_data
 from prune_explorer.training.schedule import GradualSchedule
 from prune_explorer.training.settings import TrainSettings
@@ -96,14 +97,13 @@ def settings_for(plan: Plan) -> TrainSettings:
         eval_every=max(1, plan.steps // plan.points) if plan.points else 0,
         eval_tokens=plan.eval_tokens or None,
         max_seconds=plan.seconds or None,
+        keep_best=True,
     )
 
 
-def memory_need(dense: DenseModel, settings: TrainSettings) -> int:
-    """Bytes the job needs beyond the dense model (``training.budget.estimate_bytes``)."""
-    hidden = settings.recover == "distill" and settings.hidden_weight > 0
-    layers = select(dense.layers, settings.kinds)
-    return estimate_bytes(dense, layers, settings.batch_size, settings.seq_len, hidden)
+def memory_need(dense: DenseModel, settings: TrainSettings, watch: Sequence[str]) -> int:
+    """Bytes the job needs beyond the dense model, its layers ``watch`` recorded (``training.budget``)."""
+    return job_bytes(dense, settings, watch)
 
 
 def training_stream(dense: DenseModel, plan: Plan) -> TrainingData | None:

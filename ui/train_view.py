@@ -33,7 +33,9 @@ def cost_text(dense: DenseModel, plan: train_plan.Plan) -> str:
     """
     settings = train_plan.settings_for(plan)
     settings.validate(dense)
-    need = train_plan.memory_need(dense, settings)
+    need = train_plan.memory_need(
+        dense, settings, train_histograms.watched_names(dense, settings.kinds, plan.watch)
+    )
     return (
         f"Trains the layer kinds the sidebar prunes ({', '.join(train_plan.kinds())}) on a private copy; "
         f"this run needs about {formats.megabytes(need)} beyond the shared model. One training run at a time "
@@ -92,6 +94,12 @@ def verdict(job: train_job.TrainJob) -> str:
         f"perplexity {info['start_ppl']:.2f} → {info['final_ppl']:.2f} (dense {info['dense_ppl']:.2f}), "
         f"sparsity {info['sparsity']:.1%}."
     )
+    best = job.result.best
+    if best is not None:
+        text += (
+            f" Its lowest held-out perplexity at the final masks was {best.ppl:.2f}, after step {best.step}: "
+            "that state is kept too (chosen on the same held-out text, so its number is optimistic)."
+        )
     schedule = job.settings.schedule
     if schedule is not None and info["sparsity"] < schedule.final_sparsity - 0.005:
         text += (
@@ -107,6 +115,14 @@ def apply_label(job: train_job.TrainJob) -> str:
     if not job.result.cancelled:
         return "Use the trained model"
     return f"Use the state at step {info['steps_done']} (perplexity {info['final_ppl']:.2f})"
+
+
+def best_label(job: train_job.TrainJob) -> str | None:
+    """The label of the button that uses the run's best checkpoint, or None: the final state is the best."""
+    best = job.result.best
+    if best is None:
+        return None
+    return f"Use the best checkpoint: step {best.step} (perplexity {best.ppl:.2f})"
 
 
 def usable(job: train_job.TrainJob) -> bool:

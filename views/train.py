@@ -44,6 +44,7 @@ if trained is not None:
     st.info(in_use, icon=":material/model_training:")
 
 plan = train_controls.controls(dense)
+plan = replace(plan, watch=train_histograms.picker(dense, train_plan.kinds()))
 try:
     held = train_view.current_sparsity(state, train_plan.kinds())
     st.plotly_chart(train_charts.schedule_chart(plan, held), key="train_schedule_chart")
@@ -53,8 +54,6 @@ except ValueError as exc:  # a schedule parameter out of range: Start says the s
 
 job = train_job.current()
 running = job is not None and not job.done
-watch = train_histograms.picker(dense, train_plan.kinds())
-plan = replace(plan, watch=watch)
 if st.button(
     "Start training", key="train_start", type="primary", disabled=running, icon=":material/play_arrow:"
 ):
@@ -74,8 +73,12 @@ elif job is not None and job.done:
     completed = job.result.info["stopped"] in ("done", "time budget")
     (st.success if completed else st.warning)(train_view.verdict(job))
     st.plotly_chart(train_charts.curves_chart(job.result.curve), key="train_result_curves")
-    train_histograms.show(job.result.histograms, watch, dense.name, "train_result_hist", job.watch)
-    use, drop = st.columns(2)
+    train_histograms.show(job.result.histograms, plan.watch, dense.name, "train_result_hist", job.watch)
+    best = train_view.best_label(job)
+    if best:
+        use, use_best, drop = st.columns(3)
+    else:
+        (use, drop), use_best = st.columns(2), None
     usable = train_view.usable(job)
     use.button(
         train_view.apply_label(job),
@@ -85,6 +88,8 @@ elif job is not None and job.done:
         disabled=not usable,
         help=None if usable else "its held-out perplexity is not finite: discard it, lower the learning rate",
     )
+    if best:
+        use_best.button(best, key="train_apply_best", on_click=train_job.use_result, kwargs={"best": True})
     drop.button("Discard", key="train_discard", on_click=train_job.discard)
 else:
     train_view.live()

@@ -70,6 +70,13 @@ def add_parsers(sub) -> None:
     train_cmd.add_argument("--eval-every", type=int, default=0, help="steps between perplexity points")
     train_cmd.add_argument("--checkpoints", metavar="DIR", help="write a checkpoint every --eval-every steps")
     train_cmd.add_argument("--seed", type=int, default=0)
+    train_cmd.add_argument(
+        "--use",
+        choices=("final", "best"),
+        default="final",
+        help="the state reported and written to --out: the final one, or the evaluation point of lowest "
+        "held-out perplexity at the final masks (chosen on the evaluation text: an optimistic number)",
+    )
     train_cmd.add_argument("--out", help="new folder: the trained model (transformers folder where possible)")
     train_cmd.add_argument(
         "--histograms",
@@ -130,6 +137,7 @@ def run_train(args: argparse.Namespace) -> int:
         max_seconds=args.seconds,
         checkpoint_dir=args.checkpoints,
         checkpoint_every=args.eval_every if args.checkpoints else 0,
+        keep_best=args.use == "best",
         seed=args.seed,
     )
     settings.validate(dense)  # before any pruning or sampling
@@ -142,8 +150,9 @@ def run_train(args: argparse.Namespace) -> int:
     text = read_text(args.text) if args.text else None
     data = training_data(dense, args.data, text, seq_len=args.seq_len, seed=args.seed)
     trained = train(dense, data, settings, start=state, progress=_Bar(args.steps), watch=args.watch)
-    trained.apply(state)
-    info = trained.info
+    best = trained.best is not None  # with --use best: the final state when it is the best one
+    trained.apply(state, best=best)
+    info = trained.report(best=best)
     result |= {
         "schedule": args.schedule,
         "recover": args.recover,
@@ -158,14 +167,17 @@ def run_train(args: argparse.Namespace) -> int:
         "tokens_seen": info["tokens_seen"],
         "data": info["data"],
         "curve": [[p.step, round(p.ppl, 4), round(p.sparsity, 4)] for p in trained.curve],
+        "used": {"state": "best" if best else "final", "step": info.get("used_step", info["steps_done"])},
     }
+    if best:
+        result["used"]["ppl"] = round(info["used_ppl"], 4)
     if args.out:
         if hasattr(state.model, "save_pretrained"):
             oneshot = f"{args.method} {args.pattern} {args.sparsity:.0%} (one-shot)"
             start = "dense" if args.schedule == "gradual" else oneshot
             export_hf(state, args.out, training=TrainingRecord(settings, info, start))
         else:  # not a transformers model: the trained layers' weights and masks
-            save_checkpoint(args.out, info["steps_done"], trained)
+            save_checkpoint(args.out, result["used"]["step"], trained.best.state if best else trained)
         result["out"] = str(args.out)
     if args.histograms:
         _write_rows(args.histograms, snapshot_rows(trained.histograms))

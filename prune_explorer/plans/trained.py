@@ -109,6 +109,8 @@ def card_lines(record: TrainingRecord) -> list[str]:
     ]
     if "final_ppl" in info:
         rows.append(("Held-out perplexity in training", _curve_words(s, info)))
+    if "used_step" in info:
+        rows.append(("Weights", _checkpoint_words(info)))
     lines = ["## Training", "", "The weights were trained: the kept ones differ from the dense model's.", ""]
     lines += ["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows), ""]
     lines.append(f"No recipe is included: {NO_RECIPE}. The settings are in `{TRAINING_FILE}`.")
@@ -119,6 +121,15 @@ def _optimizer_words(s: TrainSettings) -> str:
     return (
         f"AdamW, lr {s.lr:g} (warm-up {s.warmup} steps, cosine to {s.min_lr:g}×), weight decay "
         f"{s.weight_decay:g}, grad clip {s.grad_clip:g}"
+    )
+
+
+def _checkpoint_words(info: Mapping) -> str:
+    """Which state of the run the weights are, when it is not the last one."""
+    return (
+        f"the run's best checkpoint, after step {info['used_step']} of {info.get('steps_done', '?')} "
+        f"(held-out perplexity {info['used_ppl']:.4f}; chosen on the evaluation text itself, so an "
+        "optimistic estimate)"
     )
 
 

@@ -2,8 +2,10 @@
 
 A job holds, beyond the shared dense model: the student's own copy of the trained weights, their gradients,
 AdamW's two moments (4 + 4 + 8 bytes a weight), a bool mask and its float copy (1 + 4 bytes), and the
-activations of one step (forward kept for backward, logits of student and teacher). The estimate is
-deliberately generous (:data:`MARGIN`); a job that does not fit is refused before any memory is taken.
+activations of one step (forward kept for backward, logits of student and teacher); the copies of the trained
+weights and masks it keeps (its start, its result, and with ``keep_best`` its best checkpoint); and for each
+watched layer (``training.histograms``) a start copy and a magnitude ranking. The estimate is deliberately
+generous (:data:`MARGIN`); a job that does not fit is refused before any memory is taken.
 
 Jobs are bounded per process by one module-level semaphore (:data:`MAX_JOBS`): on a 2-core machine two
 training jobs would only slow each other and every browser session down.
@@ -16,13 +18,18 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from prune_explorer.models.dense import DenseModel
-from prune_explorer.models.layers import PrunableLayer
+from prune_explorer.models.layers import PrunableLayer, select
 from prune_explorer.models.memory import available_memory_bytes
+from prune_explorer.training.settings import TrainSettings
 
 MAX_JOBS = 1
 MARGIN = 1.25
 # weights + grads + AdamW exp_avg + exp_avg_sq (float32) + a bool mask and its float copy
 BYTES_PER_TRAINED_WEIGHT = 4 + 4 + 8 + 1 + 4
+# one copy of the trained weights (float32) and their bool masks: the start, the result, the best checkpoint
+BYTES_PER_COPY = 4 + 1
+# a watched weight: its start copy and its ranking (int32 order, float32 sorted scores, uint8 bucket)
+BYTES_PER_WATCHED_WEIGHT = 4 + 4 + 4 + 1
 
 _slots = threading.BoundedSemaphore(MAX_JOBS)
 
@@ -42,8 +49,11 @@ def estimate_bytes(
     batch_size: int,
     seq_len: int,
     hidden_loss: bool = False,
+    watched: int = 0,
+    keep_best: bool = False,
 ) -> int:
-    """Bytes a job of ``batch_size`` × ``seq_len`` tokens training ``layers`` needs beyond the dense model."""
+    """Bytes a job of ``batch_size`` × ``seq_len`` tokens training ``layers`` needs beyond the dense model;
+    ``watched`` weights get |w| histograms, ``keep_best`` keeps a third copy of the trained layers."""
     trained = sum(layer.numel for layer in layers)
     hidden = _config(dense, "hidden_size", 256)
     inter = _config(dense, "intermediate_size", 4 * hidden)
@@ -57,7 +67,19 @@ def estimate_bytes(
     # Student logits, log-softmax and their grads (4), teacher logits and log-softmax (2).
     logits = 6 * tokens * vocab * 4
     features = 2 * (blocks + 1) * tokens * hidden * 4 if hidden_loss else 0
-    return int(MARGIN * (trained * BYTES_PER_TRAINED_WEIGHT + activations + logits + features))
+    copies = (3 if keep_best else 2) * trained * BYTES_PER_COPY
+    state = trained * BYTES_PER_TRAINED_WEIGHT + copies + watched * BYTES_PER_WATCHED_WEIGHT
+    return int(MARGIN * (state + activations + logits + features))
+
+
+def job_bytes(dense: DenseModel, settings: TrainSettings, watch: Sequence[str] = ()) -> int:
+    """:func:`estimate_bytes` of a run of ``settings`` whose layers ``watch`` get |w| histograms."""
+    hidden = settings.recover == "distill" and settings.hidden_weight > 0
+    layers = select(dense.layers, settings.kinds)
+    watched = sum(dense.by_name[name].numel for name in dict.fromkeys(watch) if name in dense.by_name)
+    return estimate_bytes(
+        dense, layers, settings.batch_size, settings.seq_len, hidden, watched, settings.keep_best
+    )
 
 
 def check_job_memory(need: int, available: int | None = None) -> None:

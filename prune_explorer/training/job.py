@@ -16,6 +16,11 @@ sparsity.
 
 Cancel: ``progress`` (share done, after every step) or ``on_point`` (each curve point) may raise
 :class:`TrainingCancelled`; the job then returns the state after the last whole step, marked cancelled.
+
+Best checkpoint (``settings.keep_best``): the trained layers are copied at each evaluation point that beats
+the best one so far, among the points where the final masks are in force (every point of a recovery; for a
+gradual run, from its last mask update on), so a run whose curve rises again can still give its best state.
+It is chosen on the held-out text the curve is measured on, so its perplexity is an optimistic estimate.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from prune_explorer.progress import Progress
 from prune_explorer.pruning.patterns import parse_pattern
 from prune_explorer.state import PruningState
 from prune_explorer.texts import calibration_text, eval_text
-from prune_explorer.training.budget import check_job_memory, estimate_bytes, job_slot
+from prune_explorer.training.budget import check_job_memory, job_bytes, job_slot
 from prune_explorer.training.checkpoints import save_checkpoint
 from prune_explorer.training.data import TrainingData
 from prune_explorer.training.histograms import WeightSnapshot, WeightWatch, default_layers
@@ -67,6 +72,15 @@ class CurvePoint:
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """The trained layers at one evaluation point of a run: after ``step`` steps, at perplexity ``ppl``."""
+
+    step: int
+    ppl: float
+    state: Start
+
+
+@dataclass(frozen=True)
 class TrainResult:
     """What a job produced: (out, in) weights and bool masks of the trained layers, the curves, and info.
 
@@ -77,6 +91,8 @@ class TrainResult:
     histogram_seconds (the snapshots' time, not in train_seconds).
 
     ``histograms``: the watched layers' |w| snapshots (``training.histograms``), in step order.
+    ``best``: with ``settings.keep_best``, the evaluation point of lowest perplexity at the final masks when
+    it is not the final state itself (else None); ``info`` then has its ``best_step`` and ``best_ppl``.
     """
 
     weights: dict[str, torch.Tensor]
@@ -84,14 +100,40 @@ class TrainResult:
     curve: list[CurvePoint] = field(default_factory=list)
     info: dict = field(default_factory=dict)
     histograms: list[WeightSnapshot] = field(default_factory=list)
+    best: Checkpoint | None = None
 
     @property
     def cancelled(self) -> bool:
         return self.info.get("stopped") == "cancelled"
 
-    def apply(self, state: PruningState) -> None:
-        """Make the trained model the session's pruned model (the dense model stays untouched)."""
-        state.apply_weights(self.weights, self.masks)
+    def report(self, best: bool = False) -> dict:
+        """``info`` of the state used: with ``best``, also its ``used_step`` and ``used_ppl`` (what an export
+        of the best checkpoint says of its weights).
+
+        Raises:
+            ValueError: ``best`` asked for but the run kept none.
+        """
+        self._chosen(best)
+        if not best:
+            return dict(self.info)
+        return dict(self.info) | {"used_step": self.best.step, "used_ppl": self.best.ppl}
+
+    def apply(self, state: PruningState, best: bool = False) -> None:
+        """Make the trained model (its final state, or with ``best`` its best checkpoint) the session's pruned
+        model (the dense model stays untouched).
+
+        Raises:
+            ValueError: ``best`` asked for but the run kept none.
+        """
+        chosen = self._chosen(best)
+        state.apply_weights(chosen.weights, chosen.masks)
+
+    def _chosen(self, best: bool) -> Start:
+        if not best:
+            return Start(self.weights, self.masks)
+        if self.best is None:
+            raise ValueError("this run kept no best checkpoint apart from its final state")
+        return self.best.state
 
 
 def _eval_ids(dense: DenseModel, settings: TrainSettings) -> torch.Tensor:
@@ -191,13 +233,12 @@ def train(
     if data.tokens < settings.seq_len:
         raise ValueError(f"data: {data.tokens} training tokens, fewer than one window of {settings.seq_len}")
     layers = select(dense.layers, settings.kinds)
-    hidden = settings.recover == "distill" and settings.hidden_weight > 0
-    check_job_memory(estimate_bytes(dense, layers, settings.batch_size, settings.seq_len, hidden))
+    names = [layer.name for layer in default_layers(layers)] if watch is None else list(watch)
+    check_job_memory(job_bytes(dense, settings, names))
     with job_slot():
         if isinstance(start, PruningState):
             start = start_from_state(start, layers)
         student = Student(dense, layers, start or dense_start(dense, layers))
-        names = [layer.name for layer in default_layers(layers)] if watch is None else list(watch)
         watcher = WeightWatch(student, names, watch_edges)
         return _run(dense, data, settings, student, progress, on_point, watcher, on_snapshot)
 
@@ -217,12 +258,16 @@ def _run(dense, data, settings, student, progress, on_point, watcher, on_snapsho
     step_times: list[float] = []
     train_s, step, lr = 0.0, 0, settings.lr
     pace = Pace(settings)
+    best: Checkpoint | None = None
 
     def point(at: int) -> None:
+        nonlocal best
         loss = sum(losses) / len(losses) if losses else None
         losses.clear()
         p = CurvePoint(at, loss, perplexity(student.model, eval_ids).ppl, student.sparsity(), train_s, lr)
         curve.append(p)
+        if settings.keep_best and pace.final_applied and _better(p.ppl, best):
+            best = Checkpoint(at, p.ppl, student.snapshot())
         if on_point:
             on_point(p)
 
@@ -293,6 +338,11 @@ def _run(dense, data, settings, student, progress, on_point, watcher, on_snapsho
         point_loss = sum(losses) / len(losses) if losses else None
         ppl = perplexity(student.model, eval_ids).ppl
         curve.append(CurvePoint(steps_done, point_loss, ppl, student.sparsity(), train_s, lr))
+    final = curve[-1]
+    if best is not None and (best.step == steps_done or (math.isfinite(final.ppl) and final.ppl <= best.ppl)):
+        best = None  # the final state is the best one
+    if best is not None:
+        info |= {"best_step": best.step, "best_ppl": best.ppl}
     step_times.sort()
     info |= {
         "steps_done": steps_done,
@@ -306,4 +356,9 @@ def _run(dense, data, settings, student, progress, on_point, watcher, on_snapsho
         "histogram_seconds": watcher.seconds,
     }
     snap = student.snapshot()
-    return TrainResult(snap.weights, snap.masks, curve, info, list(watcher.snapshots))
+    return TrainResult(snap.weights, snap.masks, curve, info, list(watcher.snapshots), best)
+
+
+def _better(ppl: float, than: Checkpoint | None) -> bool:
+    """Whether a held-out perplexity ``ppl`` is finite and below ``than``'s (anything finite beats None)."""
+    return math.isfinite(ppl) and (than is None or ppl < than.ppl)

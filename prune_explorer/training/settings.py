@@ -43,6 +43,9 @@ class TrainSettings:
             budget the run's learning-rate and sparsity schedules are fitted to the steps that fit in it
             (``training.pacing``): a gradual run reaches ``schedule.final_sparsity`` before it stops.
         checkpoint_every: steps between checkpoints into ``checkpoint_dir`` (0: none).
+        keep_best: also keep, in memory, the trained layers at the evaluation point of lowest held-out
+            perplexity among those at the run's final masks (``TrainResult.best``): a run whose curve rises
+            again (a learning rate too high, overfitting a short text) need not end on its worse state.
         seed: batches' and sampling's seed.
     """
 
@@ -67,6 +70,7 @@ class TrainSettings:
     max_seconds: float | None = None
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0
+    keep_best: bool = False
     seed: int = 0
 
     def validate(self, dense: DenseModel) -> None:
@@ -92,6 +96,8 @@ class TrainSettings:
             _int_in("eval_tokens", self.eval_tokens, 2, 10**9)
         if self.max_seconds is not None:
             _float_in("max_seconds", self.max_seconds, 0.0, 1e9, low_open=True)
+        if not isinstance(self.keep_best, bool):
+            raise ValueError(f"keep_best must be True or False, got {self.keep_best!r}")
         if self.checkpoint_every and not self.checkpoint_dir:
             raise ValueError("checkpoint_dir: checkpoint_every is set but no folder is given")
         if not select(dense.layers, self.kinds):
