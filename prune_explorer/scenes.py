@@ -22,8 +22,8 @@ from prune_explorer.pruning.methods import METHODS, supported_patterns
 from prune_explorer.pruning.patterns import PATTERNS, parse_pattern
 from prune_explorer.pruning.policies import POLICIES
 
-# The app's pages, by the name a link gives them (the lower-case page title).
-PAGES = ("prune", "layers", "learn", "compare", "speed", "allocation")
+# The app's pages, by the name a link gives them (the page's URL path, as in /train).
+PAGES = ("prune", "layers", "learn", "compare", "speed", "allocation", "sensitivity", "train", "export")
 # Query keys a scene reads and writes; any other key (utm_source, Streamlit's embed) is left alone.
 KEYS = (
     "model",

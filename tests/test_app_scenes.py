@@ -59,17 +59,26 @@ def test_a_link_goes_to_its_page_with_its_kinds():
     assert at.query_params == query
 
 
-def test_a_link_without_a_page_stays_on_the_page_of_its_path():
+@pytest.mark.parametrize(
+    ("path", "page", "title"),
+    [
+        ("views/learn.py", "learn", "Learn"),
+        ("views/train.py", "train", "Train"),
+        ("views/sensitivity.py", "sensitivity", "Sensitivity"),
+        ("views/export.py", "export", "Save & export"),
+    ],
+)
+def test_a_link_without_a_page_stays_on_the_page_of_its_path(path, page, title):
     at = start()
     # As if /learn?method=wanda&sparsity=20 were opened: a first run (the link not read yet) on Learn.
     at.session_state["scenes_url_read"] = False
     at.query_params.clear()
     at.query_params.update({"method": "wanda", "sparsity": "20"})
-    at.switch_page("views/learn.py").run()
+    at.switch_page(path).run()
     assert not at.exception, at.exception
-    assert "Weights removed here" in [m.label for m in at.metric]  # still Learn
+    assert [t.value for t in at.title] == [title]  # still that page
     assert sidebar(at) == ("wanda", "unstructured", "uniform", 20)
-    assert at.query_params == scene_to_query(Scene(page="learn", method="wanda", sparsity=20))
+    assert at.query_params == scene_to_query(Scene(page=page, method="wanda", sparsity=20))
 
 
 @pytest.mark.parametrize(

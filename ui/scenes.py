@@ -49,8 +49,9 @@ SCENE_WIDGETS = (
 
 
 def page_name(page: StreamlitPage) -> str:
-    """The name a scene gives ``page``: its title in lower case ("Prune" -> "prune", as ``scenes.PAGES``)."""
-    return page.title.lower()
+    """The name a scene gives ``page`` (as ``scenes.PAGES``): its URL path ("train" for /train, "export" for
+    Save & export), or for the default page, whose path is the root, its title in lower case ("prune")."""
+    return page.url_path or page.title.lower()
 
 
 def _page_file(name: str) -> str | None:
