@@ -367,7 +367,7 @@ def test_the_weights_over_training_ridgeline_and_its_csv(monkeypatch):
 def test_the_use_button_names_a_cancelled_runs_state_and_refuses_a_diverged_one():
     from types import SimpleNamespace
 
-    from prune_explorer.training.job import TrainResult
+    from prune_explorer.training.result import TrainResult
     from ui import train_view
 
     def job(**info):

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from prune_explorer.training.job import CurvePoint
+from prune_explorer.training.result import CurvePoint
 from prune_explorer.training.schedule import GradualSchedule, cubic_sparsity
 from ui import train_job, train_plan
 from ui.charts import layout

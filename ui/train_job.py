@@ -32,7 +32,8 @@ from prune_explorer.plans.trained import TrainingRecord
 from prune_explorer.training.budget import TrainingRefused, check_job_memory, job_slot
 from prune_explorer.training.data import TrainingData, training_data
 from prune_explorer.training.histograms import WeightSnapshot
-from prune_explorer.training.job import CurvePoint, TrainingCancelled, TrainResult, train
+from prune_explorer.training.job import TrainingCancelled, train
+from prune_explorer.training.result import CurvePoint, TrainResult
 from prune_explorer.training.settings import TrainSettings
 from prune_explorer.training.student import Start, dense_start, start_from_state
 from ui import session, train_histograms, train_plan

@@ -33,7 +33,7 @@ class TrainingRecord:
 
     Attributes:
         settings: the run's settings.
-        info: what the run reported (``training.job.TrainResult.info``: steps_done, stopped, data, …).
+        info: what the run reported (``training.result.TrainResult.info``: steps_done, stopped, data, …).
         start: where it started: "dense" (gradual pruning from the dense model), or the one-shot pruning
             whose masks were held fixed, in words.
     """
