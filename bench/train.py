@@ -3,6 +3,7 @@
     python bench/train.py --model stories260K --seconds 60
     python bench/train.py --model smollm2-135m --seconds 600 --cases sparsegpt_distill,2:4_distill,gradual
     python bench/train.py --model smollm2-135m --steps 20 --cases wanda_distill   (a smoke run)
+    python bench/train.py --model stories260K --sparsity 0.5 --cases neurons_distill,gradual_neurons
 
 Perplexity as the README's protocol: ``measure.evaluate.perplexity`` on ``texts.eval_text`` of the model's
 text set (held out: training text never shares a run of 32 tokens with it). stories260K trains on text
@@ -46,7 +47,11 @@ CASES = {
     "sparsegpt_distill": ("sparsegpt", "unstructured"),
     "2:4_distill": ("sparsegpt", "2:4"),
     "gradual": (None, "unstructured"),
+    "neurons_distill": ("magnitude", "neurons"),
+    "gradual_neurons": (None, "neurons"),
 }
+# The cases issue 12 sets a goal for (stories260K: 1.25x dense at 70%; others: 1.15x at 50%), by model size.
+GOAL_CASES = {True: ("magnitude_distill", "gradual"), False: ("sparsegpt_distill", "wanda_distill")}
 DEFAULT_CASES = {
     "stories260K": "magnitude_oneshot,magnitude_distill,gradual",
     "smollm2-135m": "sparsegpt_distill,2:4_distill,gradual",
@@ -176,6 +181,7 @@ def main() -> None:
                 batch_size=batch,
                 seq_len=args.seq_len,
                 schedule=fit_schedule(final, steps) if method is None else None,
+                pattern=pattern if method is None else "unstructured",  # one-shot: its masks are held
                 eval_every=max(1, (args.steps or fits) // 5),
                 max_seconds=None if args.steps else args.seconds,
                 hidden_weight=args.hidden_weight,
@@ -202,8 +208,8 @@ def main() -> None:
     goals = {
         case: {"goal_over_dense": goal, "value": row["over_dense"], "met": row["ppl"] <= goal * dense_ppl}
         for case, row in results.items()
-        if case != "magnitude_oneshot"
-    }
+        if case in GOAL_CASES[small]
+    }  # the other cases are reported only (issue 12: 2:4, gradual on SmolLM2, whole neurons)
     emit(
         {
             "bench": "train",

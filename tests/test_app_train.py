@@ -264,6 +264,35 @@ def test_cancel_keeps_the_last_step_and_a_second_job_is_refused():
     assert figures(at)[-1]  # the cancelled run's curve stays on the comparison chart
 
 
+def test_gradual_neurons_prune_whole_neurons_and_apply():
+    from prune_explorer.pruning.units import model_unit_groups
+
+    at = start()
+    train_page(
+        at, train_schedule="gradual", train_pattern="neurons", train_target=50, train_dt=1, train_updates=2,
+        train_t0=0,
+    )  # fmt: skip
+    schedule = figures(at)[0]
+    assert schedule["layout"]["yaxis"]["title"]["text"] == "neurons pruned per block (%)"
+    finished(press_start(at))
+    result = job(at).result
+    assert result is not None and result.info["schedule_done"]
+    verdict = " ".join(s.value for s in at.success)
+    assert "finished after 4 steps" in verdict and "stopped before the schedule" not in verdict
+    at.button(key="train_apply").click().run()
+    assert not at.exception, at.exception
+    state = at.session_state["pruning_state"]
+    groups = model_unit_groups(state.dense, state.dense.layers, "neurons")
+    for group in groups:
+        down = state.mask(group.col_layer)
+        kept = down.any(0)
+        assert int((~kept).sum()) == round(0.5 * group.n_units)  # half the block's neurons
+        for name in group.row_layers:  # gate and up lose the same neurons' rows, whole
+            assert torch.equal(state.mask(name).any(1), kept) and torch.equal(state.mask(name).all(1), kept)
+    attention = [layer for layer in state.dense.layers if layer.kind.startswith("attn")]
+    assert attention and all(bool(state.mask(layer.name).all()) for layer in attention)  # trained, not pruned
+
+
 def test_the_best_checkpoint_can_be_used_instead_of_the_final_state():
     at = start()
     set_sparsity(at, 10)

@@ -63,6 +63,18 @@ def test_use_best_writes_the_lowest_held_out_state(capsys, tmp_path, one_thread)
     assert f"the run's best checkpoint, after step {used['step']} of 4" in card
 
 
+def test_gradual_heads(capsys, one_thread):
+    from prune_explorer.models.loading import load_model
+
+    result = _run(capsys, "--schedule", "gradual", "--pattern", "heads", "--sparsity", "0.5", *FAST)
+    assert result["stopped"] == "done" and result["pattern"] == "heads"
+    layers = [layer for layer in load_model("stories260K").layers if layer.kind != "embedding"]
+    share = sum(layer.numel for layer in layers if layer.kind.startswith("attn")) / sum(
+        layer.numel for layer in layers
+    )
+    assert 0 < result["sparsity"] <= share  # only attention layers lose weights (whole heads)
+
+
 def test_gradual_text_recovery(capsys, tmp_path, one_thread):
     text = tmp_path / "train.txt"
     text.write_text("A boy named Sam had a dog. The dog liked to run and jump in the sun. " * 40)

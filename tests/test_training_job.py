@@ -8,6 +8,8 @@ import torch
 
 from prune_explorer.models.layers import select
 from prune_explorer.pruning.prune import prune_masks
+from prune_explorer.pruning.ranking import count_for_sparsity
+from prune_explorer.pruning.units import model_unit_groups, unit_masks
 from prune_explorer.state import PruningState
 from prune_explorer.training.budget import (
     TrainingRefused,
@@ -143,6 +145,41 @@ def test_gradual_pruning_follows_the_schedule(llama_dense, data, tmp_path, one_t
     assert result.info["sparsity"] == pytest.approx(0.6, abs=0.02)
 
 
+@pytest.mark.parametrize("method", ["magnitude", "wanda"])
+@pytest.mark.parametrize("unit", ["neurons", "heads"])
+def test_gradual_units_prune_whole_units_on_the_schedule(
+    llama_dense, data, tmp_path, one_thread, method, unit
+):
+    schedule = GradualSchedule(final_sparsity=0.5, start_step=1, updates=2, every=2)
+    settings = TrainSettings(
+        steps=7, lr=1e-2, schedule=schedule, method=method, pattern=unit, checkpoint_dir=str(tmp_path),
+        checkpoint_every=1, **SMALL,
+    )  # fmt: skip
+    result = train(llama_dense, data, settings)
+    layers = select(llama_dense.layers)
+    groups = model_unit_groups(llama_dense, layers, unit)
+    assert groups
+    shapes = {layer.name: layer.shape for layer in layers}
+    curve = schedule.curve(7)
+    gone_before: dict[int, torch.Tensor] = {}
+    for path in sorted(tmp_path.glob("*.safetensors")):
+        start, step = load_checkpoint(path)
+        for group in groups:
+            col = start.masks[group.col_layer]
+            keep = col.any(0).view(group.n_units, group.unit_size).any(1)
+            for name, mask in unit_masks(group, keep, shapes).items():
+                assert torch.equal(start.masks[name], mask), f"{name}: not whole {unit} at step {step}"
+                assert bool((start.weights[name][~mask] == 0).all())
+            assert int((~keep).sum()) == count_for_sparsity(group.n_units, curve[step - 1])
+            if group.block in gone_before:
+                assert not bool((keep & gone_before[group.block]).any()), "a pruned unit came back"
+            gone_before[group.block] = ~keep
+    in_groups = {name for group in groups for name in group.layer_names}
+    others = [layer.name for layer in layers if layer.name not in in_groups]
+    assert others and all(bool(result.masks[name].all()) for name in others)  # trained, not pruned
+    assert result.info["schedule_done"]
+
+
 def test_gradual_two_four(llama_dense, data, one_thread):
     schedule = GradualSchedule(final_sparsity=0.5, updates=2, every=2)
     settings = TrainSettings(steps=6, schedule=schedule, pattern="2:4", **SMALL)
@@ -275,7 +312,11 @@ def test_memory_estimate_and_refusal(llama_dense):
         (dict(checkpoint_every=2), "checkpoint_dir"),
         (dict(steps=5, schedule=GradualSchedule(0.5, updates=5, every=1)), "schedule"),
         (dict(steps=50, schedule=GradualSchedule(0.5), method="sparsegpt"), "method"),
-        (dict(steps=50, schedule=GradualSchedule(0.5), pattern="heads"), "pattern"),
+        (
+            dict(steps=50, schedule=GradualSchedule(0.5), pattern="heads", kinds=("mlp_up", "mlp_down")),
+            "pattern",
+        ),
+        (dict(steps=50, schedule=GradualSchedule(0.9), pattern="heads"), "schedule"),  # all 4 heads would go
         (dict(steps=50, schedule=GradualSchedule(0.7), pattern="2:4"), "schedule"),
     ],
 )

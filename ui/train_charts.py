@@ -45,7 +45,9 @@ def schedule_chart(plan: train_plan.Plan, held: float) -> go.Figure:
     else:
         fig.add_scatter(x=[0, plan.steps], y=[100 * held] * 2, mode="lines", name="masks (held fixed)")
     fig.update_xaxes(title_text="training step", range=[0, plan.steps])
-    fig.update_yaxes(title_text="sparsity of the trained layers (%)", range=[-2, 100])
+    units = plan.schedule == "gradual" and plan.pattern in ("neurons", "heads")
+    title = f"{plan.pattern} pruned per block (%)" if units else "sparsity of the trained layers (%)"
+    fig.update_yaxes(title_text=title, range=[-2, 100])
     return layout(fig, 260)
 
 

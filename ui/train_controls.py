@@ -7,6 +7,7 @@ import streamlit as st
 
 from prune_explorer.execution.cpu_features import fast_bfloat16
 from prune_explorer.models.dense import DenseModel, context_length
+from prune_explorer.pruning.patterns import parse_pattern
 from prune_explorer.training.masking import GRADUAL_METHODS
 from prune_explorer.training.schedule import fit_schedule
 from prune_explorer.training.settings import MAX_STEPS, PRECISIONS
@@ -15,7 +16,7 @@ from ui import defaults, train_plan
 SCHEDULES = {"oneshot": "One-shot + recovery (masks fixed)", "gradual": "Gradual from dense"}
 RECOVER = {"distill": "Distill from dense", "text": "Next-token on text"}
 SOURCES = {"builtin": "Built-in text", "upload": "Upload .txt", "sampled": "Sampled from the dense model"}
-PATTERNS = ("unstructured", "2:4", "4:8")
+PATTERNS = ("unstructured", "2:4", "4:8", "neurons", "heads")
 PRECISION_LABELS = {"float32": "float32", "bfloat16": "bfloat16 mixed"}
 LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 5e-3, 1e-2, 2e-2, 5e-2)
 # stories260K at 70%, 60 s (bench/train.py, 2026-12-04): one-shot + distillation 1.55x dense at 1e-2, 1.67x
@@ -153,10 +154,16 @@ def _gradual_controls(steps: int) -> dict:
     """Zhu & Gupta's parameters: s_f, t0, dt, n, and how the masks are chosen."""
     a, b = st.columns(2)
     method = a.selectbox("Gradual method", GRADUAL_METHODS, key=_key("train_method", "magnitude"))
-    pattern = b.selectbox("Pattern", PATTERNS, key=_key("train_pattern", "unstructured"))
-    fixed = 50 if pattern != "unstructured" else None  # N:M fixes the final sparsity at 50% here
+    pattern = b.selectbox(
+        "Pattern",
+        PATTERNS,
+        key=_key("train_pattern", "unstructured"),
+        help="neurons, heads: whole units go, the lowest scored in each block at every mask update (the "
+        "target is the share of units); layers of other kinds train but keep all their weights",
+    )
+    fixed = parse_pattern(pattern).fixed_sparsity  # N:M fixes the final sparsity (2:4 at 50%)
     if fixed is not None:
-        st.session_state["train_target"] = fixed
+        st.session_state["train_target"] = round(100 * fixed)
     c, d, e, f = st.columns(4)
     target = c.slider(
         "Target sparsity (%)", 0, 95, step=5, key=_key("train_target", 70), disabled=fixed is not None

@@ -101,7 +101,7 @@ def verdict(job: train_job.TrainJob) -> str:
             "that state is kept too (chosen on the same held-out text, so its number is optimistic)."
         )
     schedule = job.settings.schedule
-    if schedule is not None and info["sparsity"] < schedule.final_sparsity - 0.005:
+    if schedule is not None and not info.get("schedule_done", True):
         text += (
             f" It stopped before the schedule reached its target of {schedule.final_sparsity:.0%} (last mask "
             f"update at step {schedule.end_step}): more time, or fit the schedule to fewer steps."

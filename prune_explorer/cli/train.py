@@ -41,7 +41,9 @@ def add_parsers(sub) -> None:
         choices=("oneshot", "gradual"),
         default="oneshot",
         help="oneshot: prune with --method, then train with the masks fixed; gradual: Zhu & Gupta's cubic "
-        "schedule from dense to --sparsity over the first 70%% of the steps (magnitude or wanda)",
+        "schedule from dense to --sparsity over the first 70%% of the steps (magnitude or wanda; "
+        "unstructured, N:M, or whole neurons or heads: --sparsity is then the share of units each block "
+        "loses)",
     )
     train_cmd.add_argument("--recover", choices=RECOVER, default="distill")
     train_cmd.add_argument("--steps", type=int, default=200)

@@ -276,6 +276,7 @@ def _run(dense, data, settings, student, progress, on_point, watcher, on_snapsho
         "sparsity": student.sparsity(),
         "planned_steps": pace.planned,
         "histogram_seconds": watcher.seconds,
+        "schedule_done": pace.final_applied,
     }
     snap = student.snapshot()
     return TrainResult(snap.weights, snap.masks, curve, info, list(watcher.snapshots), best)

@@ -46,8 +46,10 @@ class TrainResult:
     ``info``: steps_done, stopped ("done", "cancelled", "time budget", "loss diverged"), train_seconds,
     tokens_seen, step_ms (median), dense_ppl, start_ppl, final_ppl, final sparsity, data source, checkpoints,
     planned_steps (the run's length as fitted to ``max_seconds``), final_masks_untrained (True where the
-    budget ran out before the final mask update and the final masks were applied at the stop), and
-    histogram_seconds (the snapshots' time, not in train_seconds).
+    budget ran out before the final mask update and the final masks were applied at the stop),
+    schedule_done (the final masks are in force: always without a schedule; False for a gradual run
+    cancelled before its last mask update), and histogram_seconds (the snapshots' time, not in
+    train_seconds).
 
     ``histograms``: the watched layers' |w| snapshots (``training.histograms``), in step order.
     ``best``: with ``settings.keep_best``, the evaluation point of lowest perplexity at the final masks when

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from prune_explorer.models.dense import DenseModel, context_length
 from prune_explorer.models.layers import DEFAULT_KINDS, select
 from prune_explorer.pruning.patterns import parse_pattern
-from prune_explorer.training.masking import check_gradual
+from prune_explorer.training.masking import check_gradual, check_gradual_units
 from prune_explorer.training.schedule import GradualSchedule
 
 RECOVER = ("distill", "text")
@@ -105,6 +105,9 @@ class TrainSettings:
         pattern = parse_pattern(self.pattern)
         if self.schedule is not None:
             check_gradual(self.method, pattern)
+            check_gradual_units(
+                dense, select(dense.layers, self.kinds), pattern, self.schedule.final_sparsity
+            )
             if self.schedule.end_step >= self.steps:
                 raise ValueError(
                     f"schedule: its last mask update is at step {self.schedule.end_step}, but the run has "
