@@ -88,6 +88,21 @@ def keep_units(scores: torch.Tensor, sparsity: float, label: str = "this group")
     return keep
 
 
+def required_groups(dense: DenseModel, layers: Sequence[PrunableLayer], unit: str) -> list[UnitGroup]:
+    """The complete unit groups among ``layers``.
+
+    Raises:
+        ValueError: there is none, naming the layers a block needs for ``unit``.
+    """
+    groups = model_unit_groups(dense, layers, unit)
+    if not groups:
+        needed = (
+            "mlp_gate/mlp_up and mlp_down" if unit == "neurons" else "attn_q/k/v (or attn_qkv) and attn_o"
+        )
+        raise ValueError(f"pruning {unit} needs the {needed} layers of a block selected; none are")
+    return groups
+
+
 # A unit score: (group, {name: float (out, in) weight}, group index) -> float32 (n_units,), higher = keep.
 UnitScorer = Callable[[UnitGroup, dict[str, torch.Tensor], int], torch.Tensor]
 
@@ -109,12 +124,7 @@ def structured_masks(
     Raises:
         ValueError: no complete group among ``layers``, or a sparsity that removes every unit of a block.
     """
-    groups = model_unit_groups(dense, layers, unit)
-    if not groups:
-        needed = (
-            "mlp_gate/mlp_up and mlp_down" if unit == "neurons" else "attn_q/k/v (or attn_qkv) and attn_o"
-        )
-        raise ValueError(f"pruning {unit} needs the {needed} layers of a block selected; none are")
+    groups = required_groups(dense, layers, unit)
     masks = {}
     for i, group in enumerate(groups):
         weights = {name: dense.by_name[name].weight(dense.model) for name in group.layer_names}

@@ -27,7 +27,12 @@ from prune_explorer.pruning.masks import n_m_mask, per_row_mask, sparsity_of, un
 from prune_explorer.pruning.patterns import Pattern
 from prune_explorer.pruning.ranking import count_for_sparsity
 from prune_explorer.pruning.scores import magnitude_scores, wanda_scores
-from prune_explorer.pruning.structured import activation_unit_scores, keep_units, magnitude_unit_scores
+from prune_explorer.pruning.structured import (
+    activation_unit_scores,
+    keep_units,
+    magnitude_unit_scores,
+    required_groups,
+)
 from prune_explorer.pruning.units import UnitGroup, model_unit_groups, unit_masks
 from prune_explorer.training.student import Student
 
@@ -50,12 +55,10 @@ def check_gradual_units(
     sparsity leaves every block at least one unit (checked before a run, not at its last mask update)."""
     if not pattern.structured:
         return
-    groups = model_unit_groups(dense, layers, pattern.kind)
-    if not groups:
-        needed = "mlp_gate/mlp_up and mlp_down" if pattern.kind == "neurons" else "attn_q/k/v and attn_o"
-        raise ValueError(
-            f"pattern: pruning {pattern.kind} needs the {needed} layers of a block among the trained kinds"
-        )
+    try:
+        groups = required_groups(dense, layers, pattern.kind)
+    except ValueError as exc:
+        raise ValueError(f"pattern: {exc} among the trained kinds") from None
     for group in groups:
         if count_for_sparsity(group.n_units, final_sparsity) >= group.n_units:
             raise ValueError(
