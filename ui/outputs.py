@@ -9,7 +9,7 @@ dense results are reused.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import streamlit as st
 import torch
@@ -21,9 +21,7 @@ from prune_explorer.models.dense import DenseModel, context_length
 from prune_explorer.progress import Progress
 from prune_explorer.state import PruningState
 from prune_explorer.timing import Timing, forward_runner, time_interleaved
-from ui import background, data, results, session
-
-LAST_MARK = "last_model_mark"  # session_state: (pruned key, ModelMark) of the last perplexity measured
+from ui import background, results, session
 
 
 def prompt_ids(dense: DenseModel, text: str) -> list[int]:
@@ -180,65 +178,7 @@ def pruned_perplexity(state: PruningState, progress: Progress = None) -> evaluat
             session.pruned_key(),
             lambda: evaluate.perplexity(state.model, ids, progress=progress),
         )
-    remember_mark(state, result)
     return result
-
-
-@dataclass(frozen=True)
-class ModelMark:
-    """The session's model on a perplexity chart: its sparsity (selected layers, [0, 1]) and perplexity;
-    ``now`` False when they were measured for earlier settings (``label``), as a big model's perplexity
-    waits for a button after every move."""
-
-    sparsity: float
-    ppl: float
-    now: bool
-    label: str = ""
-
-
-def _mark(state: PruningState, ppl: float, now: bool) -> ModelMark:
-    applied = session.applied()
-    label = "the dense model" if session.nothing_pruned() else session.applied_words()
-    return ModelMark(state.overall_sparsity(data.selected(state.dense, applied)), ppl, now, label)
-
-
-def model_mark(state: PruningState) -> ModelMark | None:
-    """Where the chart puts the session's model: now, or as last measured (hollow), or None if never."""
-    ppl = cached_pruned_perplexity(state)
-    if ppl is not None:
-        return _mark(state, ppl.ppl, now=True)
-    last = st.session_state.get(LAST_MARK)
-    if last is not None and last[0][0] == id(state.dense):
-        return replace(last[1], now=False)
-    return None
-
-
-def mark_points(
-    mark: ModelMark | None,
-) -> tuple[tuple[float, float] | None, tuple[float, float, str] | None]:
-    """(current, earlier) as ``light_charts.sweep_html`` and ``charts.method_curves`` take them."""
-    if mark is None:
-        return None, None
-    if mark.now:
-        return (mark.sparsity, mark.ppl), None
-    return None, (mark.sparsity, mark.ppl, mark.label)
-
-
-def mark_caption(mark: ModelMark | None, symbol: str, how: str) -> str:
-    """What the chart's mark of the session's model means, so words and chart agree.
-
-    Args:
-        symbol: how the chart draws it ("diamond", "star"); how: where its perplexity comes from when it
-            waits for a button ("press Compute perplexity above").
-    """
-    if mark is None:
-        return f"Your model is not on the chart: it has no perplexity yet ({how})."
-    if not mark.now:
-        return (
-            f"The hollow {symbol} is your model as last measured ({mark.label}); the model now has no "
-            f"perplexity yet ({how})."
-        )
-    return f"The {symbol} is your model now."
 
 
 def latency_task(state: PruningState, ids: list[int]) -> background.Task:
@@ -279,11 +219,6 @@ def perplexity_task(state: PruningState) -> background.Task:
         cached=lambda: cached_pruned_perplexity(state),
         model=None if nothing_pruned else state.model,
     )
-
-
-def remember_mark(state: PruningState, ppl: evaluate.Perplexity) -> None:
-    """Keep the session's model as measured now, for the hollow mark once the settings move on."""
-    st.session_state[LAST_MARK] = (session.pruned_key(), _mark(state, ppl.ppl, now=True))
 
 
 def _token_ids(dense: DenseModel, n_tokens: int) -> list[int]:

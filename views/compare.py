@@ -15,6 +15,7 @@ from ui import (
     defaults,
     describe,
     downloads,
+    model_mark,
     outputs,
     protocol,
     session,
@@ -98,9 +99,9 @@ if done:
     chosen_point = sweeps.cached_point(dense, point)
     dense_ppl = outputs.dense_perplexity(dense) if small else outputs.cached_dense_perplexity(dense)
     if small:
-        outputs.pruned_perplexity(state)
-    mark = outputs.model_mark(state)
-    current, earlier = outputs.mark_points(mark)
+        model_mark.remember(state, outputs.pruned_perplexity(state))
+    mark = model_mark.current(state)
+    current, earlier = model_mark.points(mark)
     dense_level = dense_ppl.ppl if dense_ppl else None
     chart_slot.plotly_chart(
         compare_charts.method_curves(
@@ -123,7 +124,7 @@ if done:
     chart_slot.caption(
         "Lower is better. The x axis is the share of zeros in the sidebar's layer kinds (neuron and head "
         "patterns prune only their own layers). The ring is the point chosen below; click a point to "
-        f"choose it. {outputs.mark_caption(mark, 'star', 'press Compute perplexity on the Prune page')}"
+        f"choose it. {model_mark.caption(mark, 'star', 'press Compute perplexity on the Prune page')}"
     )
     chart_slot.caption(protocol.points_card(dense, [key[0] for key in done], batch))
 

@@ -13,6 +13,7 @@ from ui import (
     downloads,
     formats,
     light_charts,
+    model_mark,
     outputs,
     pickers,
     protocol,
@@ -146,11 +147,11 @@ with live:
     if small:  # the model's own point walks along the curve
         ppl = background.ask(outputs.perplexity_task(state))
         if ppl is not None:
-            outputs.remember_mark(state, ppl)
+            model_mark.remember(state, ppl)
     if points is not None:
         dense_ppl = outputs.cached_dense_perplexity(dense)
-        mark = outputs.model_mark(state)
-        current, earlier = outputs.mark_points(mark)
+        mark = model_mark.current(state)
+        current, earlier = model_mark.points(mark)
         dense_level = dense_ppl.ppl if dense_ppl else None
         st.html(
             light_charts.sweep_html(
@@ -170,7 +171,7 @@ with live:
         st.caption(
             "The diamond is your model now: move the sparsity slider and it walks along the curve."
             if small
-            else outputs.mark_caption(mark, "diamond", "press Compute perplexity on the Prune page")
+            else model_mark.caption(mark, "diamond", "press Compute perplexity on the Prune page")
             + " On a model this size the diamond moves only when its perplexity is computed."
         )
         st.caption(sweeps.card(dense, applied))

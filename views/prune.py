@@ -15,6 +15,7 @@ from ui import (
     formats,
     generation,
     light_charts,
+    model_mark,
     outputs,
     pin,
     protocol,
@@ -113,7 +114,7 @@ ppl = background.ask(
 )
 dense_ppl = outputs.cached_dense_perplexity(dense)
 if ppl is not None and dense_ppl is not None:
-    outputs.remember_mark(state, ppl)
+    model_mark.remember(state, ppl)
     pinned = pin.remember_perplexity(pinned, ppl.ppl)
     compared = fits and pinned is not None and pinned.ppl is not None
     columns = st.columns(4 if compared else 3)
@@ -140,8 +141,8 @@ points = background.ask(
     hint="Press the button to score 0–90% sparsity with your layer kinds and policy (one model pass each).",
 )
 if points is not None:
-    mark = outputs.model_mark(state)
-    current, earlier = outputs.mark_points(mark)
+    mark = model_mark.current(state)
+    current, earlier = model_mark.points(mark)
     st.html(
         light_charts.sweep_html(
             [p.achieved for p in points],
@@ -166,5 +167,5 @@ if points is not None:
         key="prune_sweep_csv",
     )
     how = "press Compute perplexity above"
-    st.caption(f"{describe.sweep_caption(applied)} {outputs.mark_caption(mark, 'diamond', how)}")
+    st.caption(f"{describe.sweep_caption(applied)} {model_mark.caption(mark, 'diamond', how)}")
     st.caption(sweeps.card(dense, applied))
