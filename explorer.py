@@ -12,7 +12,7 @@ import streamlit as st
 
 from prune_explorer import threads
 from prune_explorer.pruning.methods import get_method
-from ui import allocation_view, background, controls, held_widgets, methods, scenes, session
+from ui import allocation_view, background, calibration_view, controls, held_widgets, methods, scenes, session
 
 # A Material icon, not an emoji: Streamlit checks an emoji icon with a regex it compiles once per process,
 # 0.4 s of a fresh server's first view.
@@ -57,7 +57,9 @@ with session.exclusive():
         st.divider()
         method, pattern, sequential = methods.method_picker()
         magnitude, slider_slot = controls.pruning_controls(state.dense, method, pattern)
-        batch, calib_error = methods.calibration_controls(state.dense, needed=get_method(method).calibrated)
+        batch, calib_error = calibration_view.calibration_controls(
+            state.dense, needed=get_method(method).calibrated
+        )
         settings = allocation_view.chosen_settings(state.dense, magnitude, method, pattern, batch, sequential)
         error = methods.apply(settings, calib_error)
         if error:

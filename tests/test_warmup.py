@@ -13,7 +13,7 @@ import threading
 from streamlit.testing.v1 import AppTest
 
 from tests.support.apptest import APP, TIMEOUT, navigation_not_pages_folder
-from ui import methods, outputs, results, sweeps, warmup
+from ui import calibration_view, outputs, results, sweeps, warmup
 
 
 def _join_warm_thread() -> None:
@@ -40,7 +40,7 @@ def test_the_first_view_finds_what_the_warm_up_prepared():
         # The session's model is the warmed one (one load per process), with its shared inputs in its cache.
         assert results.peek_shared(dense, ("eval_ids", dense.info.get("text_set", "stories"))) is not None
         batch, error = at.session_state["calibration_batch"]
-        assert error is None and batch is methods.default_batch(dense)
+        assert error is None and batch is calibration_view.default_batch(dense)
         assert outputs.cached_dense_perplexity(dense) is not None
         # The default sweep was measured under the key the first view asks for.
         applied = at.session_state["pruning_applied"]

@@ -25,13 +25,10 @@ from prune_explorer.pruning.methods import get_method
 from prune_explorer.pruning.patterns import parse_pattern
 from prune_explorer.pruning.policies import POLICIES, MagnitudeSettings, magnitude_counts
 from prune_explorer.pruning.settings import PruneSettings, prune_settings
-from ui import allocation_view, defaults, describe, results, session
+from ui import allocation_view, calibration_view, defaults, describe, results, session
 
 UPLOAD = "export_recipe_upload"
 NOTE = "export_recipe_note"  # (kind, message) of the last upload, shown once on the next run
-CALIB_SOURCE = "sidebar_calib_source"  # ui.methods' calibration widgets
-CALIB_SEQUENCES = "sidebar_calib_sequences"
-CALIB_SEQ_LEN = "sidebar_calib_seq_len"
 ALLOCATION = "sidebar_allocation"  # ui.allocation_view's selectbox
 
 
@@ -203,6 +200,6 @@ def _set_widgets(recipe: Recipe, shown: PruneSettings) -> None:
     if shown.sequential is not None:
         st.session_state[f"sidebar_sequential_{shown.method}"] = shown.sequential
     if shown.calibration is not None and recipe.calibration is not None:
-        st.session_state[CALIB_SOURCE] = "builtin"
-        st.session_state[CALIB_SEQUENCES] = recipe.calibration.n_sequences
-        st.session_state[CALIB_SEQ_LEN] = recipe.calibration.seq_len
+        st.session_state[calibration_view.CALIB_SOURCE] = "builtin"
+        st.session_state[calibration_view.CALIB_SEQUENCES] = recipe.calibration.n_sequences
+        st.session_state[calibration_view.CALIB_SEQ_LEN] = recipe.calibration.seq_len

@@ -26,7 +26,7 @@ import torch
 
 import ui
 from prune_explorer.models.dense import DenseModel
-from ui import defaults, loading, methods, outputs, session, sweeps
+from ui import calibration_view, defaults, loading, outputs, session, sweeps
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _prepare(began: float) -> tuple[DenseModel, dict[str, float]]:
     with torch.no_grad():  # torch's first call of each op pays for its set-up
         dense.model(input_ids=torch.tensor([dense.tokenizer.encode("warm up", bos=True)]))
     outputs.eval_ids(dense)
-    methods.default_batch(dense)
+    calibration_view.default_batch(dense)
     loaded = time.perf_counter()
     _streamlit_and_plotly()
     done = time.perf_counter()
