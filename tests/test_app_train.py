@@ -279,6 +279,7 @@ def test_gradual_neurons_prune_whole_neurons_and_apply():
     assert result is not None and result.info["schedule_done"]
     verdict = " ".join(s.value for s in at.success)
     assert "finished after 4 steps" in verdict and "stopped before the schedule" not in verdict
+    assert "of the trained layers' weights (50% of the neurons of each block;" in verdict
     at.button(key="train_apply").click().run()
     assert not at.exception, at.exception
     state = at.session_state["pruning_state"]

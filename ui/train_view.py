@@ -11,6 +11,7 @@ import streamlit as st
 
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import select
+from prune_explorer.pruning.patterns import parse_pattern
 from prune_explorer.state import PruningState
 from ui import formats, train_histograms, train_job, train_plan
 from ui.train_charts import curves_chart
@@ -92,7 +93,7 @@ def verdict(job: train_job.TrainJob) -> str:
         f"{job.label}: {stopped} after {formats.plural(info['steps_done'], 'step')} "
         f"({info['train_seconds']:.0f} s, {info['tokens_seen']:,} tokens of {info['data']}). Held-out "
         f"perplexity {info['start_ppl']:.2f} → {info['final_ppl']:.2f} (dense {info['dense_ppl']:.2f}), "
-        f"sparsity {info['sparsity']:.1%}."
+        f"sparsity {info['sparsity']:.1%}{_units_words(job)}."
     )
     best = job.result.best
     if best is not None:
@@ -107,6 +108,18 @@ def verdict(job: train_job.TrainJob) -> str:
             f"update at step {schedule.end_step}): more time, or fit the schedule to fewer steps."
         )
     return text
+
+
+def _units_words(job: train_job.TrainJob) -> str:
+    """For a gradual run of whole units, what its target counts: " of the trained layers' weights (50% of
+    the neurons of each block; the other layers keep theirs)"; else ""."""
+    settings, schedule = job.settings, job.settings.schedule
+    if schedule is None or not parse_pattern(settings.pattern).structured:
+        return ""
+    return (
+        f" of the trained layers' weights ({schedule.final_sparsity:.0%} of the {settings.pattern} of each "
+        "block; the trained layers of other kinds keep every weight)"
+    )
 
 
 def apply_label(job: train_job.TrainJob) -> str:
