@@ -26,7 +26,9 @@ st.caption(
     "One-shot + recovery trains the session's pruned model with its masks held fixed (pruned weights stay "
     "exactly zero); gradual pruning starts from the dense model and raises the sparsity on Zhu & Gupta's "
     "cubic schedule, recomputing the masks every dt steps. Distillation matches the dense model's "
-    "next-token distributions and needs no data set; text sampled from the dense model serves as data."
+    "next-token distributions and needs no data set; text sampled from the dense model serves as data. "
+    "To see the claim, run both at the same target sparsity, steps and time budget: the chart at the foot of "
+    "the page puts every run of this session side by side with the dense model."
 )
 note = st.session_state.pop(session.TRAIN_NOTE, None)
 if note:
