@@ -111,8 +111,8 @@ def verdict(job: train_job.TrainJob) -> str:
 
 
 def _units_words(job: train_job.TrainJob) -> str:
-    """For a gradual run of whole units, what its target counts: " of the trained layers' weights (50% of
-    the neurons of each block; the other layers keep theirs)"; else ""."""
+    """For a gradual run of whole units, what its sparsity and its target count (" of the trained layers'
+    weights (50% of the neurons of each block; ...)"); else ""."""
     settings, schedule = job.settings, job.settings.schedule
     if schedule is None or not parse_pattern(settings.pattern).structured:
         return ""
