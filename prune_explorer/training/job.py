@@ -189,6 +189,7 @@ def _run(dense, data, settings, student, progress, on_point, watcher, on_snapsho
         p = CurvePoint(at, loss, perplexity(student.model, eval_ids).ppl, student.sparsity(), train_s, lr)
         curve.append(p)
         if settings.keep_best and pace.final_applied and _better(p.ppl, best):
+            best = None  # the old copy goes before the new one is made: one copy at a time, as estimated
             best = Checkpoint(at, p.ppl, student.snapshot())
         if on_point:
             on_point(p)
