@@ -294,6 +294,47 @@ def test_gradual_neurons_prune_whole_neurons_and_apply():
     assert attention and all(bool(state.mask(layer.name).all()) for layer in attention)  # trained, not pruned
 
 
+def test_compare_recovers_then_prunes_gradually_to_the_same_sparsity():
+    at = start()
+    train_page(at)
+    at.button(key="train_compare").click().run()
+    assert "Compare: nothing is pruned to recover" in errors(at) and job(at) is None
+
+    set_sparsity(at, 50)
+    train_page(at)
+    at.button(key="train_compare").click().run()
+    assert not at.exception, at.exception
+    first = job(at)
+    assert first is not None and first.kind == "oneshot"
+    assert "Next, when this run has finished (with this page open): gradual magnitude to 50.0%" in captions(
+        at
+    )
+    finished(at)  # the page keeps the first run's curves and starts the queued one
+    second = job(at)
+    assert second is not first and second.kind == "gradual" and "train_queue" not in at.session_state
+    assert second.settings.schedule.final_sparsity == pytest.approx(0.5, abs=0.005)
+    for field in ("steps", "max_seconds", "batch_size", "seq_len", "recover", "lr", "eval_tokens"):
+        assert getattr(second.settings, field) == getattr(first.settings, field), field
+    finished(at)
+    assert second.result.info["sparsity"] == pytest.approx(0.5, abs=0.005)
+    lines = [n for n in trace_names(figures(at)[-1]) if n.startswith("#")]
+    assert [n for n in lines if "one-shot, before" not in n] == [f"#1 {first.label}", f"#2 {second.label}"]
+    assert at.button(key="train_apply")  # the gradual run's result is the one to use
+
+
+def test_cancel_drops_the_queued_gradual_run():
+    at = start()
+    set_sparsity(at, 50)
+    train_page(at, train_steps=100_000, train_points=0)
+    at.button(key="train_compare").click().run()
+    first = job(at)
+    wait_for_steps(first)
+    at.run()
+    at.button(key="train_cancel").click().run()
+    finished(at)
+    assert job(at) is first and first.result.cancelled and "train_queue" not in at.session_state
+
+
 def test_the_best_checkpoint_can_be_used_instead_of_the_final_state():
     at = start()
     set_sparsity(at, 10)

@@ -45,6 +45,7 @@ WORKER = "background_worker"  # the session's measuring thread (ui.worker.Worker
 JOB_NOTE = "apply_job_note"  # why the last background run was dropped, shown once in the sidebar
 TRAIN_JOB = "train_job"  # the session's training run (ui.train_job.TrainJob), until applied or discarded
 TRAIN_NOTE = "train_job_note"  # why the last training run was dropped, shown once on the Train page
+TRAIN_QUEUE = "train_queue"  # training plans to start, in order, once the session's run has finished
 TRAINED = "train_applied"  # the trained model written into the state (ui.train_job.Trained), see trained()
 
 # Sidebar widget keys reset when the model changes or the user resets to dense.
@@ -239,6 +240,7 @@ def error_message(exc: BaseException) -> str:
 def drop_training(note: str, running_only: bool = False) -> None:
     """Cancel the session's training run and forget it (a finished one too unless ``running_only``): its
     result belongs to a model or a start that is gone. The thread stops after its current step."""
+    st.session_state.pop(TRAIN_QUEUE, None)
     job = st.session_state.get(TRAIN_JOB)
     if job is None or (running_only and job.done):
         return

@@ -226,7 +226,9 @@ def start(plan: train_plan.Plan) -> str | None:
 
 
 def cancel() -> None:
-    """Button callback: stop the running job after its current step; its result can still be applied."""
+    """Button callback: stop the running job after its current step (its result can still be applied), and
+    forget the runs queued after it."""
+    st.session_state.pop(session.TRAIN_QUEUE, None)
     job = running()
     if job is not None:
         job.cancel()

@@ -10,6 +10,7 @@ from ui import (
     downloads,
     session,
     train_charts,
+    train_compare,
     train_controls,
     train_histograms,
     train_job,
@@ -54,9 +55,12 @@ try:
 except ValueError as exc:  # a schedule parameter out of range: Start says the same, and starts nothing
     st.warning(train_plan.field_message(exc))
 
+if train_compare.advance():  # a queued run starts once the one before it has finished
+    st.rerun()
 job = train_job.current()
 running = job is not None and not job.done
-if st.button(
+start, compare = st.columns([1, 3])
+if start.button(
     "Start training", key="train_start", type="primary", disabled=running, icon=":material/play_arrow:"
 ):
     refused = train_job.start(plan)
@@ -64,6 +68,25 @@ if st.button(
         st.error(refused)
     else:
         st.rerun()
+if compare.button(
+    "Compare: recover this pruning, then prune gradually to the same sparsity",
+    key="train_compare",
+    disabled=running,
+    icon=":material/compare_arrows:",
+    help="Two runs, one after the other, with these steps, time budget, data and loss: one-shot + recovery "
+    "of the sidebar's pruning, then gradual pruning from dense to the same share of weights. Both go on the "
+    "chart at the foot of the page; the gradual run's result is the one offered for use.",
+):
+    refused = train_compare.start_comparison(plan)
+    if refused:
+        st.error(refused)
+    else:
+        st.rerun()
+for waiting in train_compare.queued():
+    st.caption(
+        f"Next, when this run has finished (with this page open): gradual {waiting.method} to "
+        f"{waiting.target:.1%}, the same steps and time."
+    )
 if job is not None and job.done and job.result is None:
     if job.error:
         st.error(job.error)
