@@ -322,7 +322,8 @@ def test_compare_recovers_then_prunes_gradually_to_the_same_sparsity():
     assert at.button(key="train_apply")  # the gradual run's result is the one to use
 
 
-def test_cancel_drops_the_queued_gradual_run():
+@pytest.mark.parametrize("how", ["cancel", "reset"])
+def test_cancel_or_reset_drops_the_queued_gradual_run(how):
     at = start()
     set_sparsity(at, 50)
     train_page(at, train_steps=100_000, train_points=0)
@@ -330,9 +331,12 @@ def test_cancel_drops_the_queued_gradual_run():
     first = job(at)
     wait_for_steps(first)
     at.run()
-    at.button(key="train_cancel").click().run()
-    finished(at)
-    assert job(at) is first and first.result.cancelled and "train_queue" not in at.session_state
+    at.button(key="train_cancel" if how == "cancel" else "sidebar_reset").click().run()
+    assert not at.exception, at.exception
+    assert "train_queue" not in at.session_state
+    first.thread.join(TIMEOUT)
+    at.run()
+    assert first.cancel_requested and job(at) in (first, None)  # nothing queued started
 
 
 def test_the_best_checkpoint_can_be_used_instead_of_the_final_state():
