@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from prune_explorer.models.layers import select
+from prune_explorer.texts import eval_text
 from tests.support.apptest import (
     TIMEOUT,
     captions,
@@ -301,7 +302,7 @@ def test_compare_recovers_then_prunes_gradually_to_the_same_sparsity():
     assert "Compare: nothing is pruned to recover" in errors(at) and job(at) is None
 
     set_sparsity(at, 50)
-    train_page(at)
+    train_page(at, train_eval_tokens=0)  # the whole held-out text, as the one-shot references are scored
     at.button(key="train_compare").click().run()
     assert not at.exception, at.exception
     first = job(at)
@@ -317,9 +318,30 @@ def test_compare_recovers_then_prunes_gradually_to_the_same_sparsity():
         assert getattr(second.settings, field) == getattr(first.settings, field), field
     finished(at)
     assert second.result.info["sparsity"] == pytest.approx(0.5, abs=0.005)
-    lines = [n for n in trace_names(figures(at)[-1]) if n.startswith("#")]
+    comparison = figures(at)[-1]
+    lines = [n for n in trace_names(comparison) if n.startswith("#")]
     assert [n for n in lines if "one-shot, before" not in n] == [f"#1 {first.label}", f"#2 {second.label}"]
     assert at.button(key="train_apply")  # the gradual run's result is the one to use
+    # One-shot pruning at the same sparsity without training, dashed across the chart (stories260K: computed
+    # at once), as the Compare page scores it.
+    references = {t["name"]: t["y"][0] for t in comparison["data"] if t["name"].startswith("one-shot ")}
+    assert list(references) == [f"one-shot {m} 50%, no training" for m in ("Magnitude", "Wanda", "SparseGPT")]
+    from prune_explorer.measure.evaluate import perplexity
+    from prune_explorer.pruning.prune import prune_masks
+    from prune_explorer.state import PruningState
+
+    state = at.session_state["pruning_state"]
+    scratch = PruningState(state.dense)
+    prune_masks(
+        state.dense, "wanda", "unstructured", 0.5, calibration=at.session_state["calibration_batch"][0]
+    ).apply(scratch)
+    ids = torch.tensor(state.dense.tokenizer.encode(eval_text("stories")))
+    assert references["one-shot Wanda 50%, no training"] == pytest.approx(
+        perplexity(scratch.model, ids).ppl, rel=1e-6
+    )
+    assert references["one-shot Magnitude 50%, no training"] == pytest.approx(
+        first.result.curve[0].ppl, rel=1e-6
+    )
 
 
 @pytest.mark.parametrize("how", ["cancel", "reset"])

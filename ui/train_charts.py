@@ -13,6 +13,8 @@ from ui import train_job, train_plan
 from ui.charts import layout
 from ui.sensitivity_view import PALETTE
 
+REFERENCE_COLOURS = ("#7f7f7f", "#8c564b", "#bcbd22")  # one-shot references: muted, beside the runs' palette
+
 
 def schedule_chart(plan: train_plan.Plan, held: float) -> go.Figure:
     """Sparsity against step before the run: the masks' (a step at every update) and Zhu & Gupta's cubic
@@ -69,8 +71,9 @@ def curves_chart(points: list[CurvePoint], steps_planned: int | None = None) -> 
     return layout(fig, 480)
 
 
-def comparison_chart(runs: list[train_job.Run]) -> go.Figure:
-    """Held-out perplexity against training steps of every run, one-shot starts marked, dense dotted."""
+def comparison_chart(runs: list[train_job.Run], references: list[tuple[str, float]] = ()) -> go.Figure:
+    """Held-out perplexity against training steps of every run, one-shot starts marked, dense dotted, and
+    ``references`` ((label, perplexity) of models not trained) dashed across the steps."""
     fig = go.Figure()
     for i, run in enumerate(runs):
         colour = PALETTE[i % len(PALETTE)]
@@ -85,6 +88,11 @@ def comparison_chart(runs: list[train_job.Run]) -> go.Figure:
                 marker=dict(symbol="diamond", size=12, color=colour),
             )
     last = max((run.curve[-1].step for run in runs), default=1)
+    for j, (label, ppl) in enumerate(references):
+        colour = REFERENCE_COLOURS[j % len(REFERENCE_COLOURS)]
+        fig.add_scatter(
+            x=[0, last], y=[ppl, ppl], mode="lines", name=label, line=dict(color=colour, dash="dash", width=1)
+        )
     dense = runs[-1].dense_ppl
     fig.add_scatter(
         x=[0, last], y=[dense, dense], mode="lines", name="dense", line=dict(color="gray", dash="dot")
@@ -94,8 +102,9 @@ def comparison_chart(runs: list[train_job.Run]) -> go.Figure:
     return layout(fig, 380)
 
 
-def curves_table(runs: list[train_job.Run]) -> pd.DataFrame:
-    """One row per run and curve point: what the comparison chart draws, with loss, time and lr."""
+def curves_table(runs: list[train_job.Run], references: list[tuple[str, float]] = ()) -> pd.DataFrame:
+    """One row per run and curve point: what the comparison chart draws, with loss, time and lr; then one
+    row per one-shot reference (step 0, no run number)."""
     rows = [
         {
             "run": i + 1,
@@ -112,5 +121,16 @@ def curves_table(runs: list[train_job.Run]) -> pd.DataFrame:
         }
         for i, run in enumerate(runs)
         for p in run.curve
+    ]
+    dense = runs[-1].dense_ppl if runs else None
+    rows += [
+        {
+            "label": label,
+            "schedule": "one-shot, no training",
+            "step": 0,
+            "perplexity": ppl,
+            "dense_perplexity": dense,
+        }
+        for label, ppl in references
     ]
     return pd.DataFrame(rows)

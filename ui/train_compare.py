@@ -1,6 +1,7 @@
-"""The Train page's comparison in one press: recover the session's pruned model, then prune gradually from
+"""The Train page's comparison: in one press, recover the session's pruned model, then prune gradually from
 dense to the same sparsity with the same budget, one run after the other (a queue the page advances when a
-run has finished), so the comparison chart shows the seed's claim without setting up two runs by hand."""
+run has finished); and beside the runs, one-shot magnitude, Wanda and SparseGPT at the same sparsity without
+any training (the Compare page's points, shared with it), so one chart holds every case the seed compares."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ from dataclasses import replace
 
 import streamlit as st
 
+from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import select
+from prune_explorer.pruning.calibration import CalibrationBatch
 from prune_explorer.training.masking import GRADUAL_METHODS
 from prune_explorer.training.schedule import fit_schedule
-from ui import session, train_job, train_plan
+from ui import session, sweeps, train_job, train_plan
+from ui.describe import SHORT_LABELS
+
+REFERENCE_METHODS = ("magnitude", "wanda", "sparsegpt")
 
 
 def start_comparison(plan: train_plan.Plan) -> str | None:
@@ -75,3 +81,28 @@ def advance() -> bool:
     if queue[1:]:
         st.session_state[session.TRAIN_QUEUE] = queue[1:]
     return True
+
+
+def reference_sparsity(runs: list[train_job.Run]) -> float | None:
+    """The share of weights the one-shot references prune: the latest run's final one, or None when there
+    is nothing to compare (no pruning) or the runs were scored on part of the held-out text (a reference
+    point is scored on all of it)."""
+    if not runs or any(run.eval_tokens for run in runs):
+        return None
+    sparsity = round(runs[-1].curve[-1].sparsity, 2)
+    return sparsity if 0 < sparsity < 1 else None
+
+
+def reference_keys(sparsity: float, kinds: tuple[str, ...], batch: CalibrationBatch | None) -> list[tuple]:
+    """Compare-page point keys of one-shot magnitude, Wanda and SparseGPT, unstructured, at ``sparsity``."""
+    return [sweeps.point_key(method, "unstructured", sparsity, kinds, batch) for method in REFERENCE_METHODS]
+
+
+def references(dense: DenseModel, keys: list[tuple]) -> list[tuple[str, float]]:
+    """(label, held-out perplexity) of the finished reference points, in ``keys``' order."""
+    out = []
+    for key in keys:
+        point = sweeps.cached_point(dense, key)
+        if point is not None:
+            out.append((f"one-shot {SHORT_LABELS[key[0]]} {key[2]:.0%}, no training", point.ppl))
+    return out

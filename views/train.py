@@ -7,8 +7,10 @@ from functools import partial
 import streamlit as st
 
 from ui import (
+    defaults,
     downloads,
     session,
+    sweeps,
     train_charts,
     train_compare,
     train_controls,
@@ -122,13 +124,36 @@ else:
 runs = train_job.runs(dense)
 if runs:
     st.subheader("One-shot, recovered, gradual")
-    st.plotly_chart(train_charts.comparison_chart(runs), key="train_comparison")
+    refs, sparsity = [], train_compare.reference_sparsity(runs)
+    if sparsity is not None:
+        batch = session.calibration()[0]
+        keys = train_compare.reference_keys(sparsity, train_plan.kinds(), batch)
+        missing = sweeps.missing_points(dense, keys)
+        if missing and (
+            defaults.is_small(dense)
+            or st.button(
+                f"Add one-shot Magnitude, Wanda and SparseGPT at {sparsity:.0%} (no training)",
+                key="train_references",
+                help="Each prunes a scratch copy once and scores the held-out text (SparseGPT on a big model "
+                "takes a minute); the points are the Compare page's, shared with it.",
+            )
+        ):
+            bar = st.progress(0.0, text="One-shot references…")
+            for i, key in enumerate(missing):
+                sweeps.compute_point(dense, key, batch, lambda f, i=i: bar.progress((i + f) / len(missing)))
+            bar.empty()
+        refs = train_compare.references(dense, keys)
+        for key in keys:
+            if sweeps.point_error(dense, key):
+                st.caption(f"One-shot {key[0]}: {sweeps.point_error(dense, key)}")
+    st.plotly_chart(train_charts.comparison_chart(runs, refs), key="train_comparison")
     st.caption(
         "Held-out perplexity of this session's runs against training steps; the diamond is a one-shot "
-        "model before recovery, the dotted line the dense model's."
+        "model before recovery, the dotted line the dense model's, the dashed ones one-shot pruning at the "
+        "latest run's sparsity with no training at all."
     )
     downloads.csv_button(
-        partial(train_charts.curves_table, runs),
+        partial(train_charts.curves_table, runs, refs),
         downloads.csv_name(dense.name, "training-curves"),
         key="train_csv",
     )
