@@ -475,3 +475,21 @@ def test_the_use_button_names_a_cancelled_runs_state_and_refuses_a_diverged_one(
     assert train_view.apply_label(cancelled) == "Use the state at step 7 (perplexity 3.14)"
     assert train_view.usable(cancelled)
     assert not train_view.usable(job(stopped="loss diverged", steps_done=3, final_ppl=float("nan")))
+
+
+def test_one_shot_references_follow_the_latest_runs_pattern_and_skip_whole_units():
+    from prune_explorer.training.result import CurvePoint
+    from ui import train_compare
+    from ui.train_job import Run
+
+    def run(pattern, sparsity, eval_tokens=None):
+        curve = (CurvePoint(0, None, 9.0, 0.0, 0.0, 0.0), CurvePoint(4, 1.0, 5.0, sparsity, 1.0, 0.0))
+        return Run(1, "r", "gradual", "m", curve, 4.5, eval_tokens, "done", pattern)
+
+    assert train_compare.reference_point([run("unstructured", 0.6003)]) == ("unstructured", 0.6)
+    assert train_compare.reference_point([run("neurons", 0.36), run("2:4", 0.4988)]) == ("2:4", 0.5)
+    assert train_compare.reference_point([run("unstructured", 0.6), run("neurons", 0.36)]) is None
+    assert (
+        train_compare.reference_point([run("unstructured", 0.6, eval_tokens=64)]) is None
+    )  # part of the text
+    assert train_compare.reference_point([run("unstructured", 0.0)]) is None  # nothing pruned

@@ -12,6 +12,7 @@ import streamlit as st
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import select
 from prune_explorer.pruning.calibration import CalibrationBatch
+from prune_explorer.pruning.patterns import parse_pattern
 from prune_explorer.training.masking import GRADUAL_METHODS
 from prune_explorer.training.schedule import fit_schedule
 from ui import session, sweeps, train_job, train_plan
@@ -83,19 +84,24 @@ def advance() -> bool:
     return True
 
 
-def reference_sparsity(runs: list[train_job.Run]) -> float | None:
-    """The share of weights the one-shot references prune: the latest run's final one, or None when there
-    is nothing to compare (no pruning) or the runs were scored on part of the held-out text (a reference
-    point is scored on all of it)."""
+def reference_point(runs: list[train_job.Run]) -> tuple[str, float] | None:
+    """(pattern, share of weights) the one-shot references prune: the latest run's; None when there is nothing
+    to compare (no pruning, whole units: a share of units, not of the trained weights) or the runs were scored
+    on part of the held-out text (a reference point is scored on all of it)."""
     if not runs or any(run.eval_tokens for run in runs):
         return None
-    sparsity = round(runs[-1].curve[-1].sparsity, 2)
-    return sparsity if 0 < sparsity < 1 else None
+    latest = runs[-1]
+    sparsity = round(latest.curve[-1].sparsity, 2)
+    if parse_pattern(latest.pattern).structured or not 0 < sparsity < 1:
+        return None
+    return latest.pattern, sparsity
 
 
-def reference_keys(sparsity: float, kinds: tuple[str, ...], batch: CalibrationBatch | None) -> list[tuple]:
-    """Compare-page point keys of one-shot magnitude, Wanda and SparseGPT, unstructured, at ``sparsity``."""
-    return [sweeps.point_key(method, "unstructured", sparsity, kinds, batch) for method in REFERENCE_METHODS]
+def reference_keys(
+    pattern: str, sparsity: float, kinds: tuple[str, ...], batch: CalibrationBatch | None
+) -> list[tuple]:
+    """Compare-page point keys of one-shot magnitude, Wanda and SparseGPT at ``pattern`` and ``sparsity``."""
+    return [sweeps.point_key(method, pattern, sparsity, kinds, batch) for method in REFERENCE_METHODS]
 
 
 def references(dense: DenseModel, keys: list[tuple]) -> list[tuple[str, float]]:
@@ -104,5 +110,6 @@ def references(dense: DenseModel, keys: list[tuple]) -> list[tuple[str, float]]:
     for key in keys:
         point = sweeps.cached_point(dense, key)
         if point is not None:
-            out.append((f"one-shot {SHORT_LABELS[key[0]]} {key[2]:.0%}, no training", point.ppl))
+            pattern = "" if key[1] == "unstructured" else f" {key[1]}"
+            out.append((f"one-shot {SHORT_LABELS[key[0]]}{pattern} {key[2]:.0%}, no training", point.ppl))
     return out

@@ -76,6 +76,7 @@ class Run:
     dense_ppl: float
     eval_tokens: int | None
     stopped: str
+    pattern: str = "unstructured"  # the masks' pattern (a recovery's: the sidebar's at Start)
 
 
 @dataclass(eq=False)
@@ -105,6 +106,7 @@ class TrainJob:
     recorded: bool = False
     thread: threading.Thread | None = None
     start_words: str = "dense"  # what the run started from, in words (``session.applied_words`` at Start)
+    pattern: str = "unstructured"  # the masks' pattern: the gradual plan's, or the sidebar's at Start
 
     @property
     def done(self) -> bool:
@@ -219,6 +221,9 @@ def start(plan: train_plan.Plan) -> str | None:
     st.session_state.pop(session.TRAIN_NOTE, None)  # a finished result not applied is replaced by this run
     job = TrainJob(dense, settings, plan.schedule, label, begin, data, plan.sampled_tokens, watch, edges)
     job.start_words = "dense" if plan.schedule == "gradual" else session.applied_words()
+    job.pattern = (
+        plan.pattern if plan.schedule == "gradual" else getattr(session.applied(), "pattern", "unstructured")
+    )
     job.thread = threading.Thread(target=job.run, name="prune-explorer-train", daemon=True)
     st.session_state[session.TRAIN_JOB] = job
     job.thread.start()
@@ -249,6 +254,7 @@ def record(job: TrainJob) -> None:
         info["dense_ppl"],
         job.settings.eval_tokens,
         info["stopped"],
+        job.pattern,
     )
     st.session_state.setdefault(RUNS, []).append(run)
 

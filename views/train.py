@@ -124,15 +124,16 @@ else:
 runs = train_job.runs(dense)
 if runs:
     st.subheader("One-shot, recovered, gradual")
-    refs, sparsity = [], train_compare.reference_sparsity(runs)
-    if sparsity is not None:
+    refs, reference = [], train_compare.reference_point(runs)
+    if reference is not None:
+        pattern, sparsity = reference
         batch = session.calibration()[0]
-        keys = train_compare.reference_keys(sparsity, train_plan.kinds(), batch)
+        keys = train_compare.reference_keys(pattern, sparsity, train_plan.kinds(), batch)
         missing = sweeps.missing_points(dense, keys)
         if missing and (
             defaults.is_small(dense)
             or st.button(
-                f"Add one-shot Magnitude, Wanda and SparseGPT at {sparsity:.0%} (no training)",
+                f"Add one-shot Magnitude, Wanda and SparseGPT at {sparsity:.0%} {pattern} (no training)",
                 key="train_references",
                 help="Each prunes a scratch copy once and scores the held-out text (SparseGPT on a big model "
                 "takes a minute); the points are the Compare page's, shared with it.",
