@@ -10,12 +10,11 @@ from dataclasses import replace
 import streamlit as st
 
 from prune_explorer.models.dense import DenseModel
-from prune_explorer.models.layers import select
 from prune_explorer.pruning.calibration import CalibrationBatch
 from prune_explorer.pruning.patterns import parse_pattern
 from prune_explorer.training.masking import GRADUAL_METHODS
 from prune_explorer.training.schedule import fit_schedule
-from ui import session, sweeps, train_job, train_plan
+from ui import defaults, session, sweeps, train_job, train_plan, train_view
 from ui.describe import SHORT_LABELS
 
 REFERENCE_METHODS = ("magnitude", "wanda", "sparsegpt")
@@ -38,12 +37,7 @@ def start_comparison(plan: train_plan.Plan) -> str | None:
             "unstructured pruning in the sidebar."
         )
     dense = session.dense()
-    layers = select(dense.layers, train_plan.kinds())
-    target = round(
-        sum(session.state().pruned_count(layer.name) for layer in layers)
-        / sum(layer.numel for layer in layers),
-        4,
-    )
+    target = round(train_view.current_sparsity(session.state(), train_plan.kinds()), 4)
     method = getattr(applied, "method", "magnitude")
     fitted = fit_schedule(target, plan.steps)
     gradual = replace(
@@ -113,3 +107,32 @@ def references(dense: DenseModel, keys: list[tuple]) -> list[tuple[str, float]]:
             pattern = "" if key[1] == "unstructured" else f" {key[1]}"
             out.append((f"one-shot {SHORT_LABELS[key[0]]}{pattern} {key[2]:.0%}, no training", point.ppl))
     return out
+
+
+def reference_lines(dense: DenseModel, runs: list[train_job.Run]) -> list[tuple[str, float]]:
+    """The one-shot references of the comparison chart: computed now on a small model, on a button on a big
+    one (each point prunes a scratch copy and scores the held-out text); (label, perplexity) of those done."""
+    reference = reference_point(runs)
+    if reference is None:
+        return []
+    pattern, sparsity = reference
+    batch = session.calibration()[0]
+    keys = reference_keys(pattern, sparsity, train_plan.kinds(), batch)
+    missing = sweeps.missing_points(dense, keys)
+    if missing and (
+        defaults.is_small(dense)
+        or st.button(
+            f"Add one-shot Magnitude, Wanda and SparseGPT at {sparsity:.0%} {pattern} (no training)",
+            key="train_references",
+            help="Each prunes a scratch copy once and scores the held-out text (SparseGPT on a big model "
+            "takes a minute); the points are the Compare page's, shared with it.",
+        )
+    ):
+        bar = st.progress(0.0, text="One-shot references…")
+        for i, key in enumerate(missing):
+            sweeps.compute_point(dense, key, batch, lambda f, i=i: bar.progress((i + f) / len(missing)))
+        bar.empty()
+    for key in keys:
+        if sweeps.point_error(dense, key):
+            st.caption(f"One-shot {key[0]}: {sweeps.point_error(dense, key)}")
+    return references(dense, keys)

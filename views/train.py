@@ -7,10 +7,8 @@ from functools import partial
 import streamlit as st
 
 from ui import (
-    defaults,
     downloads,
     session,
-    sweeps,
     train_charts,
     train_compare,
     train_controls,
@@ -124,29 +122,7 @@ else:
 runs = train_job.runs(dense)
 if runs:
     st.subheader("One-shot, recovered, gradual")
-    refs, reference = [], train_compare.reference_point(runs)
-    if reference is not None:
-        pattern, sparsity = reference
-        batch = session.calibration()[0]
-        keys = train_compare.reference_keys(pattern, sparsity, train_plan.kinds(), batch)
-        missing = sweeps.missing_points(dense, keys)
-        if missing and (
-            defaults.is_small(dense)
-            or st.button(
-                f"Add one-shot Magnitude, Wanda and SparseGPT at {sparsity:.0%} {pattern} (no training)",
-                key="train_references",
-                help="Each prunes a scratch copy once and scores the held-out text (SparseGPT on a big model "
-                "takes a minute); the points are the Compare page's, shared with it.",
-            )
-        ):
-            bar = st.progress(0.0, text="One-shot references…")
-            for i, key in enumerate(missing):
-                sweeps.compute_point(dense, key, batch, lambda f, i=i: bar.progress((i + f) / len(missing)))
-            bar.empty()
-        refs = train_compare.references(dense, keys)
-        for key in keys:
-            if sweeps.point_error(dense, key):
-                st.caption(f"One-shot {key[0]}: {sweeps.point_error(dense, key)}")
+    refs = train_compare.reference_lines(dense, runs)
     st.plotly_chart(train_charts.comparison_chart(runs, refs), key="train_comparison")
     st.caption(
         "Held-out perplexity of this session's runs against training steps; the diamond is a one-shot "
