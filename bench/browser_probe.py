@@ -43,6 +43,9 @@ class Trial:
     # (ms from the action, what): requests sent, runs started and finished (negative: before the action)
     events: list = field(default_factory=list)
     timed_out: bool = False
+    # (ms from the answering run's start, what, bytes): every frame received from the request on, so a slow
+    # action shows which element the server was computing before (in artifacts/bench/browser-trials.json)
+    frames: list = field(default_factory=list)
 
 
 class Probe:
@@ -191,6 +194,7 @@ class Probe:
             interrupted=sum(f.kind == "new_session" for f in received)
             - sum(f.kind == "script_finished" and f.label != "FINISHED_EARLY_FOR_RERUN" for f in received),
             gaps=self._gaps(replies),
+            frames=[(round(self.ms(f) - run_start), f.label or f.kind, f.size) for f in replies],
             events=sorted(
                 [(round(t - action_ms), "press") for t in st["inputs"]]
                 + [

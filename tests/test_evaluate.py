@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from prune_explorer.measure.divergence import agreement
 from prune_explorer.measure.evaluate import (
-    agreement,
     continue_greedily,
     greedy_generate,
     next_token_logits,
@@ -119,6 +119,28 @@ def test_agreement_is_zero_kl_for_identical_and_grows_with_pruning(stories):
         apply_magnitude(state, MagnitudeSettings(sparsity=s))
         kls.append(agreement(dense, next_token_logits(state.model, ids)).kl)
     assert 0 < kls[0] < kls[1] < kls[2]
+
+
+def _float64_agreement(dense: torch.Tensor, pruned: torch.Tensor) -> tuple[float, float, float]:
+    p_log, q_log = F.log_softmax(dense.double(), -1), F.log_softmax(pruned.double(), -1)
+    kl = (p_log.exp() * (p_log - q_log)).sum(-1)
+    return float(kl.mean()), float(kl[-1]), float((dense.argmax(-1) == pruned.argmax(-1)).double().mean())
+
+
+@pytest.mark.parametrize("noise", [1e-3, 1e-2, 0.3, 3.0])
+def test_agreement_matches_a_float64_reference_from_tiny_to_large_divergence(noise):
+    gen = torch.Generator().manual_seed(3)
+    dense = torch.randn(7, 5003, generator=gen) * 4
+    pruned = dense + noise * torch.randn(7, 5003, generator=gen)
+    kl, kl_last, top1 = _float64_agreement(dense, pruned)
+    got = agreement(dense, pruned)
+    assert got.kl == pytest.approx(kl, rel=2e-3) and got.kl_last == pytest.approx(kl_last, rel=2e-3)
+    assert got.top1 == pytest.approx(top1)
+
+
+def test_agreement_refuses_logits_of_different_shapes():
+    with pytest.raises(ValueError, match="one shape"):
+        agreement(torch.zeros(3, 5), torch.zeros(2, 5))
 
 
 def test_top_k_probabilities_and_token_diff():

@@ -13,6 +13,7 @@ import weakref
 import streamlit as st
 
 from prune_explorer.execution import few_rows
+from prune_explorer.measure import divergence
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.models.layers import select
 from prune_explorer.models.loading import load_model, resolve_source
@@ -59,6 +60,7 @@ def _load_dense(source: str) -> DenseModel:
         kernels.warm_up()
         few_rows.install(dense.model)  # before any session copies it: every copy decodes on the same kernel
         few_rows.warm_up()
+        divergence.warm_up()
     finally:
         bar.empty()
     _rank_in_background(dense)

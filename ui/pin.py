@@ -19,7 +19,8 @@ import streamlit as st
 import torch
 from streamlit.delta_generator import DeltaGenerator
 
-from prune_explorer.measure.evaluate import Agreement, probabilities, token_diff, top_k
+from prune_explorer.measure.divergence import Agreement
+from prune_explorer.measure.evaluate import probabilities, token_diff, top_k
 from prune_explorer.models.dense import DenseModel
 from prune_explorer.state import PruningState
 from ui import data, formats, outputs, protocol, session

@@ -4,7 +4,7 @@ from functools import partial
 
 import streamlit as st
 
-from prune_explorer.measure.evaluate import agreement
+from prune_explorer.measure.divergence import agreement
 from ui import (
     background,
     charts,

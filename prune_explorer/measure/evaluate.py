@@ -90,28 +90,6 @@ def next_token_logits(model: nn.Module, ids: Sequence[int] | torch.Tensor) -> to
     return model(input_ids=ids).logits[0].float()
 
 
-@dataclass(frozen=True)
-class Agreement:
-    """How far the pruned next-token distributions are from the dense ones over a prompt's positions.
-
-    ``kl`` is mean KL(dense || pruned) in nats; ``kl_last`` is at the last position (the next token);
-    ``top1`` is the share of positions whose argmax agrees.
-    """
-
-    kl: float
-    kl_last: float
-    top1: float
-
-
-def agreement(dense_logits: torch.Tensor, pruned_logits: torch.Tensor) -> Agreement:
-    """Compare two (T, vocab) logit tensors position by position."""
-    p_log = F.log_softmax(dense_logits.float(), dim=-1)
-    q_log = F.log_softmax(pruned_logits.float(), dim=-1)
-    kl = (p_log.exp() * (p_log - q_log)).sum(-1).clamp_min(0.0)
-    top1 = (dense_logits.argmax(-1) == pruned_logits.argmax(-1)).float().mean()
-    return Agreement(kl=float(kl.mean()), kl_last=float(kl[-1]), top1=float(top1))
-
-
 def top_k(logits: torch.Tensor, k: int = 10) -> list[tuple[int, float]]:
     """The ``k`` most likely next tokens as (id, probability), from one (vocab,) logit row."""
     probs = F.softmax(logits.float(), dim=-1)
