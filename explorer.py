@@ -12,7 +12,17 @@ import streamlit as st
 
 from prune_explorer import threads
 from prune_explorer.pruning.methods import get_method
-from ui import allocation_view, background, calibration_view, controls, held_widgets, methods, scenes, session
+from ui import (
+    allocation_view,
+    background,
+    calibration_view,
+    controls,
+    held_widgets,
+    methods,
+    page_style,
+    scenes,
+    session,
+)
 
 # A Material icon, not an emoji: Streamlit checks an emoji icon with a regex it compiles once per process,
 # 0.4 s of a fresh server's first view.
@@ -36,6 +46,7 @@ for path, title, icon in (
     if (HERE / path).is_file():
         pages.append(st.Page(path, title=title, icon=icon))
 navigation = st.navigation(pages)
+page_style.steady()  # no page-wide dimming while a run updates the page (see ui.page_style)
 
 # One run of a session at a time: a new run waits until the previous one has stopped (see session.exclusive).
 # Slow measurements the page asks for run after it, in the background (ui.background).

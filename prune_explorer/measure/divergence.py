@@ -42,12 +42,17 @@ def _rows_kl(  # pragma: no cover
     rows, vocab = dense.shape
     for r in range(rows):
         a, b = dense[r], pruned[r]
-        max_a, max_b, arg_a, arg_b = a[0], b[0], 0, 0
+        max_a, max_b, arg_a, arg_b, differ = a[0], b[0], 0, 0, False
         for j in range(vocab):  # strict >: the first of equal maxima, as torch.argmax
             if a[j] > max_a:
                 max_a, arg_a = a[j], j
             if b[j] > max_b:
                 max_b, arg_b = b[j], j
+            differ |= a[j] != b[j]
+        same[r] = arg_a == arg_b
+        if not differ:  # the same distribution: exactly 0, not the rounding of two sums in another order
+            kl[r] = 0.0
+            continue
         top_a, top_b = np.float64(max_a), np.float64(max_b)
         sum_a, sum_b, cross = 0.0, 0.0, 0.0
         for j in range(vocab):
@@ -58,7 +63,6 @@ def _rows_kl(  # pragma: no cover
             cross += e * (x - y)
         value = cross / sum_a - top_a - math.log(sum_a) + top_b + math.log(sum_b)
         kl[r] = max(value, 0.0)
-        same[r] = arg_a == arg_b
 
 
 def agreement(dense_logits: torch.Tensor, pruned_logits: torch.Tensor) -> Agreement:

@@ -214,3 +214,50 @@ def test_a_scene_link_shows_its_settings_in_the_widgets(app_url):
         page.wait_for_timeout(1000)
         assert slider.input_value() == "40"
         assert "40.0%" in sidebar.get_by_test_id("stMetric").first.inner_text()
+
+
+# Every 50 ms for ``ms``: how many elements a run marks stale, and the lowest opacity among them.
+_WATCH_STALE = """async ms => {
+    const samples = [], start = performance.now();
+    while (performance.now() - start < ms) {
+        const stale = [...document.querySelectorAll('.stElementContainer[data-stale="true"]')];
+        const lowest = Math.min(1, ...stale.map(el => parseFloat(getComputedStyle(el).opacity)));
+        samples.push([performance.now() - start, stale.length, lowest]);
+        await new Promise(r => setTimeout(r, 50));
+    }
+    return samples;
+}"""
+
+
+def test_a_long_run_leaves_the_page_opaque_and_greys_only_the_pruned_text_it_regenerates(app_url):
+    """ui.page_style: Streamlit's dimming of the elements a run has not sent again (after 0.5 s, a 1 s fade
+    to 0.33) is off, since it cost the browser the CPU a SmolLM2 burst needs; the previous pruned text turns
+    grey 0.4 s into its regeneration instead."""
+    from prune_explorer.models.smollm2 import NAME
+
+    with _browser_page(1000) as page:
+        page.goto(app_url)
+        page.locator(".pe-gen-pruned").wait_for(timeout=WAIT_MS)
+        _settle(page)
+        text = page.locator(".pe-gen-pruned")
+        before = text.evaluate("el => getComputedStyle(el).color")
+        grey = text.evaluate(
+            """async el => {
+                el.classList.replace('pe-gen-pruned', 'pe-gen-partial');  // as a run redraws the old text
+                const early = getComputedStyle(el).color;
+                await new Promise(r => setTimeout(r, 600));
+                return [early, getComputedStyle(el).color];
+            }"""
+        )
+        assert grey[0] == before and grey[1] != before  # unchanged within 0.4 s, then grey
+
+        # Loading SmolLM2 keeps one run going for seconds, the stories page's elements stale all along.
+        page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").filter(has_text="Model").click()
+        page.get_by_role("option", name=NAME).click()
+        samples = page.evaluate(_WATCH_STALE, 2500)
+        _settle(page)
+    stale = [(t, lowest) for t, count, lowest in samples if count]
+    assert stale, "the switch's run marked no element stale"
+    late = [lowest for t, lowest in stale if t - stale[0][0] >= 1.0]  # Streamlit's fade is under way by then
+    assert late, "no element stayed stale for a second: the switch was too quick to tell"
+    assert min(late) == 1.0
