@@ -4,12 +4,12 @@ the pruned model computes them.
 After a slider move the pruned model's prompt logits come first (one forward pass): the next-token chart and
 KL show then, and the pruned text grows token by token below, first redrawn ``STREAM_FIRST_SECONDS`` into the
 generation, then every ``STREAM_SECONDS``. Each redraw makes the browser render the page while the generation
-wants the same two cores, so a text done within half a second (SmolLM2's default 8 tokens) is drawn once, when
-done, and a long one still shows its progress (browser bench, SmolLM2 bursts, medians of five, same hour: 748
-and 765 ms against 816 with a redraw every 0.1 s). A newer slider move stops this run before the pruned
-model's next transformer block (``ui.interrupt``), so a burst of moves never waits for a stale generation. A
-partial text carries the class ``pe-gen-partial``; only the finished one is ``pe-gen-pruned`` (what the
-browser benchmark waits for).
+wants the same two cores, so a text done within half a second (SmolLM2's default 8 tokens) is drawn once,
+when done, and a long one still shows its progress (browser bench, fifteen SmolLM2 bursts each, alternating
+with a redraw every 0.1 s in one hour: median 848 ms against 935). A newer slider move stops this run before
+the pruned model's next transformer block (``ui.interrupt``), so a burst of moves never waits for a stale
+generation. A partial text carries the class ``pe-gen-partial``; only the finished one is ``pe-gen-pruned``
+(what the browser benchmark waits for).
 
 With a pin (``ui.pin``) that fits the prompt, a third column shows the pinned text (``pe-gen-pinned``) between
 dense and pruned, the chart gets the pinned probabilities and the KL metrics their difference from the
