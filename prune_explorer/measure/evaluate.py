@@ -1,6 +1,7 @@
-"""What pruning does to a model's outputs: perplexity, greedy text, next-token probabilities, KL.
+"""What pruning does to a model's outputs: perplexity, greedy text, next-token probabilities.
 
-Every function takes a model and token ids, so the dense and the pruned model are measured the same way.
+Every function takes a model and token ids, so the dense and the pruned model are measured the same way. How
+far the two next-token distributions are apart (KL, top-1 agreement) is ``measure.divergence``.
 """
 
 from __future__ import annotations
