@@ -69,7 +69,13 @@ def restore(current: StreamlitPage) -> None:
     target = st.session_state.pop(PENDING_PAGE, None)
     if not st.session_state.get(URL_READ):
         st.session_state[URL_READ] = True
+        before = session.dense()
         target = _restore_from_url(page_name(current)) or target
+        if session.dense() is not before and target in (None, page_name(current)):
+            # The link's model was loaded in this run, its progress drawn at the top of the page: the page
+            # drawn after it would sit one place lower than in every later run, and the next run would show
+            # its elements beside this run's stale ones until it ends. Draw the page anew, in its usual shape.
+            st.rerun()
     if target is None or target == page_name(current):
         return
     path = _page_file(target)

@@ -261,3 +261,33 @@ def test_a_long_run_leaves_the_page_opaque_and_greys_only_the_pruned_text_it_reg
     late = [lowest for t, lowest in stale if t - stale[0][0] >= 1.0]  # Streamlit's fade is under way by then
     assert late, "no element stayed stale for a second: the switch was too quick to tell"
     assert min(late) == 1.0
+
+
+# Every 40 ms for ``ms``: how many prompt boxes the page shows (a stale one beside the new one counts 2).
+_WATCH_PROMPTS = """async ms => {
+    const counts = [], start = performance.now();
+    while (performance.now() - start < ms) {
+        counts.push(document.querySelectorAll('[data-testid="stTextArea"]').length);
+        await new Promise(r => setTimeout(r, 40));
+    }
+    return counts;
+}"""
+
+
+def test_the_first_step_after_a_link_that_loads_a_model_shows_one_page(app_url):
+    """A link to SmolLM2 loads it in its first run, whose loading bar sat above the page; the next run drew
+    every element one place higher, beside the stale ones, so the first slider step showed two prompt boxes
+    until it ended. ui.scenes now draws the page anew after such a load."""
+    from prune_explorer.models.smollm2 import NAME
+
+    with _browser_page(1000) as page:
+        page.goto(f"{app_url}/?model={NAME}&sparsity=40")
+        page.locator(".pe-gen-pruned").wait_for(timeout=WAIT_MS)
+        _settle(page)
+        slider = page.locator('.st-key-sidebar_sparsity input[type="range"]')
+        slider.focus()
+        page.keyboard.press("PageUp")
+        counts = page.evaluate(_WATCH_PROMPTS, 1500)
+        _settle(page)
+        assert slider.input_value() == "50"
+    assert max(counts) == 1, counts
