@@ -39,7 +39,9 @@ element stale from the rerun request until the run sends it again): for a step, 
 summary show the new value ("N of M weights are zero", N within one weight per layer of value × M),
 and the pruned text, the next-token chart and the KL metric (Prune page) or the histogram's threshold line
 and its caption, matching the value (Layers page). For a switch, the cheap outputs: pruned text and sidebar
-summary (and for SmolLM2 the "Active model" caption naming it).
+summary (and for SmolLM2 the "Active model" caption naming it). The pruned text counts once the current
+run shows it, growing (``pe-gen-growing``: its first tokens, drawn with the next-token chart) or whole
+(``pe-gen-pruned``); the whole text is in by *settled*.
 
 Breakdown (medians, ms): client = action → request sent; run = request → ``new_session``; 1st el =
 request → first element; out sv = request → the last frame received before the outputs showed; finish =

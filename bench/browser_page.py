@@ -39,6 +39,8 @@ PAGE_JS = r"""
     return !!s && b.fresh(s.el) && Math.abs(s.zero - (v / 100) * s.total) <= s.layers;
   };
   b.summaryFresh = () => { const s = b.summary(); return !!s && b.fresh(s.el); };
+  // The pruned text of the current run: growing (its first tokens) or whole.
+  b.textFresh = () => b.fresh('.pe-gen-pruned, .pe-gen-growing');
   b.metricFresh = (label) => b.fresh(b.byText('[data-testid="stMetric"]', label));
   b.captionFresh = (text) => b.fresh(b.byText('[data-testid="stCaptionContainer"]', text));
   b.keyFresh = (key) => b.fresh(q('.st-key-' + key));
@@ -117,7 +119,7 @@ PAGE_JS = r"""
 
 # Checks (JS expressions over the helpers above; `p.value` is the percent asked for).
 PRUNE_STEP = (
-    "b.value() === p.value && b.summaryAt(p.value) && b.fresh('.pe-gen-pruned') "
+    "b.value() === p.value && b.summaryAt(p.value) && b.textFresh() "
     "&& b.fresh('.pe-next-token') && b.metricFresh('KL(dense ‖ pruned), next token')"
 )
 LAYERS_STEP = "b.value() === p.value && b.summaryAt(p.value) && b.histogramAt(p.value)"
@@ -127,7 +129,7 @@ FLOOR_STEP = (
     "&& b.fresh(b.byText('[data-testid=\"stMarkdownContainer\"]', 'stands at ' + p.value + '%'))"
 )
 RUN_EVENTS = {"rerun_script": "request", "new_session": "run started", "script_finished": "finished"}
-CHEAP = "b.fresh('.pe-gen-pruned') && b.summaryFresh()"
+CHEAP = "b.textFresh() && b.summaryFresh()"
 ANY_RUN = "true"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ui.generation import STREAM_FIRST_SECONDS, STREAM_SECONDS, _Streamer
+from ui.generation import STREAM_SECONDS, _Streamer
 
 
 class _Slot:
@@ -29,30 +29,34 @@ def _streamer(stories, clock: _Clock) -> tuple[_Streamer, _Slot, list]:
     return streamer, slot, charts
 
 
-def test_a_text_done_within_the_first_wait_is_never_redrawn_while_it_grows(stories):
+def test_the_first_token_shows_at_once_then_the_text_at_the_cadence(stories):
+    """The next-token view and the new text's first token come together, right after the prompt's pass; then
+    the growing text is redrawn every ``STREAM_SECONDS``, never as ``pe-gen-partial`` (the previous text)."""
     clock = _Clock()
     streamer, slot, charts = _streamer(stories, clock)
     streamer.on_prompt("logits")
-    assert charts == ["logits"]  # the next-token view does not wait for the text
-    for i in range(8):  # 8 tokens, 35 ms each: SmolLM2's default text
-        clock.now += 0.035
-        streamer.on_token(100 + i)
-    assert clock.now < STREAM_FIRST_SECONDS and slot.drawn == []
-
-
-def test_a_long_text_is_redrawn_after_the_first_wait_then_at_the_cadence(stories):
-    clock = _Clock()
-    streamer, slot, _ = _streamer(stories, clock)
-    streamer.on_prompt("logits")
+    assert charts == ["logits"] and slot.drawn == []  # the next-token view does not wait for the text
     redraw_times = []
     for i in range(48):  # 3 s of tokens, 62.5 ms each (exact in binary, so the times compare exactly)
-        clock.now += 0.0625
         before = len(slot.drawn)
         streamer.on_token(100 + i)
         if len(slot.drawn) > before:
             redraw_times.append(clock.now)
-    assert redraw_times[0] == STREAM_FIRST_SECONDS
+        clock.now += 0.0625
+    assert redraw_times[0] == 0.0  # the first token, at once
     gaps = [b - a for a, b in zip(redraw_times, redraw_times[1:])]
     assert gaps and all(gap == STREAM_SECONDS for gap in gaps)
-    assert all("pe-gen-partial" in body for body in slot.drawn)
+    assert all("pe-gen-growing" in body and "pe-gen-partial" not in body for body in slot.drawn)
     assert len(streamer.tokens) == 48
+
+
+def test_a_short_text_is_drawn_once_while_it_grows(stories):
+    """SmolLM2's default text (8 tokens, ~35 ms each) is drawn at its first token, and then only when done:
+    each redraw costs the browser CPU the generation needs."""
+    clock = _Clock()
+    streamer, slot, _ = _streamer(stories, clock)
+    streamer.on_prompt("logits")
+    for i in range(8):
+        streamer.on_token(100 + i)
+        clock.now += 0.035
+    assert clock.now < STREAM_SECONDS + 0.035 and len(slot.drawn) == 1

@@ -169,7 +169,9 @@ _DIFF_STYLE = "background: rgba(255, 75, 75, 0.28); border-radius: 3px;"
 def tokens_html(pieces: Sequence[str], same: Sequence[bool], side: str) -> str:
     """The continuation as HTML spans; tokens that differ from the other side's token get a red background.
 
-    ``side`` ("dense" or "pruned") goes into the class name, so a browser test can find the text.
+    ``side`` goes into the class name (``pe-gen-dense``, ``-pruned``; ``-growing`` while the pruned text is
+    generated, ``-partial`` for the previous one kept until then, ``-pinned``), so the page's style and a
+    browser test can find the text.
     """
     spans = []
     for piece, ok in zip(pieces, same, strict=True):

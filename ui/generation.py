@@ -1,15 +1,20 @@
 """The Prune page's live outputs: dense and pruned text side by side, and the next-token view, drawn while
 the pruned model computes them.
 
-After a slider move the pruned model's prompt logits come first (one forward pass): the next-token chart and
-KL show then, and the pruned text grows token by token below, first redrawn ``STREAM_FIRST_SECONDS`` into the
-generation, then every ``STREAM_SECONDS``. Each redraw makes the browser render the page while the generation
-wants the same two cores, so a text done within half a second (SmolLM2's default 8 tokens) is drawn once,
-when done, and a long one still shows its progress (browser bench, fifteen SmolLM2 bursts each, alternating
-with a redraw every 0.1 s in one hour: median 848 ms against 935). A newer slider move stops this run before
-the pruned model's next transformer block (``ui.interrupt``), so a burst of moves never waits for a stale
-generation. A partial text carries the class ``pe-gen-partial``; only the finished one is ``pe-gen-pruned``
-(what the browser benchmark waits for).
+After a slider move the pruned model's prompt logits come first (one forward pass): the next-token chart, the
+KL and the new text's first token show together then, and the text grows below, redrawn every
+``STREAM_SECONDS`` until it is done. So every output shows the new setting after one forward pass, however
+long the text: in a burst of moves on SmolLM2 (8 tokens, one memory-bound pass each) that is about 300 ms
+before the whole text (browser bench, ten bursts each, alternating with the text drawn only when done, in one
+hour: chart, KL and first words 501-556 ms against the whole text at 825-975; the whole text came as soon
+either way: 829-893). Each redraw makes the browser render the page while the generation wants the same two
+cores, so the text is not redrawn at every token (every 0.1 s cost 90 ms of a SmolLM2 burst). A newer slider
+move stops this run before the pruned model's next transformer block (``ui.interrupt``), so a burst of moves
+never waits for a stale generation.
+
+The text being generated carries the class ``pe-gen-growing`` (ended by an ellipsis, ``ui.page_style``);
+only the finished one is ``pe-gen-pruned``. Until the first token comes, the slot keeps the previous
+setting's text as ``pe-gen-partial``, which turns grey if it is still there 0.4 s into the run.
 
 With a pin (``ui.pin``) that fits the prompt, a third column shows the pinned text (``pe-gen-pinned``) between
 dense and pruned, the chart gets the pinned probabilities and the KL metrics their difference from the
@@ -36,13 +41,13 @@ from prune_explorer.measure.evaluate import token_diff
 from prune_explorer.state import PruningState
 from ui import data, downloads, formats, interrupt, light_charts, lookahead, outputs, pin, protocol, session
 
-STREAM_FIRST_SECONDS = 0.5  # the first redraw of a growing text, after the prompt's pass
-STREAM_SECONDS = 0.25  # the redraws after it
+STREAM_SECONDS = 0.25  # the redraws of a growing text after its first token
 
 
 @dataclass
 class _Streamer:
-    """Draws the pruned text as it grows and the next-token view as soon as the prompt is scored."""
+    """Draws the next-token view as soon as the prompt is scored, the pruned text's first token with it, and
+    the text as it grows."""
 
     state: PruningState
     ids: list[int]
@@ -60,11 +65,10 @@ class _Streamer:
 
     def on_token(self, token: int) -> None:
         self.tokens.append(token)
-        wait = STREAM_SECONDS if self.redraws else STREAM_FIRST_SECONDS
-        if self.clock() - self.drawn_at >= wait:
+        if not self.redraws or self.clock() - self.drawn_at >= STREAM_SECONDS:
             tok = self.state.dense.tokenizer
             same = token_diff(self.dense_tokens, self.tokens)
-            self.pruned_slot.html(data.tokens_html(tok.token_pieces(self.tokens), same, "partial"))
+            self.pruned_slot.html(data.tokens_html(tok.token_pieces(self.tokens), same, "growing"))
             self.redraws += 1
             self.drawn_at = self.clock()
 

@@ -291,3 +291,50 @@ def test_the_first_step_after_a_link_that_loads_a_model_shows_one_page(app_url):
         _settle(page)
         assert slider.input_value() == "50"
     assert max(counts) == 1, counts
+
+
+# Every pruned text put on the page for ``ms`` (the slot's html is replaced at each redraw): when, its class,
+# its length, its colour and what its style appends.
+_WATCH_TEXTS = """async ms => {
+    const seen = [], start = performance.now();
+    const note = el => seen.push([performance.now() - start, el.className, el.textContent.length,
+                                  getComputedStyle(el).color, getComputedStyle(el, '::after').content]);
+    const observer = new MutationObserver(records => records.forEach(r => r.addedNodes.forEach(n => {
+        if (n.nodeType !== 1) return;
+        [n, ...n.querySelectorAll('.pe-gen')].filter(e => e.matches('.pe-gen-growing, .pe-gen-pruned'))
+            .forEach(note);
+    })));
+    observer.observe(document.body, {childList: true, subtree: true});
+    await new Promise(r => setTimeout(r, ms));
+    observer.disconnect();
+    return seen;
+}"""
+
+
+def test_the_new_pruned_text_shows_its_first_tokens_at_once_then_grows(app_url):
+    """ui.generation draws the new text's first token with the next-token chart, right after the prompt's
+    pass, as ``pe-gen-growing`` (not greyed, ending in an ellipsis), then the whole text as ``pe-gen-pruned``.
+    """
+    with _browser_page(1000) as page:
+        page.goto(app_url)
+        page.locator(".pe-gen-pruned").wait_for(timeout=WAIT_MS)
+        _settle(page)
+        tokens = page.locator('.st-key-prune_new_tokens input[type="range"]')
+        tokens.focus()
+        page.keyboard.press("End")  # 120 tokens: a text that takes a while to generate
+        _settle(page)
+        assert tokens.input_value() == "120"
+        normal = page.locator(".pe-gen-dense").evaluate("el => getComputedStyle(el).color")
+        slider = page.locator('.st-key-sidebar_sparsity input[type="range"]')
+        slider.focus()
+        page.keyboard.press("PageUp")
+        seen = page.evaluate(_WATCH_TEXTS, 4000)
+        _settle(page)
+    kinds = [("growing" if "pe-gen-growing" in cls else "pruned") for _, cls, *_ in seen]
+    assert "growing" in kinds and kinds[-1] == "pruned", seen
+    assert kinds.index("growing") < kinds.index("pruned")
+    growing = [entry for entry, kind in zip(seen, kinds, strict=True) if kind == "growing"]
+    whole = seen[-1]
+    assert growing[0][2] < whole[2]  # the first tokens, not the whole text
+    assert all(color == normal for _, _, _, color, _ in growing)  # fresh words: not greyed
+    assert all("…" in after for *_, after in growing) and "…" not in whole[4]
