@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
+
+from prune_explorer.state import PruningState
 from ui.generation import STREAM_SECONDS, _Streamer
 
 
@@ -22,8 +27,6 @@ class _Clock:
 
 
 def _streamer(stories, clock: _Clock) -> tuple[_Streamer, _Slot, list]:
-    from prune_explorer.state import PruningState
-
     slot, charts = _Slot(), []
     streamer = _Streamer(PruningState(stories), [1, 2], [5, 6, 7], slot, charts.append, clock=clock)
     return streamer, slot, charts
@@ -60,3 +63,31 @@ def test_a_short_text_is_drawn_once_while_it_grows(stories):
         streamer.on_token(100 + i)
         clock.now += 0.035
     assert clock.now < STREAM_SECONDS + 0.035 and len(slot.drawn) == 1
+
+
+def test_the_growing_text_replaces_the_previous_one_from_its_start(stories):
+    """The new words come first, then the previous text's remaining words (``pe-old``), which turn grey when
+    the whole previous text would have: 0.4 s after it was drawn, so a quick step does not flicker."""
+    from ui.page_style import WAIT_SECONDS
+
+    clock = _Clock()
+    slot = _Slot()
+    tok = stories.tokenizer
+    before = tok.encode("Once upon a time there was a little girl")
+    streamer = _Streamer(PruningState(stories), [1], before, slot, lambda logits: None, before, clock=clock)
+    clock.now = 0.125  # the prompt's pass
+    streamer.on_prompt("logits")
+    streamer.on_token(before[0])
+    first = slot.drawn[-1]
+    assert "pe-gen-growing" in first
+    old = re.search(r'<span class="pe-old" style="animation-delay: ([0-9.]+)s">(.*?)</span>', first)
+    assert old is not None and float(old.group(1)) == pytest.approx(WAIT_SECONDS - 0.125, abs=0.005)
+    assert old.group(2) == "".join(tok.token_pieces(before[1:]))
+    clock.now = 1.0  # long after: the rest is grey at once
+    streamer.on_token(before[1])
+    later = re.search(r'class="pe-old" style="animation-delay: ([0-9.]+)s">(.*?)</span>', slot.drawn[-1])
+    assert float(later.group(1)) == 0.0 and later.group(2) == "".join(tok.token_pieces(before[2:]))
+    for token in before[2:]:
+        clock.now += STREAM_SECONDS
+        streamer.on_token(token)
+    assert "pe-old" not in slot.drawn[-1]  # nothing of the previous text is left

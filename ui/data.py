@@ -166,12 +166,19 @@ def topk_table(tokenizer, dense_row: torch.Tensor, pruned_row: torch.Tensor, k: 
 _DIFF_STYLE = "background: rgba(255, 75, 75, 0.28); border-radius: 3px;"
 
 
-def tokens_html(pieces: Sequence[str], same: Sequence[bool], side: str) -> str:
+def tokens_html(
+    pieces: Sequence[str],
+    same: Sequence[bool],
+    side: str,
+    rest: Sequence[str] = (),
+    rest_grey_in: float = 0.0,
+) -> str:
     """The continuation as HTML spans; tokens that differ from the other side's token get a red background.
 
     ``side`` goes into the class name (``pe-gen-dense``, ``-pruned``; ``-growing`` while the pruned text is
     generated, ``-partial`` for the previous one kept until then, ``-pinned``), so the page's style and a
-    browser test can find the text.
+    browser test can find the text. ``rest``: the previous text's tokens past these, which a growing text has
+    not replaced yet (``pe-old``: turns grey ``rest_grey_in`` seconds after it is drawn, ``ui.page_style``).
     """
     spans = []
     for piece, ok in zip(pieces, same, strict=True):
@@ -179,6 +186,9 @@ def tokens_html(pieces: Sequence[str], same: Sequence[bool], side: str) -> str:
         spans.append(
             f"<span>{text}</span>" if ok else f'<span class="pe-diff" style="{_DIFF_STYLE}">{text}</span>'
         )
+    if rest:
+        old = html.escape("".join(rest))
+        spans.append(f'<span class="pe-old" style="animation-delay: {rest_grey_in:.3f}s">{old}</span>')
     body = "".join(spans) or "<em>(no tokens)</em>"
     return (
         f'<div class="pe-gen pe-gen-{side}" style="white-space: pre-wrap; line-height: 1.7; '

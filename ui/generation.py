@@ -12,9 +12,11 @@ cores, so the text is not redrawn at every token (every 0.1 s cost 90 ms of a Sm
 move stops this run before the pruned model's next transformer block (``ui.interrupt``), so a burst of moves
 never waits for a stale generation.
 
-The text being generated carries the class ``pe-gen-growing`` (ended by an ellipsis, ``ui.page_style``);
-only the finished one is ``pe-gen-pruned``. Until the first token comes, the slot keeps the previous
-setting's text as ``pe-gen-partial``, which turns grey if it is still there 0.4 s into the run.
+Until the first token comes, the slot keeps the text shown before as ``pe-gen-partial``, which turns grey if
+it is still there 0.4 s into the run. The text being generated (``pe-gen-growing``, ended by an ellipsis)
+replaces it from its start: the new words, then the old text's remaining words (``pe-old``), which turn grey
+at that same moment (``ui.page_style``); only the finished text is ``pe-gen-pruned``. Neighbouring settings
+write nearly the same text, so a step mostly rewrites words in place, with no flicker and no change of height.
 
 With a pin (``ui.pin``) that fits the prompt, a third column shows the pinned text (``pe-gen-pinned``) between
 dense and pruned, the chart gets the pinned probabilities and the KL metrics their difference from the
@@ -39,7 +41,19 @@ from prune_explorer import threads
 from prune_explorer.measure.divergence import Agreement, agreement
 from prune_explorer.measure.evaluate import token_diff
 from prune_explorer.state import PruningState
-from ui import data, downloads, formats, interrupt, light_charts, lookahead, outputs, pin, protocol, session
+from ui import (
+    data,
+    downloads,
+    formats,
+    interrupt,
+    light_charts,
+    lookahead,
+    outputs,
+    page_style,
+    pin,
+    protocol,
+    session,
+)
 
 STREAM_SECONDS = 0.25  # the redraws of a growing text after its first token
 
@@ -54,10 +68,15 @@ class _Streamer:
     dense_tokens: list[int]
     pruned_slot: DeltaGenerator
     show_next: Callable[[torch.Tensor], None]
+    before: list[int] = field(default_factory=list)  # the previous text, shown until replaced
     tokens: list[int] = field(default_factory=list)
     drawn_at: float = 0.0
     redraws: int = 0
     clock: Callable[[], float] = time.perf_counter
+    before_at: float = field(init=False)  # when the previous text was drawn (it turns grey from then on)
+
+    def __post_init__(self) -> None:
+        self.before_at = self.clock()
 
     def on_prompt(self, pruned_logits: torch.Tensor) -> None:
         self.show_next(pruned_logits)
@@ -68,7 +87,11 @@ class _Streamer:
         if not self.redraws or self.clock() - self.drawn_at >= STREAM_SECONDS:
             tok = self.state.dense.tokenizer
             same = token_diff(self.dense_tokens, self.tokens)
-            self.pruned_slot.html(data.tokens_html(tok.token_pieces(self.tokens), same, "growing"))
+            rest = tok.token_pieces(self.before[len(self.tokens) :])
+            grey_in = max(0.0, page_style.WAIT_SECONDS - (self.clock() - self.before_at))
+            self.pruned_slot.html(
+                data.tokens_html(tok.token_pieces(self.tokens), same, "growing", rest, grey_in)
+            )
             self.redraws += 1
             self.drawn_at = self.clock()
 
@@ -115,7 +138,7 @@ def show(
             agree = _next_token(tok, dense_logits, pruned_logits, dense.name, pinned, card)
         shown.append((pruned_logits, agree))
 
-    streamer = _Streamer(state, ids, dense_tokens, pruned_slot, show_next)
+    streamer = _Streamer(state, ids, dense_tokens, pruned_slot, show_next, before or [])
     lookahead.prime(state, ids, max_new)  # a setting computed before (the look-ahead, another session)
     with threads.interactive(), interrupt.between_blocks(state):  # a newer slider move stops it at once
         gen = outputs.generations(

@@ -10,8 +10,11 @@ next-token chart and the metrics, without animation, gave back the whole gain (8
 
 So every element keeps its opacity while a run updates the page, and only the pruned text says that it is
 being generated again: its words turn grey if they are still the previous setting's 0.4 s into the run
-(``pe-gen-partial``, a small box; a quick step changes nothing), and the new text ends in an ellipsis while it
-grows (``pe-gen-growing``, no animation). Streamlit's running indicator stays.
+(``pe-gen-partial``, a small box; a quick step changes nothing). The new text replaces the old one from its
+start as it grows (``pe-gen-growing``, ending in an ellipsis): its words in the usual colour, the previous
+text's remaining words after them (``pe-old``) turning grey at the same moment as the whole old text would
+(``ui.generation`` sets the delay), so a quick run neither flickers nor shifts the layout. Streamlit's
+running indicator stays.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ WAIT_SECONDS = 0.4  # a step answered sooner changes nothing on the page until i
 
 STEADY_CSS = f"""<style>
 .stElementContainer[data-stale="true"] {{ opacity: 1 !important; transition: none !important; }}
-.pe-gen-partial {{ animation: pe-waiting 0s linear {WAIT_SECONDS}s forwards; }}
+.pe-gen-partial, .pe-old {{ animation: pe-waiting 0s linear {WAIT_SECONDS}s forwards; }}
 .pe-gen-growing::after {{ content: " \\2026"; color: rgba(128, 128, 128, 0.8); }}
 @keyframes pe-waiting {{ to {{ color: rgba(128, 128, 128, 0.8); }} }}
 </style>"""

@@ -294,11 +294,15 @@ def test_the_first_step_after_a_link_that_loads_a_model_shows_one_page(app_url):
 
 
 # Every pruned text put on the page for ``ms`` (the slot's html is replaced at each redraw): when, its class,
-# its length, its colour and what its style appends.
+# the length of its new words (not the previous text's, ``pe-old``), their colour, what its style appends.
 _WATCH_TEXTS = """async ms => {
     const seen = [], start = performance.now();
-    const note = el => seen.push([performance.now() - start, el.className, el.textContent.length,
-                                  getComputedStyle(el).color, getComputedStyle(el, '::after').content]);
+    const note = el => {
+        const old = el.querySelector('.pe-old');
+        seen.push([performance.now() - start, el.className,
+                   el.textContent.length - (old ? old.textContent.length : 0),
+                   getComputedStyle(el).color, getComputedStyle(el, '::after').content]);
+    };
     const observer = new MutationObserver(records => records.forEach(r => r.addedNodes.forEach(n => {
         if (n.nodeType !== 1) return;
         [n, ...n.querySelectorAll('.pe-gen')].filter(e => e.matches('.pe-gen-growing, .pe-gen-pruned'))
@@ -335,6 +339,6 @@ def test_the_new_pruned_text_shows_its_first_tokens_at_once_then_grows(app_url):
     assert kinds.index("growing") < kinds.index("pruned")
     growing = [entry for entry, kind in zip(seen, kinds, strict=True) if kind == "growing"]
     whole = seen[-1]
-    assert growing[0][2] < whole[2]  # the first tokens, not the whole text
-    assert all(color == normal for _, _, _, color, _ in growing)  # fresh words: not greyed
+    assert 0 < growing[0][2] < whole[2]  # the first tokens, not the whole text
+    assert all(color == normal for _, _, _, color, _ in growing)  # new words: not greyed
     assert all("…" in after for *_, after in growing) and "…" not in whole[4]
