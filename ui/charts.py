@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -214,30 +212,6 @@ def add_model_mark(
     earlier (for the settings ``earlier`` names)."""
     for trace in _model_marks(current, earlier, symbol, size):
         fig.add_trace(trace)
-
-
-def sparsity_heatmap(
-    kinds: Sequence[str], blocks: Sequence[str], grid: np.ndarray, height: int = 300
-) -> go.Figure:
-    """Per-layer sparsity (%) as a kinds × blocks heatmap, the value written in each cell."""
-    text = [["" if np.isnan(v) else f"{v:.0f}" for v in row] for row in grid]
-    fig = go.Figure(
-        go.Heatmap(
-            z=grid,
-            x=list(blocks),
-            y=list(kinds),
-            zmin=0,
-            zmax=100,
-            colorscale="Reds",
-            text=text,
-            texttemplate="%{text}",
-            colorbar=dict(title="% pruned"),
-            hovertemplate="block %{x}<br>%{y}<br>%{z:.1f}% pruned<extra></extra>",
-        )
-    )
-    fig.update_xaxes(title_text="block", type="category")
-    fig.update_yaxes(autorange="reversed", type="category")
-    return layout(fig, height)
 
 
 ZERO_COLOR = "#1b1b1b"  # pruned weights: nearly black, never mistaken for a small kept weight (near white)

@@ -4,7 +4,7 @@ from functools import partial
 
 import streamlit as st
 
-from ui import charts, data, describe, downloads, formats, pickers, session
+from ui import charts, data, describe, downloads, formats, pickers, session, sparsity_grid
 
 state = session.state()
 dense = state.dense
@@ -69,9 +69,7 @@ if dense.info.get("quantized_note"):
 
 st.subheader("All layers: sparsity by block and kind")
 kinds, blocks, grid = data.sparsity_grid(state, layers)
-st.plotly_chart(
-    charts.sparsity_heatmap(kinds, blocks, grid, height=120 + 32 * len(kinds)), key="layers_heatmap"
-)
+st.html(sparsity_grid.sparsity_grid_html(kinds, blocks, grid))
 downloads.csv_button(
     partial(downloads.heatmap_table, kinds, blocks, grid),
     downloads.csv_name(dense.name, "sparsity-by-layer"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import re
 import time
 import urllib.parse
@@ -163,6 +164,21 @@ def light_figure(chart_html: str) -> dict:
             trace["x"].append(token)
             trace["y"].append(float(p) if p else None)
     return {"data": list(traces.values())}
+
+
+def grid_figure(chart_html: str) -> dict:
+    """The Layers page's sparsity grid (``ui.sparsity_grid``) read back as a figure-like dict, as a Plotly
+    heatmap reads: ``data[0]``'s ``z`` (kinds × blocks, NaN for an empty cell), ``x`` blocks, ``y`` kinds."""
+    cells = re.findall(
+        r'class="pe-cell" data-kind="([^"]*)" data-block="([^"]*)"(?: data-pct="([^"]*)")?', chart_html
+    )
+    kinds = list(dict.fromkeys(html.unescape(k) for k, _, _ in cells))
+    blocks = list(dict.fromkeys(html.unescape(b) for _, b, _ in cells))
+    z = [[math.nan] * len(blocks) for _ in kinds]
+    for kind, block, pct in cells:
+        if pct:
+            z[kinds.index(html.unescape(kind))][blocks.index(html.unescape(block))] = float(pct)
+    return {"data": [{"z": z, "x": blocks, "y": kinds}]}
 
 
 def light_sweep(chart_html: str) -> dict:

@@ -11,7 +11,7 @@ import math
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
-from tests.support.apptest import light_figure, sweep_figure
+from tests.support.apptest import grid_figure, light_figure, sweep_figure
 
 
 def record_downloads(monkeypatch) -> dict:
@@ -70,6 +70,8 @@ def csv_under_charts(at: AppTest, payloads: dict) -> dict[str, tuple[dict, str, 
             if 'class="pe-next-token"' in body
             else sweep_figure
             if 'class="pe-sweep"' in body
+            else grid_figure
+            if 'class="pe-sparsity-grid"' in body
             else None
         )
         if chart is None or (chart.type != "plotly_chart" and reader is None):
