@@ -109,9 +109,12 @@ def test_slider_prunes_in_a_real_browser(app_url):
         stated, drawn = _threshold(page)
         assert stated > 0.0
         assert drawn == pytest.approx(stated, abs=1e-6)
-        main = page.get_by_test_id("stMain")  # not the sidebar's per-layer chart
-        main.locator(".js-plotly-plot").nth(1).wait_for(timeout=WAIT_MS)  # the block × kind overview
+        grid = page.locator(".pe-sparsity-grid")  # the block × kind overview
+        grid.wait_for(timeout=WAIT_MS)
         _settle(page)
+        cells = grid.locator(".pe-cell[data-pct]")
+        assert cells.count() == 35  # stories260K: 5 blocks × 7 kinds, each at the uniform 50%
+        assert all(abs(float(v) - 50.0) < 0.5 for v in cells.evaluate_all("cs => cs.map(c => c.dataset.pct)"))
         page.screenshot(path=str(ARTIFACTS / "layers.png"))
 
 
