@@ -19,6 +19,7 @@ from tests.support.apptest import (
     metric,
     next_token_bars,
     set_sparsity,
+    sparsity_overview,
     start,
     sweep,
     weight_bytes,
@@ -111,13 +112,15 @@ def test_layers_page_table_histogram_and_overview():
     table = at.dataframe[0].value
     assert table["sparsity %"].round(1).eq(50.0).all()
     assert threshold_caption(at) > 0.0
-    histogram, overview = figures(at)  # the |w| histogram and the block × kind overview
+    (histogram,) = figures(at)  # the |w| histogram (the block × kind overview is HTML)
     (line,) = histogram["layout"]["shapes"]  # the threshold line, where the caption says
     assert line["type"] == "line" and line["x0"] == line["x1"] == pytest.approx(
         threshold_caption(at), abs=1e-6
     )
     assert "pruned" in [trace["name"] for trace in histogram["data"]]
-    assert overview["data"][0]["type"] == "heatmap"
+    overview = sparsity_overview(at)["data"][0]
+    assert len(overview["y"]) == 7 and len(overview["x"]) == 5  # stories260K: 7 kinds in 5 blocks
+    assert np.allclose(overview["z"], 50.0, atol=0.5)
 
     at.toggle(key="layers_log_x").set_value(True).run()
     at.toggle(key="layers_log_y").set_value(True).run()

@@ -145,6 +145,11 @@ def _html_with(at: AppTest, css_class: str, where: str = "main") -> str:
     return found
 
 
+def sparsity_overview(at: AppTest) -> dict:
+    """The Layers page's block × kind grid (``ui.sparsity_grid``), as :func:`grid_figure` reads it."""
+    return grid_figure(_html_with(at, "pe-sparsity-grid"))
+
+
 def next_token_bars(at: AppTest) -> dict[str, dict[str, float | None]]:
     """The Prune page's next-token chart (``ui.light_charts``) as series -> {token label: probability}
     (None where the series has no bar), in the order drawn."""
