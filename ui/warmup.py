@@ -26,7 +26,7 @@ import torch
 
 import ui
 from prune_explorer.models.dense import DenseModel
-from ui import calibration_view, defaults, loading, outputs, session, sweeps
+from ui import calibration_view, defaults, loading, outputs, session, sparsity_grid, sweeps
 
 log = logging.getLogger(__name__)
 
@@ -108,3 +108,4 @@ def _streamlit_and_plotly() -> None:
     figure.update_layout(height=100, legend={"orientation": "h"}, margin={"t": 0})
     figure.update_xaxes(type="log")
     figure.to_plotly_json()
+    sparsity_grid.cell_color(0.0)  # the Layers grid's colours, sampled once per process
